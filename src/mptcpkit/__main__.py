@@ -1,0 +1,3 @@
+from mptcpkit.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""mptcpkit.lab.store."""
