@@ -1,11 +1,11 @@
 """Errors of the netlink layer.
 
-    MptcpkitError
-     +-- LabError
-          +-- NetlinkError       anything that went wrong talking to the kernel over netlink
-               +-- DecodeError   the bytes are not a valid message (kernel or peer sent garbage)
-               +-- KernelError   the kernel refused a request: errno plus its extended-ack text
-               +-- FamilyNotFound the generic-netlink family is absent (module not loaded / kernel too old)
+MptcpkitError
+ +-- LabError
+      +-- NetlinkError       anything that went wrong talking to the kernel over netlink
+           +-- DecodeError   the bytes are not a valid message (kernel or peer sent garbage)
+           +-- KernelError   the kernel refused a request: errno plus its extended-ack text
+           +-- FamilyNotFound the generic-netlink family is absent (module not loaded / kernel too old)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The generic-netlink controller (`nlctrl`): resolve a family name to its id and multicast groups. Pure codec."""
+"""The generic-netlink controller (`nlctrl`): family name -> id and multicast groups. Pure codec."""
 
 from __future__ import annotations
 

@@ -1,1 +1,10 @@
-"""mptcpkit.lab.emulation."""
+"""Link emulation for the lab: rate with tbf, delay/jitter/loss with netem or a userspace TAP delay line.
+
+Public API (the contract with the namespace backend): LinkShape, netem_available, build_wire, Wire.
+"""
+
+from mptcpkit.lab.emulation.netem import netem_available
+from mptcpkit.lab.emulation.shape import LinkShape
+from mptcpkit.lab.emulation.wire import Wire, build_wire
+
+__all__ = ["LinkShape", "Wire", "build_wire", "netem_available"]

@@ -1,0 +1,530 @@
+"""The default backend: every host is a network namespace of this machine, every link two veth pairs through a
+per-lab "wire" namespace where the link is shaped.
+
+    client ns            wire ns (patch panel)             server ns
+    eth0 ====veth==== l0a --[shape a->b]--> l0b ====veth==== eth0
+                          <--[shape b->a]--
+
+Shaping in the wire namespace keeps the sender's own qdisc and TCP Small Queues out of the measurement, as on a
+real link. Everything is set up over netlink (pyroute2 and our mptcp_pm client) from this process: no `ip`
+process per step. The lab is recorded in the registry before anything is created, so `lab down --all` can undo a
+lab whose builder was killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mptcpkit.errors import EnvironmentProblem, LabError
+from mptcpkit.lab import registry
+from mptcpkit.lab.backends import nsutil
+from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
+from mptcpkit.lab.model import DEFAULT_SYSCTLS, Direction, Host as HostSpec, Link, Topology
+
+log = logging.getLogger(__name__)
+
+IFA_F_NODAD = 0x02
+RULE_PREF_MAIN = 100
+RULE_PREF_SOURCE = 200
+TABLE_BASE = 100
+
+Progress = Callable[[str], None]
+
+
+def preflight() -> None:
+    """Refuse early, with what to do, when this machine cannot run a namespace lab."""
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(
+            "the namespace lab needs root (it creates network namespaces and veth links)",
+            hint="run it with sudo, e.g. `sudo mptcpkit lab up two-paths`",
+        )
+    if not Path("/proc/sys/net/mptcp").is_dir():
+        raise EnvironmentProblem(
+            "this kernel has no MPTCP support (/proc/sys/net/mptcp is missing)",
+            hint="use a kernel built with CONFIG_MPTCP=y (any distribution kernel since 5.15), "
+            "or test another kernel with `mptcpkit lab run --kernel IMAGE`",
+        )
+    if nsutil.read_sysctl(None, "net.mptcp.enabled") != "1":
+        log.warning("net.mptcp.enabled is 0 on this host; lab namespaces enable MPTCP for themselves")
+
+
+class NetnsProcess(HostProcess):
+    """A process started inside a lab namespace."""
+
+    def __init__(self, host: str, argv: Sequence[str], popen: subprocess.Popen[str]) -> None:
+        self.host = host
+        self.argv = tuple(argv)
+        self.popen = popen
+
+    def readline(self, timeout: float) -> str | None:
+        import select
+
+        assert self.popen.stdout is not None
+        ready, _, _ = select.select([self.popen.stdout], [], [], timeout)
+        if not ready:
+            raise LabError(f"{self.host}: no output from `{' '.join(self.argv)}` within {timeout:.0f} s")
+        line = self.popen.stdout.readline()
+        return line.rstrip("\n") if line else None
+
+    def wait(self, timeout: float | None = None) -> CommandResult:
+        try:
+            out, err = self.popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.terminate()
+            out, err = self.popen.communicate()
+            raise LabError(f"{self.host}: `{' '.join(self.argv)}` did not finish within {timeout} s") from None
+        return CommandResult(self.argv, self.popen.returncode, out or "", err or "")
+
+    def terminate(self) -> None:
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+
+class NetnsHost(Host):
+    """A lab host that is a network namespace of this machine."""
+
+    def __init__(self, name: str, netns: str) -> None:
+        self.name = name
+        self.netns = netns
+        self._children: list[NetnsProcess] = []
+
+    def _argv(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *argv]
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True, input: str | None = None
+    ) -> CommandResult:
+        try:
+            proc = subprocess.run(
+                self._argv(argv), capture_output=True, text=True, timeout=timeout, input=input,
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired:
+            raise LabError(f"{self.name}: `{' '.join(argv)}` did not finish within {timeout} s") from None
+        except FileNotFoundError as exc:
+            raise EnvironmentProblem(f"cannot run {exc.filename}: not installed") from None
+        result = CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+        return result.check(self.name) if check else result
+
+    def spawn(self, argv: Sequence[str]) -> NetnsProcess:
+        popen = subprocess.Popen(
+            self._argv(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True,
+        )
+        proc = NetnsProcess(self.name, argv, popen)
+        self._children.append(proc)
+        return proc
+
+    def python_argv(self) -> list[str]:
+        return [sys.executable]
+
+    def read_file(self, path: str) -> str:
+        if path.startswith("/proc/sys/"):
+            with nsutil.entered(self.netns):
+                return Path(path).read_text()
+        return super().read_file(path)
+
+    def sysctl(self, key: str) -> str:
+        return nsutil.read_sysctl(self.netns, key)
+
+    def set_sysctl(self, key: str, value: str) -> None:
+        try:
+            nsutil.write_sysctl(self.netns, key, value)
+        except FileNotFoundError:
+            raise LabError(f"{self.name}: sysctl {key} does not exist on this kernel") from None
+        except OSError as exc:
+            raise LabError(f"{self.name}: cannot set {key}={value}: {exc.strerror}") from None
+
+    def set_link_up(self, ifname: str, up: bool) -> None:
+        with _ipr(self.netns) as ipr:
+            (index,) = ipr.link_lookup(ifname=ifname) or [None]
+            if index is None:
+                raise LabError(f"{self.name}: no interface {ifname}")
+            ipr.link("set", index=index, state="up" if up else "down")
+
+    def stop_children(self) -> None:
+        for child in self._children:
+            child.terminate()
+        self._children.clear()
+
+
+class NetnsLab(Lab):
+    """A topology running on network namespaces of this machine."""
+
+    def __init__(self, topology: Topology, record: registry.LabRecord) -> None:
+        self.topology = topology
+        self.record = record
+        self.hosts = {name: NetnsHost(name, ns) for name, ns in record.namespaces.items()}
+        self.info = LabInfo(lab_id=record.lab_id, backend="netns", topology=topology.name,
+                            emulation=record.emulation)
+        self.wires: list[Any] = []
+        self._closed = False
+
+    def host(self, name: str) -> NetnsHost:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise LabError(f"lab {self.lab_id} has no host '{name}' (hosts: {', '.join(self.hosts)})") from None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for host in self.hosts.values():
+            host.stop_children()
+        for wire in self.wires:
+            with contextlib.suppress(Exception):
+                wire.close()
+        teardown_record(self.record)
+
+    def detach(self) -> None:
+        """Leave the lab running after this process exits (for `lab up`)."""
+        self._closed = True
+
+
+def attach(lab_id: str) -> NetnsLab:
+    """The running lab `lab_id` (built by another process, e.g. `lab up`)."""
+    record = registry.load(lab_id)
+    if record is None:
+        known = ", ".join(r.lab_id for r in registry.all_records()) or "none"
+        raise LabError(f"no lab '{lab_id}' on this machine (running labs: {known})")
+    if record.state != "up":
+        raise LabError(f"lab {lab_id} is not up (state: {record.state}); remove it with `mptcpkit lab down {lab_id}`")
+    missing = [ns for ns in record.all_netns if nsutil.netns_inode(ns) is None]
+    if missing:
+        raise LabError(f"lab {lab_id} is broken: namespaces {', '.join(missing)} are gone; "
+                       f"remove it with `mptcpkit lab down {lab_id}`")
+    topology = pickle.loads((registry.STATE_DIR / lab_id / "topology.pickle").read_bytes())
+    return NetnsLab(topology, record)
+
+
+def teardown_record(record: registry.LabRecord) -> None:
+    """Remove every namespace, process and state file of a recorded lab; idempotent."""
+    names = record.all_netns
+    nsutil.kill_processes_in(names)
+    for pid in record.pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    for name in names:
+        nsutil.delete_netns(name)
+    state_dir = registry.STATE_DIR / record.lab_id
+    if state_dir.is_dir():
+        for path in sorted(state_dir.rglob("*"), reverse=True):
+            with contextlib.suppress(OSError):
+                path.unlink() if not path.is_dir() else path.rmdir()
+        with contextlib.suppress(OSError):
+            state_dir.rmdir()
+    registry.remove(record.lab_id)
+
+
+def teardown_all() -> list[str]:
+    """Remove every lab this project created on this machine (and nothing else); returns the lab ids."""
+    removed = []
+    for record in registry.all_records():
+        if record.backend != "netns":
+            continue
+        teardown_record(record)
+        removed.append(record.lab_id)
+    # Namespaces with our prefix whose record was never written (builder killed between two syscalls).
+    orphans: dict[str, list[str]] = {}
+    for name in nsutil.list_netns():
+        match = registry.OUR_NETNS_RE.match(name)
+        if match:
+            orphans.setdefault(match.group(1), []).append(name)
+    for lab_id, names in orphans.items():
+        teardown_record(registry.LabRecord(lab_id=lab_id, backend="netns", topology="?",
+                                           namespaces={n: n for n in names}))
+        if lab_id not in removed:
+            removed.append(lab_id)
+    return removed
+
+
+class NetnsBackend(Backend):
+    """Builds labs out of network namespaces, veth pairs and a wire namespace."""
+
+    name = "netns"
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress or (lambda message: log.debug(message))
+
+    def up(self, topology: Topology, *, emulation: str = "auto") -> NetnsLab:
+        preflight()
+        lab_id = registry.new_lab_id()
+        record = registry.LabRecord(
+            lab_id=lab_id,
+            backend=self.name,
+            topology=topology.name,
+            namespaces={h.name: registry.netns_name(lab_id, h.name) for h in topology.hosts},
+            wire_netns=registry.wire_netns_name(lab_id) if topology.links else None,
+            topology_file=topology.source,
+        )
+        registry.save(record)
+        state_dir = registry.STATE_DIR / lab_id
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / "topology.pickle").write_bytes(pickle.dumps(topology))
+        lab = NetnsLab(topology, record)
+        try:
+            with _interrupts_as_exceptions():
+                self._build(lab, emulation)
+            record.state = "up"
+            registry.save(record)
+        except BaseException:
+            lab.close()
+            raise
+        return lab
+
+    # -- building steps -----------------------------------------------------------------------------------
+
+    def _build(self, lab: NetnsLab, emulation: str) -> None:
+        from pyroute2 import netns as pr_netns
+
+        topo, record = lab.topology, lab.record
+        started = time.monotonic()
+        self.progress(f"lab {record.lab_id}: creating {len(record.all_netns)} namespaces")
+        for name in record.all_netns:
+            pr_netns.create(name)
+        for name in record.all_netns:
+            nsutil.write_sysctl(name, "net.ipv6.conf.all.disable_ipv6", "0")
+            with _ipr(name) as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        for host in topo.hosts:
+            self._sysctls(lab.host(host.name), host)
+        if record.wire_netns:
+            nsutil.write_sysctl(record.wire_netns, "net.ipv6.conf.all.disable_ipv6", "1")
+        self.progress(f"lab {record.lab_id}: creating {len(topo.links)} links")
+        for index, link in enumerate(topo.links):
+            self._link(lab, index, link)
+        for host in topo.hosts:
+            self._routes(lab, host)
+            self._mptcp(lab, host)
+        self._emulation(lab, emulation)
+        self.progress(f"lab {record.lab_id}: up in {time.monotonic() - started:.2f} s")
+
+    def _sysctls(self, host: NetnsHost, spec: HostSpec) -> None:
+        values = dict(DEFAULT_SYSCTLS)
+        values["net.mptcp.enabled"] = "1" if spec.mptcp.enabled else "0"
+        if spec.forwarding:
+            values["net.ipv4.ip_forward"] = "1"
+            values["net.ipv6.conf.all.forwarding"] = "1"
+        # Source-routed subflows arrive on the "other" interface: strict reverse-path filtering would drop them.
+        values["net.ipv4.conf.all.rp_filter"] = "0"
+        values["net.ipv4.conf.default.rp_filter"] = "0"
+        values.update(spec.sysctls)
+        allow_congestion_control(values["net.ipv4.tcp_congestion_control"])
+        for key, value in values.items():
+            host.set_sysctl(key, value)
+        if spec.mptcp.path_manager != "kernel" or spec.mptcp.scheduler:
+            self._mptcp_sysctls(host, spec)
+
+    def _mptcp_sysctls(self, host: NetnsHost, spec: HostSpec) -> None:
+        pm = spec.mptcp.path_manager
+        if Path("/proc/sys/net/mptcp/path_manager").exists():
+            host.set_sysctl("net.mptcp.path_manager", pm)
+        else:
+            host.set_sysctl("net.mptcp.pm_type", "1" if pm == "userspace" else "0")
+        if spec.mptcp.scheduler:
+            available = nsutil.read_sysctl(host.netns, "net.mptcp.available_schedulers").split()
+            if spec.mptcp.scheduler not in available:
+                raise LabError(
+                    f"{host.name}: MPTCP scheduler '{spec.mptcp.scheduler}' is not available on this kernel "
+                    f"(available: {', '.join(available)})"
+                )
+            host.set_sysctl("net.mptcp.scheduler", spec.mptcp.scheduler)
+
+    def _link(self, lab: NetnsLab, index: int, link: Link) -> None:
+        wire = lab.record.wire_netns
+        assert wire is not None
+        for side, end in (("a", link.a), ("b", link.b)):
+            host_ns = lab.record.namespaces[end.host]
+            wire_if = f"l{index}{side}"
+            with _ipr(host_ns) as ipr:
+                ipr.link("add", ifname=end.ifname, kind="veth", mtu=link.mtu,
+                         peer={"ifname": wire_if, "net_ns_fd": wire, "mtu": link.mtu})
+                ifindex = ipr.link_lookup(ifname=end.ifname)[0]
+                for address in end.addresses:
+                    flags = IFA_F_NODAD if address.version == 6 else 0
+                    ipr.addr("add", index=ifindex, address=str(address.ip), prefixlen=address.network.prefixlen,
+                             flags=flags)
+                ipr.link("set", index=ifindex, state="up")
+            with _ipr(wire) as wipr:
+                windex = wipr.link_lookup(ifname=wire_if)[0]
+                wipr.link("set", index=windex, state="up")
+
+    def _routes(self, lab: NetnsLab, host: HostSpec) -> None:
+        topo = lab.topology
+        links = topo.links_of(host.name)
+        policy = host.policy_routing if host.policy_routing is not None else len(links) > 1
+        with _ipr(lab.record.namespaces[host.name]) as ipr:
+            for route in host.routes:
+                kwargs: dict[str, Any] = {}
+                if route.to == "default":
+                    family = 6 if route.via is not None and route.via.version == 6 else 4
+                    kwargs["dst"] = "default" if family == 4 else "::/0"
+                else:
+                    kwargs["dst"] = route.to
+                if route.via is not None:
+                    kwargs["gateway"] = str(route.via)
+                if route.dev is not None:
+                    kwargs["oif"] = ipr.link_lookup(ifname=route.dev)[0]
+                if route.metric is not None:
+                    kwargs["priority"] = route.metric
+                _netlink_step(lambda: ipr.route("add", **kwargs), f"{host.name}: route {route.to}")
+            if not policy:
+                return
+            # Per-source policy routing: each subflow leaves through the link its source address belongs to.
+            for family in (2, 10):
+                ipr.rule("add", family=family, priority=RULE_PREF_MAIN, table=254, suppress_prefixlen=0)
+            for index, link in enumerate(links):
+                end, peer = link.end(host.name), link.peer(host.name)
+                ifindex = ipr.link_lookup(ifname=end.ifname)[0]
+                table = TABLE_BASE + index
+                for address in end.addresses:
+                    family = 2 if address.version == 4 else 10
+                    gateway = next((p.ip for p in peer.addresses if p.version == address.version), None)
+                    ipr.route("add", dst=str(address.network), oif=ifindex, table=table, family=family)
+                    if gateway is not None:
+                        dst = "0.0.0.0/0" if address.version == 4 else "::/0"
+                        ipr.route("add", dst=dst, gateway=str(gateway), oif=ifindex, table=table, family=family)
+                    ipr.rule("add", family=family, priority=RULE_PREF_SOURCE + index, table=table,
+                             src=str(address.ip), src_len=address.max_prefixlen)
+
+    def _mptcp(self, lab: NetnsLab, host: HostSpec) -> None:
+        from mptcpkit.netlink.client import MptcpPmClient
+
+        mptcp = host.mptcp
+        if not mptcp.enabled or not (mptcp.endpoints or mptcp.subflows is not None
+                                     or mptcp.add_addr_accepted is not None):
+            return
+        owner = {addr.ip: ifname for ifname, addr in lab.topology.addresses_of(host.name)}
+        with MptcpPmClient(netns=lab.record.namespaces[host.name]) as pm:
+            if mptcp.subflows is not None or mptcp.add_addr_accepted is not None:
+                _netlink_step(lambda: pm.set_limits(subflows=mptcp.subflows,
+                                                    add_addr_accepted=mptcp.add_addr_accepted),
+                              f"{host.name}: set MPTCP limits")
+            for endpoint in mptcp.endpoints:
+                dev = endpoint.dev or owner[endpoint.address]
+                _netlink_step(
+                    lambda ep=endpoint, dev=dev: pm.add_endpoint(  # type: ignore[misc]
+                        str(ep.address), id=ep.id, flags=sorted(ep.flags), dev=dev, port=ep.port),
+                    f"{host.name}: add MPTCP endpoint {endpoint.address}",
+                )
+
+    def _emulation(self, lab: NetnsLab, mode: str) -> None:
+        from mptcpkit.lab import emulation
+
+        wire = lab.record.wire_netns
+        if wire is None:
+            return
+        state_dir = registry.STATE_DIR / lab.record.lab_id
+        state_dir.mkdir(parents=True, exist_ok=True)
+        modes = set()
+        links = {}
+        for index, link in enumerate(lab.topology.links):
+            built = emulation.build_wire(wire, f"l{index}a", f"l{index}b", to_shape(link.a_to_b),
+                                         to_shape(link.b_to_a), mode=mode, state_dir=state_dir)  # type: ignore[arg-type]
+            lab.wires.append(built)
+            lab.record.pids.extend(built.pids)
+            modes.add(built.mode)
+            links[link.name] = built.description
+            registry.save(lab.record)
+        used = sorted(modes - {"none"}) or ["none"]
+        lab.record.emulation = {"mode": "+".join(used), "links": links}
+        lab.info.emulation = lab.record.emulation
+
+
+def allow_congestion_control(name: str) -> None:
+    """Namespaces may only pick congestion controls the host allows: allow `name` (it is already built in).
+
+    This widens net.ipv4.tcp_allowed_congestion_control of the host, which only lets unprivileged programs choose
+    that algorithm too; it changes no default.
+    """
+    allowed_path = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+    available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+    if name not in available:
+        raise LabError(
+            f"congestion control '{name}' is not available on this kernel (available: {', '.join(available)})"
+        )
+    allowed = allowed_path.read_text().split()
+    if name not in allowed:
+        log.info("allowing congestion control %s in net.ipv4.tcp_allowed_congestion_control", name)
+        allowed_path.write_text(" ".join([*allowed, name]))
+
+
+def to_shape(direction: Direction) -> Any:
+    """The emulation layer's LinkShape for one model direction."""
+    from mptcpkit.lab.emulation import LinkShape
+
+    return LinkShape(rate_bps=direction.rate_bps, delay_s=direction.delay_s, jitter_s=direction.jitter_s,
+                     loss=direction.loss, queue_packets=direction.queue_packets, reorder=direction.reorder)
+
+
+def _ipr(netns: str) -> Any:
+    """An rtnetlink socket bound to `netns`: created while this thread is inside it (no helper process)."""
+    from pyroute2 import IPRoute
+
+    with nsutil.entered(netns):
+        return IPRoute()
+
+
+def _netlink_step(step: Callable[[], object], what: str) -> None:
+    """Run one netlink call, turning a kernel refusal into a LabError that says which step failed."""
+    try:
+        step()
+    except Exception as exc:  # pyroute2 and our client raise various error types carrying the errno text
+        raise LabError(f"{what}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _interrupts_as_exceptions() -> Any:
+    """While building, SIGTERM raises KeyboardInterrupt in the main thread so cleanup runs."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    owner = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:  # a forked helper (pyroute2 forks some) must just die
+            os._exit(128 + signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def address_for(topology: Topology, host: str, family: int = 4) -> str:
+    """The first address of `host` in `family` (4 or 6), for traffic targets."""
+    for _ifname, address in topology.addresses_of(host):
+        if address.version == family:
+            return str(address.ip)
+    raise LabError(f"host '{host}' has no IPv{family} address")
+
+
+__all__ = ["NetnsBackend", "NetnsHost", "NetnsLab", "address_for", "teardown_all", "teardown_record"]

@@ -1,0 +1,263 @@
+"""Userspace link emulator: a delay line between TAP devices, for kernels without netem.
+
+Runs as its own process (``python -I forwarder.py CONFIG_JSON``), stdlib only so it starts fast. It enters
+the wire namespace first (so the taps are created there and teardown finds it by namespace), creates one TAP
+per emulated direction, tells its parent it is ready through a pipe, then loops:
+
+- read a frame (with its virtio-net header, so GSO frames up to 64 KiB pass whole);
+- drop it with probability ``loss`` (seeded PRNG);
+- give it a release time ``max(now + delay + U(-jitter, +jitter), previous release)``: FIFO, never reorders;
+- write it back into the same TAP when due; tc on the TAP's ingress redirects it to the far wire end.
+
+Rate shaping is not done here: a tbf on the TAP's egress does it in the kernel before the frame reaches us,
+as on a real link (serialization queue first, then propagation). The process exits on SIGTERM/SIGINT, when
+the wire namespace is deleted, or when one of the watched interfaces or its taps disappear.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6 = 0x01, 0x02, 0x04, 0x08, 0x20, 0x40
+SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCSIFTXQLEN = 0x8913, 0x8914, 0x8943
+IFF_UP = 0x1
+CLONE_NEWNET = 0x40000000
+PR_SET_TIMERSLACK = 29
+VNET_HDR_LEN = 10
+READ_BUF = 256 * 1024
+WATCH_INTERVAL_S = 0.25
+MAX_BATCH = 64
+
+
+def enter_netns(name: str) -> None:
+    """setns(2) into /run/netns/NAME (os.setns only exists from Python 3.12)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def precise_timers() -> None:
+    """1 ns timer slack: select() timeouts then fire within a few us instead of the default 50 us."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+
+
+def open_tap(name: str, gso: bool, txqueuelen: int) -> int:
+    """Create a non-persistent TAP (it vanishes with this process), UP, without IPv6 chatter."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+    if gso:
+        base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
+        except OSError:  # kernels before 6.2 have no UDP segmentation offload on tun
+            fcntl.ioctl(fd, TUNSETOFFLOAD, base)
+    else:
+        # Checksum offload only: the kernel segments GSO frames before they reach us, so loss is per packet.
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
+            f.write("1")
+    except OSError:
+        pass  # no IPv6 in this kernel: nothing to silence
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifr = struct.pack("16si20x", name.encode(), txqueuelen)
+        fcntl.ioctl(sock, SIOCSIFTXQLEN, ifr)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH22x", name.encode(), 0)))
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", name.encode(), flags[1] | IFF_UP))
+    finally:
+        sock.close()
+    return fd
+
+
+class Direction:
+    """One emulated direction: a TAP, its delay line and its counters."""
+
+    def __init__(self, spec: dict[str, Any], fd: int) -> None:
+        self.tap: str = spec["tap"]
+        self.fd = fd
+        self.delay: float = float(spec["delay_s"])
+        self.jitter: float = float(spec["jitter_s"])
+        self.loss: float = float(spec["loss"])
+        self.rng = random.Random(int(spec["seed"]))
+        self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
+        self.last_release = 0.0
+        self.frames_in = 0
+        self.frames_lost = 0
+        self.frames_out = 0
+        self.write_errors = 0
+        self.bytes_out = 0
+
+    def release_time(self, now: float) -> float:
+        t = now + self.delay
+        if self.jitter:
+            t += self.rng.uniform(-self.jitter, self.jitter)
+        if t < self.last_release:
+            t = self.last_release
+        self.last_release = t
+        return t
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "tap": self.tap,
+            "frames_in": self.frames_in,
+            "frames_lost": self.frames_lost,
+            "frames_out": self.frames_out,
+            "bytes_out": self.bytes_out,
+            "write_errors": self.write_errors,
+            "queued": len(self.queue),
+        }
+
+
+class Stop(Exception):
+    """Raised by the signal handler to leave the loop cleanly."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stop
+
+
+def netns_alive(path: str, own_ino: int) -> bool:
+    try:
+        return os.stat(path).st_ino == own_ino
+    except OSError:
+        return False
+
+
+def interfaces_alive(names: list[str]) -> bool:
+    try:
+        for name in names:
+            socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def run(config: dict[str, Any]) -> dict[str, Any]:
+    """The delay-line loop; returns final counters."""
+    netns_path = f"/run/netns/{config['netns']}"
+    own_ino = os.stat("/proc/self/ns/net").st_ino
+    watch: list[str] = list(config["watch"])
+    dirs: list[Direction] = config["_dirs"]
+    by_fd = {d.fd: d for d in dirs}
+    fds = list(by_fd)
+    buf = bytearray(READ_BUF)
+    view = memoryview(buf)
+    readv, write, monotonic, sel = os.readv, os.write, time.monotonic, select.select
+    next_watch = monotonic() + WATCH_INTERVAL_S
+    while True:
+        now = monotonic()
+        # Send what is due; compute how long we may sleep.
+        timeout = WATCH_INTERVAL_S
+        for d in dirs:
+            q = d.queue
+            while q and q[0][0] <= now:
+                frame = q.popleft()[1]
+                try:
+                    write(d.fd, frame)
+                    d.frames_out += 1
+                    d.bytes_out += len(frame) - VNET_HDR_LEN
+                except OSError:
+                    d.write_errors += 1
+            if q:
+                wait = q[0][0] - now
+                if wait < timeout:
+                    timeout = wait
+        if now >= next_watch:
+            if not netns_alive(netns_path, own_ino) or not interfaces_alive(watch):
+                return {"exit": "wire gone", "directions": [d.stats() for d in dirs]}
+            next_watch = now + WATCH_INTERVAL_S
+        readable = sel(fds, [], [], timeout)[0]
+        if not readable:
+            continue
+        now = monotonic()
+        for fd in readable:
+            d = by_fd[fd]
+            for _ in range(MAX_BATCH):
+                try:
+                    n = readv(fd, [buf])
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if e.errno == errno.EINTR:
+                        continue
+                    return {"exit": f"tap {d.tap}: {e}", "directions": [d.stats() for d in dirs]}
+                d.frames_in += 1
+                if d.loss and d.rng.random() < d.loss:
+                    d.frames_lost += 1
+                    continue
+                frame = bytes(view[:n])
+                t = d.release_time(now)
+                if t <= now and not d.queue:
+                    try:
+                        write(fd, frame)
+                        d.frames_out += 1
+                        d.bytes_out += n - VNET_HDR_LEN
+                    except OSError:
+                        d.write_errors += 1
+                else:
+                    d.queue.append((t, frame))
+
+
+def main(argv: list[str]) -> int:
+    config: dict[str, Any] = json.loads(argv[1])
+    ready_fd = int(config["ready_fd"])
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the terminal/process that built the lab
+    try:
+        enter_netns(config["netns"])
+        precise_timers()
+        dirs = []
+        for spec in config["directions"]:
+            fd = open_tap(spec["tap"], bool(spec["gso"]), int(config.get("txqueuelen", 10000)))
+            dirs.append(Direction(spec, fd))
+        config["_dirs"] = dirs
+    except (OSError, KeyError, ValueError) as e:
+        os.write(ready_fd, f"error: {e}\n".encode())
+        os.close(ready_fd)
+        return 1
+    os.write(ready_fd, b"ok\n")
+    os.close(ready_fd)
+    try:
+        result = run(config)
+    except Stop:
+        result = {"exit": "signal", "directions": [d.stats() for d in config["_dirs"]]}
+    stats_path = config.get("stats_path")
+    if stats_path:
+        try:
+            with open(stats_path, "w") as f:
+                json.dump(result, f)
+        except OSError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,155 @@
+"""A minimal two-host + wire-namespace bench for testing and benchmarking the emulation on its own.
+
+Host A (``eth0`` 10.77.0.1/24) -- veth -- ``wa`` [wire ns] ``wb`` -- veth -- host B (``eth0`` 10.77.0.2/24).
+The lab's real backend builds the same shape; this one exists so emulation can be measured without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mptcpkit.errors import LabError
+from mptcpkit.lab.emulation import probe
+
+PROBE_PATH = Path(probe.__file__).resolve()
+A_ADDR, B_ADDR = "10.77.0.1", "10.77.0.2"
+BIG_BUFFERS = {
+    "net.ipv4.tcp_rmem": "4096 131072 134217728",
+    "net.ipv4.tcp_wmem": "4096 131072 134217728",
+}
+
+
+def _ip(*args: str) -> None:
+    res = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise LabError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+
+
+@dataclass
+class Testbed:
+    """Namespace names and helpers; ``close()`` kills what runs inside and deletes the namespaces."""
+
+    a: str
+    b: str
+    wire: str
+    a_if: str = "wa"
+    b_if: str = "wb"
+    _spawned: list[subprocess.Popen[str]] = field(default_factory=list, repr=False)
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.a, self.b, self.wire]
+
+    def run(self, ns: str, argv: Sequence[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                              timeout=timeout)
+
+    def spawn(self, ns: str, argv: Sequence[str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        self._spawned.append(proc)
+        return proc
+
+    def udp_rtt(self, count: int, interval_s: float, *, wait_s: float = 1.0, size: int = 64,
+                port: int = 7777) -> dict[str, Any]:
+        """UDP echo probes from A to B: sent/received counts, RTT samples (s), reorder count."""
+        server = self.spawn(self.b, [sys.executable, "-I", str(PROBE_PATH), "echo", str(port), "10"])
+        try:
+            assert server.stdout is not None
+            if server.stdout.readline().strip() != "ready":
+                raise LabError("the UDP echo server did not start")
+            res = self.run(self.a, [sys.executable, "-I", str(PROBE_PATH), "rtt", B_ADDR, str(port), str(count),
+                                    str(interval_s), str(wait_s), str(size)])
+            if res.returncode != 0:
+                raise LabError(f"probe failed: {res.stderr.strip()}")
+            result: dict[str, Any] = json.loads(res.stdout)
+            return result
+        finally:
+            _terminate(server)
+
+    def iperf3(self, seconds: float, *, omit_s: float = 0, reverse: bool = False, port: int = 5201,
+               extra: Sequence[str] = ()) -> dict[str, Any]:
+        """iperf3 TCP from A to B (B to A with reverse); returns iperf3's JSON."""
+        server = self.spawn(self.b, ["iperf3", "-s", "-1", "-p", str(port)])
+        try:
+            time.sleep(0.2)
+            argv = ["iperf3", "-c", B_ADDR, "-p", str(port), "-J", "-t", str(seconds)]
+            if omit_s:
+                argv += ["-O", str(omit_s)]
+            if reverse:
+                argv.append("-R")
+            res = self.run(self.a, [*argv, *extra], timeout=seconds + omit_s + 30)
+            data: dict[str, Any] = json.loads(res.stdout) if res.stdout.strip() else {}
+            if "error" in data or res.returncode != 0:
+                raise LabError(f"iperf3 failed: {data.get('error') or res.stderr.strip()}")
+            return data
+        finally:
+            _terminate(server)
+
+    def close(self) -> None:
+        for proc in self._spawned:
+            _terminate(proc)
+        for ns in self.namespaces:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _terminate(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def create_testbed(prefix: str = "mkt-em-") -> Testbed:
+    """Build A, B and the wire namespace (names ``{prefix}{tag}-a|b|w``), hosts tuned for big BDPs."""
+    tag = uuid.uuid4().hex[:6]
+    bed = Testbed(a=f"{prefix}{tag}-a", b=f"{prefix}{tag}-b", wire=f"{prefix}{tag}-w")
+    try:
+        for ns in bed.namespaces:
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        for host, wire_end, addr in ((bed.a, bed.a_if, A_ADDR), (bed.b, bed.b_if, B_ADDR)):
+            tmp = f"mkem{tag}"
+            _ip("link", "add", tmp, "netns", host, "type", "veth", "peer", wire_end, "netns", bed.wire)
+            _ip("-n", host, "link", "set", tmp, "name", "eth0")
+            _ip("-n", host, "addr", "add", f"{addr}/24", "dev", "eth0")
+            _ip("-n", host, "link", "set", "eth0", "up")
+            _ip("-n", bed.wire, "link", "set", wire_end, "up")
+            sysctl = ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in BIG_BUFFERS.items())]
+            res = bed.run(host, sysctl)
+            if res.returncode != 0:
+                raise LabError(f"sysctl in {host}: {res.stderr.strip()}")
+    except BaseException:
+        bed.close()
+        raise
+    return bed
+
+
+@contextlib.contextmanager
+def testbed(prefix: str = "mkt-em-") -> Iterator[Testbed]:
+    bed = create_testbed(prefix)
+    try:
+        yield bed
+    finally:
+        bed.close()

@@ -1,0 +1,656 @@
+"""The `mptcp_pm` generic-netlink family: commands, attributes, endpoints, limits, typed events. Pure codec.
+
+Ids are written out explicitly (never tuple positions) because the kernel's enums are gapped: events jump
+from CLOSED=3 to ANNOUNCED=6, SUB_ESTABLISHED=10, SUB_PRIORITY=13, LISTENER_CREATED=15. Checked against
+include/uapi/linux/mptcp_pm.h (generated from Documentation/netlink/specs/mptcp_pm.yaml) and mptcp.h.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from mptcpkit.netlink import wire
+from mptcpkit.netlink.errors import DecodeError
+
+FAMILY_NAME = "mptcp_pm"
+FAMILY_VERSION = 1
+GROUP_CMDS = "mptcp_pm_cmds"
+GROUP_EVENTS = "mptcp_pm_events"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Cmd(enum.IntEnum):
+    ADD_ADDR = 1
+    DEL_ADDR = 2
+    GET_ADDR = 3
+    FLUSH_ADDRS = 4
+    SET_LIMITS = 5
+    GET_LIMITS = 6
+    SET_FLAGS = 7
+    ANNOUNCE = 8
+    REMOVE = 9
+    SUBFLOW_CREATE = 10
+    SUBFLOW_DESTROY = 11
+
+
+class Attr(enum.IntEnum):
+    """Top-level command attributes (MPTCP_PM_ATTR_*)."""
+
+    ADDR = 1
+    RCV_ADD_ADDRS = 2
+    SUBFLOWS = 3
+    TOKEN = 4
+    LOC_ID = 5
+    ADDR_REMOTE = 6
+
+
+class AddrAttr(enum.IntEnum):
+    """Attributes nested in ADDR / ADDR_REMOTE (MPTCP_PM_ADDR_ATTR_*)."""
+
+    FAMILY = 1
+    ID = 2
+    ADDR4 = 3
+    ADDR6 = 4
+    PORT = 5
+    FLAGS = 6
+    IF_IDX = 7
+
+
+class EndpointFlags(enum.IntFlag):
+    """MPTCP_PM_ADDR_FLAG_*; LAMINAR is new in Linux 6.18."""
+
+    SIGNAL = 1 << 0
+    SUBFLOW = 1 << 1
+    BACKUP = 1 << 2
+    FULLMESH = 1 << 3
+    IMPLICIT = 1 << 4
+    LAMINAR = 1 << 5
+
+    @classmethod
+    def parse(cls, spec: str | Iterable[str] | int | EndpointFlags) -> EndpointFlags:
+        """Accept 'signal,subflow', ['signal'], an int or flags; unknown names raise ValueError."""
+        if isinstance(spec, int):
+            return cls(spec)
+        names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+        out = cls(0)
+        for n in names:
+            try:
+                out |= cls[n.upper()]
+            except KeyError:
+                raise ValueError(f"unknown endpoint flag {n!r}") from None
+        return out
+
+    def names(self) -> list[str]:
+        return [f.name.lower() for f in type(self) if f in self and f.name is not None]
+
+
+NO_FLAGS = EndpointFlags(0)
+
+
+class EventType(enum.IntEnum):
+    CREATED = 1
+    ESTABLISHED = 2
+    CLOSED = 3
+    ANNOUNCED = 6
+    REMOVED = 7
+    SUB_ESTABLISHED = 10
+    SUB_CLOSED = 11
+    SUB_PRIORITY = 13
+    LISTENER_CREATED = 15
+    LISTENER_CLOSED = 16
+
+
+class EventAttr(enum.IntEnum):
+    """Event attributes (enum mptcp_event_attr) with the kernel's put types noted."""
+
+    TOKEN = 1  # u32
+    FAMILY = 2  # u16
+    LOC_ID = 3  # u8
+    REM_ID = 4  # u8
+    SADDR4 = 5  # be32
+    SADDR6 = 6  # in6_addr
+    DADDR4 = 7  # be32
+    DADDR6 = 8  # in6_addr
+    SPORT = 9  # be16
+    DPORT = 10  # be16
+    BACKUP = 11  # u8
+    ERROR = 12  # u8
+    FLAGS = 13  # u16
+    TIMEOUT = 14  # u32
+    IF_IDX = 15  # s32
+    RESET_REASON = 16  # u32
+    RESET_FLAGS = 17  # u32
+    SERVER_SIDE = 18  # u8
+
+
+class EventFlags(enum.IntFlag):
+    """MPTCP_PM_EV_FLAG_* carried in the FLAGS attribute of created/established."""
+
+    DENY_JOIN_ID0 = 1 << 0
+    SERVER_SIDE = 1 << 1
+
+
+# --- addresses ---------------------------------------------------------------------------------------------
+
+
+def parse_ip(addr: str | IPAddress) -> IPAddress:
+    if isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return addr
+    return ipaddress.ip_address(addr)
+
+
+def _family_of(addr: IPAddress) -> int:
+    return socket.AF_INET if addr.version == 4 else socket.AF_INET6
+
+
+def encode_addr(
+    addr: IPAddress | None = None,
+    *,
+    id: int | None = None,
+    port: int | None = None,
+    flags: int | None = None,
+    ifindex: int | None = None,
+    family: int | None = None,
+) -> bytes:
+    """Attributes of a nested MPTCP_PM_ATTR_ADDR / ADDR_REMOTE."""
+    out = b""
+    fam = _family_of(addr) if addr is not None else family
+    if fam is not None:
+        out += wire.pack_attr(AddrAttr.FAMILY, wire.u16(fam))
+    if id is not None:
+        out += wire.pack_attr(AddrAttr.ID, wire.u8(id))
+    if addr is not None:
+        out += wire.pack_attr(AddrAttr.ADDR4 if addr.version == 4 else AddrAttr.ADDR6, addr.packed)
+    if port is not None:
+        out += wire.pack_attr(AddrAttr.PORT, wire.u16(port))
+    if flags is not None:
+        out += wire.pack_attr(AddrAttr.FLAGS, wire.u32(int(flags)))
+    if ifindex is not None:
+        out += wire.pack_attr(AddrAttr.IF_IDX, wire.s32(ifindex))
+    return out
+
+
+def _ip4(value: bytes) -> ipaddress.IPv4Address:
+    if len(value) != 4:
+        raise DecodeError(f"IPv4 address: expected 4 bytes, got {len(value)}")
+    return ipaddress.IPv4Address(value)
+
+
+def _ip6(value: bytes) -> ipaddress.IPv6Address:
+    if len(value) != 16:
+        raise DecodeError(f"IPv6 address: expected 16 bytes, got {len(value)}")
+    return ipaddress.IPv6Address(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One in-kernel PM endpoint (`ip mptcp endpoint show` line)."""
+
+    id: int
+    addr: IPAddress | None
+    flags: EndpointFlags = NO_FLAGS
+    port: int = 0
+    ifindex: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "addr": str(self.addr) if self.addr is not None else None,
+            "flags": self.flags.names(),
+            "port": self.port,
+            "ifindex": self.ifindex,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-namespace in-kernel PM limits."""
+
+    subflows: int
+    add_addr_accepted: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subflows": self.subflows, "add_addr_accepted": self.add_addr_accepted}
+
+
+def decode_endpoint_attrs(nested: bytes) -> Endpoint:
+    a = wire.attr_map(nested)
+    if AddrAttr.ID not in a:
+        raise DecodeError("endpoint without id")
+    addr: IPAddress | None = None
+    if AddrAttr.ADDR4 in a:
+        addr = _ip4(a[AddrAttr.ADDR4])
+    elif AddrAttr.ADDR6 in a:
+        addr = _ip6(a[AddrAttr.ADDR6])
+    return Endpoint(
+        id=wire.get_u8(a[AddrAttr.ID]),
+        addr=addr,
+        flags=EndpointFlags(wire.get_u32(a[AddrAttr.FLAGS])) if AddrAttr.FLAGS in a else EndpointFlags(0),
+        port=wire.get_u16(a[AddrAttr.PORT]) if AddrAttr.PORT in a else 0,
+        ifindex=wire.get_s32(a[AddrAttr.IF_IDX]) if AddrAttr.IF_IDX in a else 0,
+    )
+
+
+def decode_endpoint(payload: bytes) -> Endpoint:
+    """Decode a GET_ADDR reply (do or one dump part) from its genl payload."""
+    genl = wire.unpack_genl(payload)
+    a = wire.attr_map(genl.attrs)
+    if Attr.ADDR not in a:
+        raise DecodeError("GET_ADDR reply without ADDR")
+    return decode_endpoint_attrs(a[Attr.ADDR])
+
+
+def decode_limits(payload: bytes) -> Limits:
+    genl = wire.unpack_genl(payload)
+    a = wire.attr_map(genl.attrs)
+    return Limits(
+        subflows=wire.get_u32(a[Attr.SUBFLOWS]) if Attr.SUBFLOWS in a else 0,
+        add_addr_accepted=wire.get_u32(a[Attr.RCV_ADD_ADDRS]) if Attr.RCV_ADD_ADDRS in a else 0,
+    )
+
+
+# --- requests: each returns the genl payload (genlmsghdr + attributes) ----------------------------------
+
+
+def _req(cmd: Cmd, attrs: bytes = b"") -> bytes:
+    return wire.pack_genl(cmd, FAMILY_VERSION, attrs)
+
+
+def _nest(attr: Attr, inner: bytes) -> bytes:
+    return wire.pack_attr(attr, inner, nested=True)
+
+
+def _token(token: int | None) -> bytes:
+    return wire.pack_attr(Attr.TOKEN, wire.u32(token)) if token is not None else b""
+
+
+def req_add_addr(
+    addr: IPAddress, *, id: int | None, flags: int, ifindex: int | None, port: int | None
+) -> bytes:
+    return _req(
+        Cmd.ADD_ADDR, _nest(Attr.ADDR, encode_addr(addr, id=id, flags=flags, ifindex=ifindex, port=port))
+    )
+
+
+def req_del_addr(id: int, addr: IPAddress | None = None) -> bytes:
+    return _req(Cmd.DEL_ADDR, _nest(Attr.ADDR, encode_addr(addr, id=id)))
+
+
+def req_get_addr(id: int | None = None, token: int | None = None) -> bytes:
+    """With id: GET_ADDR do; without: the payload of a GET_ADDR dump."""
+    inner = _nest(Attr.ADDR, encode_addr(None, id=id)) if id is not None else b""
+    return _req(Cmd.GET_ADDR, inner + _token(token))
+
+
+def req_flush_addrs() -> bytes:
+    return _req(Cmd.FLUSH_ADDRS, _nest(Attr.ADDR, b""))
+
+
+def req_set_limits(subflows: int | None, add_addr_accepted: int | None) -> bytes:
+    """Absent limits are left unchanged by the kernel."""
+    attrs = b""
+    if add_addr_accepted is not None:
+        attrs += wire.pack_attr(Attr.RCV_ADD_ADDRS, wire.u32(add_addr_accepted))
+    if subflows is not None:
+        attrs += wire.pack_attr(Attr.SUBFLOWS, wire.u32(subflows))
+    return _req(Cmd.SET_LIMITS, attrs)
+
+
+def req_get_limits() -> bytes:
+    return _req(Cmd.GET_LIMITS)
+
+
+def req_set_flags(
+    *,
+    id: int | None,
+    addr: IPAddress | None,
+    flags: int,
+    token: int | None = None,
+    port: int | None = None,
+    remote: IPAddress | None = None,
+    remote_port: int | None = None,
+) -> bytes:
+    """In-kernel PM: id or addr + flags. User-space PM: token, local addr(+port), remote addr(+port)."""
+    attrs = _nest(Attr.ADDR, encode_addr(addr, id=id, flags=flags, port=port))
+    attrs += _token(token)
+    if remote is not None:
+        attrs += _nest(Attr.ADDR_REMOTE, encode_addr(remote, port=remote_port))
+    return _req(Cmd.SET_FLAGS, attrs)
+
+
+def req_announce(
+    token: int, addr: IPAddress, id: int, *, port: int | None, flags: int, ifindex: int | None
+) -> bytes:
+    inner = encode_addr(addr, id=id, port=port, flags=flags, ifindex=ifindex)
+    return _req(Cmd.ANNOUNCE, _token(token) + _nest(Attr.ADDR, inner))
+
+
+def req_remove(token: int, loc_id: int) -> bytes:
+    return _req(Cmd.REMOVE, _token(token) + wire.pack_attr(Attr.LOC_ID, wire.u8(loc_id)))
+
+
+def req_subflow_create(
+    token: int,
+    local: IPAddress,
+    remote: IPAddress,
+    remote_port: int,
+    *,
+    local_id: int | None,
+    flags: int | None,
+    ifindex: int | None,
+) -> bytes:
+    attrs = _token(token)
+    attrs += _nest(Attr.ADDR, encode_addr(local, id=local_id, flags=flags, ifindex=ifindex))
+    attrs += _nest(Attr.ADDR_REMOTE, encode_addr(remote, port=remote_port))
+    return _req(Cmd.SUBFLOW_CREATE, attrs)
+
+
+def req_subflow_destroy(
+    token: int, local: IPAddress, local_port: int, remote: IPAddress, remote_port: int
+) -> bytes:
+    attrs = _token(token)
+    attrs += _nest(Attr.ADDR, encode_addr(local, port=local_port))
+    attrs += _nest(Attr.ADDR_REMOTE, encode_addr(remote, port=remote_port))
+    return _req(Cmd.SUBFLOW_DESTROY, attrs)
+
+
+# --- events ------------------------------------------------------------------------------------------------
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(v)
+    if isinstance(v, enum.Enum):
+        return v.name.lower() if v.name else int(v.value)
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class MptcpEvent:
+    """Base of every decoded `mptcp_pm_events` message."""
+
+    type: ClassVar[EventType | None] = None
+
+    def name(self) -> str:
+        return self.type.name.lower() if self.type is not None else "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.name()}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                d[f.name] = _jsonable(v)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class _ConnectionEvent(MptcpEvent):
+    token: int
+    family: int
+    saddr: IPAddress | None
+    daddr: IPAddress | None
+    sport: int | None
+    dport: int | None
+    server_side: bool | None = None
+    """Present since Linux 5.19; newer kernels (6.18) also carry it as EventFlags.SERVER_SIDE in `flags`."""
+    flags: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionCreated(_ConnectionEvent):
+    type = EventType.CREATED
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEstablished(_ConnectionEvent):
+    type = EventType.ESTABLISHED
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(MptcpEvent):
+    type = EventType.CLOSED
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddressAnnounced(MptcpEvent):
+    """The peer announced an address (ADD_ADDR received)."""
+
+    type = EventType.ANNOUNCED
+    token: int
+    rem_id: int
+    family: int
+    daddr: IPAddress | None
+    dport: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddressRemoved(MptcpEvent):
+    type = EventType.REMOVED
+    token: int
+    rem_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _SubflowEvent(MptcpEvent):
+    token: int
+    family: int
+    loc_id: int
+    rem_id: int
+    saddr: IPAddress | None
+    daddr: IPAddress | None
+    sport: int | None
+    dport: int | None
+    backup: bool
+    if_idx: int | None = None
+    error: int | None = None
+    reset_reason: int | None = None
+    reset_flags: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubflowEstablished(_SubflowEvent):
+    type = EventType.SUB_ESTABLISHED
+
+
+@dataclass(frozen=True, slots=True)
+class SubflowClosed(_SubflowEvent):
+    type = EventType.SUB_CLOSED
+
+
+@dataclass(frozen=True, slots=True)
+class SubflowPriority(_SubflowEvent):
+    type = EventType.SUB_PRIORITY
+
+
+@dataclass(frozen=True, slots=True)
+class _ListenerEvent(MptcpEvent):
+    family: int
+    saddr: IPAddress | None
+    sport: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerCreated(_ListenerEvent):
+    """A PM listening socket appeared (e.g. for a `signal` endpoint with a port, or any MPTCP listen())."""
+
+    type = EventType.LISTENER_CREATED
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerClosed(_ListenerEvent):
+    type = EventType.LISTENER_CLOSED
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent(MptcpEvent):
+    """An event id this code does not know (a newer kernel); raw attributes kept for logging."""
+
+    cmd: int
+    attrs: dict[int, bytes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "unknown", "cmd": self.cmd, "attrs": {str(k): v.hex() for k, v in self.attrs.items()}}
+
+
+EVENT_CLASSES: dict[EventType, type[MptcpEvent]] = {
+    EventType.CREATED: ConnectionCreated,
+    EventType.ESTABLISHED: ConnectionEstablished,
+    EventType.CLOSED: ConnectionClosed,
+    EventType.ANNOUNCED: AddressAnnounced,
+    EventType.REMOVED: AddressRemoved,
+    EventType.SUB_ESTABLISHED: SubflowEstablished,
+    EventType.SUB_CLOSED: SubflowClosed,
+    EventType.SUB_PRIORITY: SubflowPriority,
+    EventType.LISTENER_CREATED: ListenerCreated,
+    EventType.LISTENER_CLOSED: ListenerClosed,
+}
+
+
+class _Attrs:
+    """Typed accessors over one event's attributes; a missing required attribute is a DecodeError."""
+
+    def __init__(self, raw: dict[int, bytes], what: str) -> None:
+        self.raw = raw
+        self.what = what
+
+    def need(self, a: EventAttr) -> bytes:
+        if a not in self.raw:
+            raise DecodeError(f"{self.what} event lacks {a.name}")
+        return self.raw[a]
+
+    def token(self) -> int:
+        return wire.get_u32(self.need(EventAttr.TOKEN))
+
+    def family(self) -> int:
+        """FAMILY, or (announced events omit it) the family of whichever address attribute is present."""
+        if EventAttr.FAMILY in self.raw:
+            return wire.get_u16(self.raw[EventAttr.FAMILY])
+        if EventAttr.SADDR4 in self.raw or EventAttr.DADDR4 in self.raw:
+            return int(socket.AF_INET)
+        if EventAttr.SADDR6 in self.raw or EventAttr.DADDR6 in self.raw:
+            return int(socket.AF_INET6)
+        raise DecodeError(f"{self.what} event has neither FAMILY nor an address")
+
+    def u8(self, a: EventAttr) -> int | None:
+        return wire.get_u8(self.raw[a]) if a in self.raw else None
+
+    def u32(self, a: EventAttr) -> int | None:
+        return wire.get_u32(self.raw[a]) if a in self.raw else None
+
+    def port(self, a: EventAttr) -> int | None:
+        return wire.get_be16(self.raw[a]) if a in self.raw else None
+
+    def flags(self) -> int | None:
+        if EventAttr.FLAGS not in self.raw:
+            return None
+        v = self.raw[EventAttr.FLAGS]
+        return wire.get_u16(v) if len(v) == 2 else wire.get_u32(v)
+
+    def ifidx(self) -> int | None:
+        return wire.get_s32(self.raw[EventAttr.IF_IDX]) if EventAttr.IF_IDX in self.raw else None
+
+    def addr(self, v4: EventAttr, v6: EventAttr) -> IPAddress | None:
+        if v4 in self.raw:
+            return _ip4(self.raw[v4])
+        if v6 in self.raw:
+            return _ip6(self.raw[v6])
+        return None
+
+
+def decode_event(payload: bytes) -> MptcpEvent:
+    """Decode one genl payload from the `mptcp_pm_events` group into its typed event."""
+    genl = wire.unpack_genl(payload)
+    raw = wire.attr_map(genl.attrs)
+    try:
+        etype = EventType(genl.cmd)
+    except ValueError:
+        return UnknownEvent(cmd=genl.cmd, attrs=raw)
+    a = _Attrs(raw, etype.name.lower())
+    cls = EVENT_CLASSES[etype]
+    if etype in (EventType.CREATED, EventType.ESTABLISHED):
+        side = a.u8(EventAttr.SERVER_SIDE)
+        return cls(  # type: ignore[call-arg]
+            token=a.token(),
+            family=a.family(),
+            saddr=a.addr(EventAttr.SADDR4, EventAttr.SADDR6),
+            daddr=a.addr(EventAttr.DADDR4, EventAttr.DADDR6),
+            sport=a.port(EventAttr.SPORT),
+            dport=a.port(EventAttr.DPORT),
+            server_side=None if side is None else bool(side),
+            flags=a.flags(),
+        )
+    if etype is EventType.CLOSED:
+        return ConnectionClosed(token=a.token())
+    if etype is EventType.ANNOUNCED:
+        return AddressAnnounced(
+            token=a.token(),
+            rem_id=wire.get_u8(a.need(EventAttr.REM_ID)),
+            family=a.family(),
+            daddr=a.addr(EventAttr.DADDR4, EventAttr.DADDR6),
+            dport=a.port(EventAttr.DPORT),
+        )
+    if etype is EventType.REMOVED:
+        return AddressRemoved(token=a.token(), rem_id=wire.get_u8(a.need(EventAttr.REM_ID)))
+    if etype in (EventType.LISTENER_CREATED, EventType.LISTENER_CLOSED):
+        return cls(  # type: ignore[call-arg]
+            family=a.family(), saddr=a.addr(EventAttr.SADDR4, EventAttr.SADDR6), sport=a.port(EventAttr.SPORT)
+        )
+    error = a.u8(EventAttr.ERROR)
+    return cls(  # type: ignore[call-arg]
+        token=a.token(),
+        family=a.family(),
+        loc_id=wire.get_u8(a.need(EventAttr.LOC_ID)),
+        rem_id=wire.get_u8(a.need(EventAttr.REM_ID)),
+        saddr=a.addr(EventAttr.SADDR4, EventAttr.SADDR6),
+        daddr=a.addr(EventAttr.DADDR4, EventAttr.DADDR6),
+        sport=a.port(EventAttr.SPORT),
+        dport=a.port(EventAttr.DPORT),
+        backup=bool(a.u8(EventAttr.BACKUP) or 0),
+        if_idx=a.ifidx(),
+        error=error,
+        reset_reason=a.u32(EventAttr.RESET_REASON),
+        reset_flags=a.u32(EventAttr.RESET_FLAGS),
+    )
+
+
+def event_to_json_dict(ev: MptcpEvent) -> dict[str, Any]:
+    """JSON-ready dict of an event (addresses as strings, `type` as the lower-case kernel name)."""
+    return ev.to_dict()
+
+
+__all__ = [
+    "FAMILY_NAME",
+    "GROUP_CMDS",
+    "GROUP_EVENTS",
+    "AddrAttr",
+    "AddressAnnounced",
+    "AddressRemoved",
+    "Attr",
+    "Cmd",
+    "ConnectionClosed",
+    "ConnectionCreated",
+    "ConnectionEstablished",
+    "Endpoint",
+    "EndpointFlags",
+    "EventAttr",
+    "EventFlags",
+    "EventType",
+    "Limits",
+    "ListenerClosed",
+    "ListenerCreated",
+    "MptcpEvent",
+    "SubflowClosed",
+    "SubflowEstablished",
+    "SubflowPriority",
+    "UnknownEvent",
+    "decode_endpoint",
+    "decode_event",
+    "decode_limits",
+]

@@ -1,0 +1,257 @@
+"""`mptcpkit check serve`: the asyncio layer around httpparse (parsing) and checkpage (answers).
+
+One asyncio.Protocol per connection. Memory and time per connection are bounded: the parser caps head and
+body sizes, a client gets `head_timeout` seconds to send a complete request and `idle_timeout` seconds
+between keep-alive requests, reading pauses while the client does not read our answers, and beyond
+`max_connections` concurrent clients new ones are closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import resource
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Any, cast
+
+from mptcpkit.errors import EnvironmentProblem
+from mptcpkit.mptcp_socket import IPPROTO_MPTCP, mptcp_info
+from mptcpkit.tools.checkpage import ConnInfo, error_response, render, respond
+from mptcpkit.tools.httpparse import CLOSED, NEED_DATA, RemoteProtocolError, Request, RequestParser
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    host: str = "::"
+    port: int = 8080
+    head_timeout: float = 10.0
+    idle_timeout: float = 15.0
+    max_connections: int = 10000
+    backlog: int = 4096
+
+
+def conn_info(sock: Any) -> ConnInfo:
+    """Ask the connection's own socket whether it is MPTCP (a TCP client gives a plain TCP socket)."""
+    try:
+        proto = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+    except OSError:
+        return ConnInfo(mptcp=False, fallback=False, subflows=0)
+    if proto != IPPROTO_MPTCP:
+        return ConnInfo(mptcp=False, fallback=False, subflows=0)
+    try:
+        info = mptcp_info(cast(socket.socket, sock))
+    except OSError:
+        info = None
+    if info is None or info.fallback:
+        return ConnInfo(mptcp=False, fallback=True, subflows=0)
+    subflows = info.subflows_total or info.subflows + 1
+    return ConnInfo(mptcp=True, fallback=False, subflows=subflows)
+
+
+class CheckProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: CheckServer) -> None:
+        self.server = server
+        self.parser = RequestParser()
+        self.transport: asyncio.Transport | None = None
+        self.sock: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.closing = False
+        self.paused = False
+
+    # -- asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.sock = transport.get_extra_info("socket")
+        if not self.server.connection_opened(self):
+            self.closing = True
+            self.transport.abort()
+            return
+        self._arm(self.server.config.head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.server.connection_closed(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        self.parser.feed(b"")
+        self._process()
+        return False
+
+    def pause_writing(self) -> None:
+        # The client does not read: stop reading its requests until it catches up.
+        self.paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._process()
+
+    # -- request handling
+    def _process(self) -> None:
+        assert self.transport is not None
+        while not self.closing and not self.paused:
+            try:
+                event = self.parser.next_event()
+            except RemoteProtocolError as exc:
+                self._send_error(exc.status, str(exc))
+                return
+            if event is NEED_DATA:
+                self._arm(self.server.config.head_timeout if self.parser.in_request
+                          else self.server.config.idle_timeout)
+                return
+            if event is CLOSED:
+                self._close()
+                return
+            assert isinstance(event, Request)
+            self._answer(event)
+
+    def _answer(self, request: Request) -> None:
+        assert self.transport is not None
+        keep_alive = request.keep_alive
+        response = respond(request, conn_info(self.sock))
+        self.server.requests += 1
+        self.transport.write(render(response, head_only=request.method == "HEAD", keep_alive=keep_alive))
+        if not keep_alive:
+            self._close()
+
+    def _send_error(self, status: int, message: str) -> None:
+        assert self.transport is not None
+        self.server.errors += 1
+        if not self.transport.is_closing():
+            self.transport.write(render(error_response(status, message), head_only=False, keep_alive=False))
+        self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        self._disarm()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()  # flushes what is buffered, then closes
+
+    # -- timeouts
+    def _arm(self, delay: float) -> None:
+        self._disarm()
+        self.timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.closing or self.transport is None:
+            return
+        if self.parser.in_request:
+            self._send_error(408, "request timeout")
+        else:
+            self._close()
+        self.server.timeouts += 1
+        # A client that reads nothing cannot stall close(): abort after a grace period.
+        asyncio.get_running_loop().call_later(5.0, self._abort)
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class CheckServer:
+    """Listening socket + connection bookkeeping."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.connections: set[CheckProtocol] = set()
+        self.requests = 0
+        self.errors = 0
+        self.timeouts = 0
+        self.server: asyncio.Server | None = None
+        self.sock: socket.socket | None = None
+        self.refused = 0
+
+    def connection_opened(self, proto: CheckProtocol) -> bool:
+        """Register a connection; False (refuse it) when `max_connections` are already being served."""
+        if len(self.connections) >= self.config.max_connections:
+            self.refused += 1
+            return False
+        self.connections.add(proto)
+        return True
+
+    def connection_closed(self, proto: CheckProtocol) -> None:
+        self.connections.discard(proto)
+
+    async def start(self) -> tuple[str, int]:
+        """Open the MPTCP listening socket and start serving; returns the bound address."""
+        raise_nofile_limit()
+        self.sock = listen_socket(self.config.host, self.config.port, self.config.backlog)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: CheckProtocol(self), sock=self.sock,
+                                               backlog=self.config.backlog)
+        name = self.sock.getsockname()
+        return str(name[0]), int(name[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for proto in list(self.connections):
+            if proto.transport is not None:
+                proto.transport.abort()
+        if self.sock is not None:
+            self.sock.close()
+
+
+def raise_nofile_limit() -> None:
+    """Many concurrent clients need many descriptors: raise the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def listen_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """An MPTCP listening socket (it accepts plain TCP clients too); IPv6 `::` also takes IPv4."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    except OSError as exc:
+        if exc.errno in (errno.EPROTONOSUPPORT, errno.ENOPROTOOPT, errno.EINVAL):
+            raise EnvironmentProblem(
+                f"cannot create an MPTCP socket: {exc.strerror}",
+                hint="enable MPTCP: sysctl -w net.mptcp.enabled=1 (kernel >= 5.6 with CONFIG_MPTCP); "
+                "`mptcpkit check` diagnoses the system",
+            ) from exc
+        raise
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise EnvironmentProblem(f"cannot listen on [{host}]:{port}: {exc.strerror}") from exc
+    return sock
+
+
+async def serve_forever(config: ServeConfig, announce: Any = print) -> None:
+    """Run until SIGINT/SIGTERM."""
+    server = CheckServer(config)
+    host, port = await server.start()
+    announce(f"mptcpkit check serve: listening with MPTCP on [{host}]:{port}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
