@@ -154,7 +154,7 @@ def decode_subflow_array(data: bytes) -> tuple[SubflowData, list[bytes]]:
     if len(data) < _SUBFLOW_DATA.size:
         raise ValueError(f"subflow data too short: {len(data)} bytes")
     head = SubflowData(*_SUBFLOW_DATA.unpack_from(data))
-    elems = []
+    elems: list[bytes] = []
     offset = head.size_subflow_data
     # num_subflows is the total; the kernel copies at most as many elements as the buffer held.
     while offset + head.size_user <= len(data) and len(elems) < head.num_subflows and head.size_user:

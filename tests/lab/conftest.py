@@ -46,7 +46,9 @@ def _as_owner(argv: list[str], owner: str | None) -> list[str]:
 def pg_server() -> Iterator[PgServer]:
     bindir = _pg_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries missing (/usr/lib/postgresql/*/bin): apt-get install postgresql")
+        pytest.skip(
+            "PostgreSQL server binaries missing (/usr/lib/postgresql/*/bin): apt-get install postgresql"
+        )
     owner: str | None = None
     if os.geteuid() == 0:  # initdb and postgres refuse to run as root
         try:
@@ -65,13 +67,23 @@ def pg_server() -> Iterator[PgServer]:
     started = False
     try:
         subprocess.run(
-            _as_owner([str(bindir / "initdb"), "-D", data, "-A", "trust", "-U", user, "-E", "UTF8", "--no-sync"],
-                      owner),
-            check=True, capture_output=True, timeout=120,
+            _as_owner(
+                [str(bindir / "initdb"), "-D", data, "-A", "trust", "-U", user, "-E", "UTF8", "--no-sync"],
+                owner,
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         opts = f"-c listen_addresses='' -k {base} -p {port} -c fsync=off -c full_page_writes=off"
-        subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", data, "-l", log, "-w", "-t", "60", "-o", opts,
-                                  "start"], owner), check=True, capture_output=True, timeout=90)
+        subprocess.run(
+            _as_owner(
+                [str(bindir / "pg_ctl"), "-D", data, "-l", log, "-w", "-t", "60", "-o", opts, "start"], owner
+            ),
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
         started = True
         yield PgServer(socket_dir=base, port=port, user=user)
     except subprocess.CalledProcessError as exc:
@@ -79,8 +91,12 @@ def pg_server() -> Iterator[PgServer]:
         raise RuntimeError(f"throwaway PostgreSQL failed: {exc.stderr!r}\n{tail}") from exc
     finally:
         if started:
-            subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"], owner),
-                           capture_output=True, timeout=60, check=False)
+            subprocess.run(
+                _as_owner([str(bindir / "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"], owner),
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -29,9 +29,19 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def _result(run_id: str, scenario: str, samples: list[float], metric: str = "goodput") -> Result:
-    return Result(run_id=run_id, scenario=scenario, metric=metric, unit="Mbit/s", direction="higher",
-                  samples=samples, expected=20.0, score=sorted(samples)[len(samples) // 2] / 20.0,
-                  passed=True, rule="median >= 0.9 * expected", details={"reps": [{"mss": 1448}] * len(samples)})
+    return Result(
+        run_id=run_id,
+        scenario=scenario,
+        metric=metric,
+        unit="Mbit/s",
+        direction="higher",
+        samples=samples,
+        expected=20.0,
+        score=sorted(samples)[len(samples) // 2] / 20.0,
+        passed=True,
+        rule="median >= 0.9 * expected",
+        details={"reps": [{"mss": 1448}] * len(samples)},
+    )
 
 
 def test_round_trip(store_url: str) -> None:
@@ -41,7 +51,9 @@ def test_round_trip(store_url: str) -> None:
         store.add_result(_result(run.run_id, "balanced", [18.5, 18.9, 18.7]))
         store.add_result(Result(run.run_id, "balanced", "connect_time", "ms", "lower", [0.5, 0.4, 0.6]))
         store.add_series(Series(run.run_id, "balanced", 0, "goodput", 0.1, [10.0, 19.0, 18.8]))
-        store.add_series(Series(run.run_id, "balanced", 0, "subflow:10.0.1.1->10.0.1.2", 0.1, [5.0, 9.5, 9.4]))
+        store.add_series(
+            Series(run.run_id, "balanced", 0, "subflow:10.0.1.1->10.0.1.2", 0.1, [5.0, 9.5, 9.4])
+        )
         store.finish_run(run.run_id, "complete")
 
     with open_store(store_url) as store:  # a fresh connection sees everything
@@ -51,7 +63,9 @@ def test_round_trip(store_url: str) -> None:
         assert got.process is not None and got.process.pid == os.getpid()
         results = store.results(run.run_id)
         assert [(r.metric, r.direction, r.samples) for r in results] == [
-            ("goodput", "higher", [18.5, 18.9, 18.7]), ("connect_time", "lower", [0.5, 0.4, 0.6])]
+            ("goodput", "higher", [18.5, 18.9, 18.7]),
+            ("connect_time", "lower", [0.5, 0.4, 0.6]),
+        ]
         assert results[0].details == {"reps": [{"mss": 1448}] * 3} and results[0].passed is True
         assert results[1].expected is None and results[1].passed is False
         assert [s.name for s in store.series(run.run_id)] == ["goodput", "subflow:10.0.1.1->10.0.1.2"]
@@ -62,9 +76,17 @@ def test_round_trip(store_url: str) -> None:
         json.dumps(doc)  # plain JSON types only
         assert doc["run_id"] == run.run_id and doc["environment"] == ENV
         first = doc["results"][0]
-        assert {k: first[k] for k in ("scenario", "metric", "unit", "samples", "median", "expected", "passed")} == {
-            "scenario": "balanced", "metric": "goodput", "unit": "Mbit/s", "samples": [18.5, 18.9, 18.7],
-            "median": 18.7, "expected": 20.0, "passed": True}
+        assert {
+            k: first[k] for k in ("scenario", "metric", "unit", "samples", "median", "expected", "passed")
+        } == {
+            "scenario": "balanced",
+            "metric": "goodput",
+            "unit": "Mbit/s",
+            "samples": [18.5, 18.9, 18.7],
+            "median": 18.7,
+            "expected": 20.0,
+            "passed": True,
+        }
         assert first["score"] == pytest.approx(18.7 / 20)
 
 
@@ -86,7 +108,11 @@ def test_refs_list_history_and_replace(store_url: str) -> None:
         assert [r.run_id for r in store.list_runs(10, label="a")] == [ids[2], ids[0]]
 
         hist = store.history("balanced", "goodput")
-        assert [(run.run_id, res.samples[0]) for run, res in hist] == [(ids[0], 10.0), (ids[1], 11.0), (ids[2], 12.0)]
+        assert [(run.run_id, res.samples[0]) for run, res in hist] == [
+            (ids[0], 10.0),
+            (ids[1], 11.0),
+            (ids[2], 12.0),
+        ]
         key = environment_key(ENV)
         assert [run.run_id for run, _ in store.history("balanced", "goodput", key)] == [ids[0], ids[2]]
         assert store.history("balanced", "nothing") == []
@@ -119,7 +145,10 @@ def test_ambiguous_prefix_and_empty_db(tmp_path: Path) -> None:
     raw.execute("UPDATE runs SET run_id = 'abcd00000002' WHERE run_id = ?", (two.run_id,))
     raw.commit()
     raw.close()
-    with open_store(str(path)) as store, pytest.raises(UsageError, match="ambiguous.*abcd00000002.*abcd00000001"):
+    with (
+        open_store(str(path)) as store,
+        pytest.raises(UsageError, match="ambiguous.*abcd00000002.*abcd00000001"),
+    ):
         store.get_run("abcd")
 
 
@@ -167,22 +196,46 @@ def test_unreachable_postgres(tmp_path: Path) -> None:
 def test_migration_from_v1(store_url: str) -> None:
     db = connect(store_url)
     assert migrate(db, target=1) == 0 and current_version(db) == 1
-    started = db.to_db_time(__import__("datetime").datetime(2026, 1, 2, 3, 4, 5, tzinfo=__import__("datetime").UTC))
-    db.execute("INSERT INTO runs (run_id, label, started_at, finished_at, status, environment, config) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?)", ("0123456789ab", "old", started, started, "complete",
-                                                json.dumps(ENV), json.dumps({"reps": 2})))
-    db.execute("INSERT INTO results (run_id, scenario, metric, unit, direction, samples, expected, score, passed, "
-               "rule, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               ("0123456789ab", "balanced", "goodput", "Mbit/s", "higher", "[18.0, 19.0]", 20.0, 0.925, True,
-                "r", "{}"))
+    started = db.to_db_time(
+        __import__("datetime").datetime(2026, 1, 2, 3, 4, 5, tzinfo=__import__("datetime").UTC)
+    )
+    db.execute(
+        "INSERT INTO runs (run_id, label, started_at, finished_at, status, environment, config) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ("0123456789ab", "old", started, started, "complete", json.dumps(ENV), json.dumps({"reps": 2})),
+    )
+    db.execute(
+        "INSERT INTO results (run_id, scenario, metric, unit, direction, samples, expected, score, passed, "
+        "rule, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            "0123456789ab",
+            "balanced",
+            "goodput",
+            "Mbit/s",
+            "higher",
+            "[18.0, 19.0]",
+            20.0,
+            0.925,
+            True,
+            "r",
+            "{}",
+        ),
+    )
     db.close()
 
     with open_store(store_url) as store:
         run = store.get_run("old")
-        assert (run.run_id, run.status, run.process, run.started_at.year) == ("0123456789ab", "complete", None, 2026)
+        assert (run.run_id, run.status, run.process, run.started_at.year) == (
+            "0123456789ab",
+            "complete",
+            None,
+            2026,
+        )
         assert store.results(run.run_id)[0].samples == [18.0, 19.0]
         # The migration back-filled the environment key, and the new series table works.
-        assert [r.run_id for r, _ in store.history("balanced", "goodput", environment_key(ENV))] == [run.run_id]
+        assert [r.run_id for r, _ in store.history("balanced", "goodput", environment_key(ENV))] == [
+            run.run_id
+        ]
         store.add_series(Series(run.run_id, "balanced", 0, "goodput", 0.1, [1.0]))
         assert len(store.series(run.run_id)) == 1
     db = connect(store_url)

@@ -151,6 +151,99 @@ def down(
     err.print(f"lab {lab_id} removed")
 
 
+@app.command("run")
+def run_cmd(
+    scenario: list[str] = typer.Option(None, "--scenario", "-s", help="Scenario to run (repeatable); default: all."),
+    reps: int = typer.Option(3, "--reps", "-n", min=1, help="Repetitions per scenario."),
+    label: str = typer.Option(None, "--label", "-l", help="Tag for this run, e.g. a kernel commit."),
+    db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL (default: per-user SQLite)."),
+    json_path: str = typer.Option(None, "--json", help="Also write the run as JSON to PATH ('-' for stdout)."),
+    emulation: str = typer.Option("auto", help=EMULATION_HELP),
+    until_ci: float = typer.Option(None, "--until-ci", help="Add repetitions until each metric's median 95 %% CI "
+                                   "is narrower than PCT %% of the median."),
+    max_reps: int = typer.Option(10, "--max-reps", min=1, help="Upper bound on repetitions with --until-ci."),
+    scale: float = typer.Option(1.0, "--scale", min=0.1, help="Multiply every transfer's length."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the randomized order (recorded in the run)."),
+    self_check: bool = typer.Option(True, "--self-check/--no-self-check", help="Check each lab's links first."),
+    list_only: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
+) -> None:
+    """Run the scenario suite (default: all scenarios), compare each with its analytic expectation, store it.
+
+    Exit status: 0 when every scenario passes, 1 when one fails, 2 for bad input.
+    """
+    from mptcpkit.lab.scenarios import default_suite
+
+    _check_emulation_mode(emulation)
+    suite = {s.name: s for s in default_suite(scale)}
+    if list_only:
+        table = Table("scenario", "description")
+        for s in suite.values():
+            table.add_row(s.name, s.description)
+        out.print(table)
+        return
+    chosen = []
+    for name in scenario or list(suite):
+        if name not in suite:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(suite), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UsageError(f"unknown scenario '{name}'{hint}; see `mptcpkit lab run --list`")
+        chosen.append(suite[name])
+    from mptcpkit.lab.runview import run_with_progress
+
+    report = run_with_progress(chosen, reps=reps, label=label, db=db, json_path=json_path, emulation=emulation,
+                               until_ci=until_ci, max_reps=max_reps, seed=seed, self_check=self_check)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command("runs")
+def runs_cmd(
+    db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL."),
+    limit: int = typer.Option(20, "--limit", min=1),
+    label: str = typer.Option(None, "--label", help="Only runs with this label."),
+) -> None:
+    """List stored runs, newest first."""
+    from mptcpkit.lab.store import open_store
+
+    with open_store(db) as store:
+        runs = store.list_runs(limit=limit, label=label)
+        if not runs:
+            err.print(f"no runs in {store.where} yet (start one with `mptcpkit lab run`)")
+            return
+        table = Table("run", "started (UTC)", "label", "status", "kernel", "scenarios", "passed")
+        for r in runs:
+            results = store.results(r.run_id)
+            scenarios = {x.scenario for x in results}
+            failed = {x.scenario for x in results if not x.passed}
+            table.add_row(r.run_id, r.started_at.strftime("%Y-%m-%d %H:%M:%S"), r.label or "", r.status,
+                          str(r.environment.get("kernel_release", "")), str(len(scenarios)),
+                          f"{len(scenarios) - len(failed)}/{len(scenarios)}")
+        out.print(table)
+
+
+@app.command("show")
+def show_cmd(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id (or unique prefix), a label, or 'latest'."),
+    db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
+) -> None:
+    """Print one stored run: environment and every scenario's result."""
+    from mptcpkit.lab.runview import print_results
+    from mptcpkit.lab.store import open_store, run_to_json
+
+    with open_store(db) as store:
+        run = store.get_run(run_ref)
+        if as_json:
+            print(json.dumps(run_to_json(store, run.run_id), indent=2, default=str))
+            return
+        env = run.environment
+        err.print(f"run [bold]{run.run_id}[/] label={run.label or '-'} status={run.status} "
+                  f"started={run.started_at:%Y-%m-%d %H:%M:%S} kernel={env.get('kernel_release', '?')} "
+                  f"backend={env.get('backend', '?')} emulation={env.get('emulation', '?')}", highlight=False)
+        print_results(store.results(run.run_id), out)
+
+
 def _check_emulation_mode(mode: str) -> None:
     if mode not in ("auto", "netem", "userspace"):
         raise UsageError(f"--emulation must be auto, netem or userspace, not '{mode}'")

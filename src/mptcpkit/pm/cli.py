@@ -1,5 +1,206 @@
-"""`mptcpkit pm`: placeholder until the path-manager daemon lands."""
+"""`mptcpkit pm`: the path-manager daemon (mptcpd drop-in), `pm status`, `pm monitor`. Parses and prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(help="Path-manager daemon (mptcpd drop-in).", no_args_is_help=True)
+from mptcpkit.errors import UsageError
+
+app = typer.Typer(
+    help="Path-manager daemon, a drop-in for mptcpd: `mptcpkit pm [mptcpd flags]` runs it in the foreground.",
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mptcpkit import __version__
+
+        typer.echo(f"mptcpkit pm {__version__} (mptcpd 0.13 compatible)")
+        raise typer.Exit()
+
+
+@app.callback()
+def daemon(
+    ctx: typer.Context,
+    path_manager: Annotated[
+        str | None, typer.Option("--path-manager", help="Default path-manager plugin, e.g. sspi.")
+    ] = None,
+    addr_flags: Annotated[
+        str | None, typer.Option("--addr-flags", help="subflow,signal,backup,fullmesh")
+    ] = None,
+    notify_flags: Annotated[
+        str | None, typer.Option("--notify-flags", help="existing,skip_link_local,skip_loopback,check_route")
+    ] = None,
+    load_plugins: Annotated[
+        str | None, typer.Option("--load-plugins", help="Only these plugins, e.g. addr_adv,sspi.")
+    ] = None,
+    plugin_dir: Annotated[
+        Path | None, typer.Option("--plugin-dir", help="Directory of Python plugin files.")
+    ] = None,
+    log: Annotated[str | None, typer.Option("-l", "--log", help="stderr, syslog, journal or null.")] = None,
+    debug: Annotated[bool, typer.Option("-d", "--debug", help="Debug log messages.")] = False,
+    version: Annotated[
+        bool, typer.Option("-V", "--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "-c", "--config", help="mptcpd.conf to read (default /etc/mptcpd/mptcpd.conf if present)."
+        ),
+    ] = None,
+    netns: Annotated[str | None, typer.Option("--netns", help="Manage this named network namespace.")] = None,
+    state_file: Annotated[
+        Path | None, typer.Option("--state-file", help="Where `pm status` finds the daemon.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave endpoints and limits in place on exit (as mptcpd).")
+    ] = False,
+) -> None:
+    """Run the path-manager daemon in the foreground (mptcpd's command-line flags and mptcpd.conf apply)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mptcpkit.pm.config import load
+    from mptcpkit.pm.daemon import run_daemon
+
+    cfg = load(
+        config,
+        {
+            "path-manager": path_manager,
+            "addr-flags": addr_flags,
+            "notify-flags": notify_flags,
+            "load-plugins": load_plugins,
+            "plugin-dir": str(plugin_dir) if plugin_dir is not None else None,
+            "log": log,
+        },
+        debug=debug,
+        netns=netns,
+        state_file=state_file,
+        metrics_port=metrics_port,
+        restore_on_exit=not keep,
+    )
+    run_daemon(cfg)
+
+
+@app.command()
+def status(
+    netns: Annotated[str | None, typer.Option("--netns", help="The namespace the daemon manages.")] = None,
+    state_file: Annotated[
+        Path | None, typer.Option("--state-file", help="State file the daemon writes.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the running daemon's view: plugins, addresses, connections, and the kernel's endpoints/limits."""
+    from mptcpkit.netlink.client import MptcpPmClient
+    from mptcpkit.pm.daemon import _alive, default_state_file
+
+    path = state_file or default_state_file(netns)
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no mptcpkit pm running (no state file {path})") from None
+    state["running"] = _alive(int(state.get("pid", 0)))
+    with MptcpPmClient(netns=netns) as pm:
+        state["kernel"] = {
+            "endpoints": [e.to_dict() for e in pm.dump_endpoints()],
+            "limits": pm.get_limits().to_dict(),
+        }
+    if as_json:
+        typer.echo(json.dumps(state, indent=1))
+        return
+    _print_status(state)
+
+
+def _print_status(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    c.print(
+        f"[bold]mptcpkit pm[/] pid {s['pid']} ({'running' if s['running'] else 'NOT running'})"
+        + (f" netns {s['netns']}" if s.get("netns") else "")
+    )
+    cfg = s["config"]
+    pmgr = cfg["path_manager"] or "(by priority)"
+    c.print(
+        f"path-manager: {pmgr}  addr-flags: {','.join(cfg['addr_flags']) or '-'}"
+        f"  notify-flags: {','.join(cfg['notify_flags']) or '-'}"
+    )
+    c.print("plugins: " + ", ".join(p["name"] + (" (default)" if p["default"] else "") for p in s["plugins"]))
+    t = Table(title="addresses reported to plugins")
+    t.add_column("ifindex")
+    t.add_column("address")
+    for a in s["addresses"]:
+        t.add_row(str(a["ifindex"]), a["addr"])
+    c.print(t)
+    t = Table(title="kernel endpoints")
+    for col in ("id", "address", "flags", "ifindex", "owned"):
+        t.add_column(col)
+    owned = {e["id"] for e in s["owned_endpoints"]}
+    for e in s["kernel"]["endpoints"]:
+        t.add_row(
+            str(e["id"]),
+            str(e["addr"]),
+            ",".join(e["flags"]),
+            str(e["ifindex"]),
+            "yes" if e["id"] in owned else "",
+        )
+    c.print(t)
+    lim = s["kernel"]["limits"]
+    c.print(f"limits: subflows {lim['subflows']} add_addr_accepted {lim['add_addr_accepted']}")
+    t = Table(title="connections")
+    for col in ("token", "plugin", "local", "remote", "side", "subflows"):
+        t.add_column(col)
+    for conn in s["connections"]:
+        t.add_row(
+            f"{conn['token']:08x}",
+            conn["plugin"],
+            conn["laddr"],
+            conn["raddr"],
+            "server" if conn["server_side"] else "client",
+            str(len(conn["subflows"]) + 1),
+        )
+    c.print(t)
+    c.print("events: " + ", ".join(f"{k} {v}" for k, v in sorted(s["events"].items())))
+
+
+@app.command()
+def monitor(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    netns: Annotated[str | None, typer.Option("--netns", help="Watch this named network namespace.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.")] = None,
+) -> None:
+    """Print every mptcp_pm event (like `ip mptcp monitor`, with listener events decoded)."""
+    from mptcpkit.netlink.client import MptcpPmClient
+    from mptcpkit.pm.format import event_line
+
+    with MptcpPmClient(netns=netns) as pm:
+        pm.subscribe()
+        try:
+            for e in pm.events(timeout=timeout):
+                line = json.dumps(e.to_dict()) if as_json else event_line(e)
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command("run")
+def run_alias(ctx: typer.Context) -> None:
+    """Same as `mptcpkit pm` with no subcommand (flags go before `run`)."""
+    parent = ctx.parent
+    assert parent is not None
+    params = dict(parent.params)
+    params.pop("version", None)
+    ctx.invoked_subcommand = None
+    parent.invoked_subcommand = None
+    daemon(parent, **params)  # type: ignore[arg-type]

@@ -189,7 +189,7 @@ def require_mptcp_enabled(netns: str | None = None) -> None:
 
 
 def pm_type(netns: str | None = None) -> str:
-    """"kernel" or "userspace": the path manager the kernel uses in `netns` (net.mptcp.path_manager)."""
+    """ "kernel" or "userspace": the path manager the kernel uses in `netns` (net.mptcp.path_manager)."""
     from mptcpkit.netlink.socket import run_in_netns
 
     def read() -> str:

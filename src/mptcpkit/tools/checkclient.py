@@ -70,8 +70,10 @@ def _http_exchange(sock: socket.socket, target: Target, timeout: float) -> tuple
         ctx = ssl.create_default_context()
         conn = ctx.wrap_socket(sock, server_hostname=target.host)
     host = target.host if ":" not in target.host else f"[{target.host}]"
-    req = (f"GET {target.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mptcpkit-check\r\n"
-           "Accept: */*\r\nConnection: close\r\n\r\n")
+    req = (
+        f"GET {target.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mptcpkit-check\r\n"
+        "Accept: */*\r\nConnection: close\r\n\r\n"
+    )
     conn.sendall(req.encode())
     conn.settimeout(timeout)
     data = b""
@@ -96,8 +98,10 @@ def check_target(text: str, *, timeout: float = 5.0, wait: float = 0.5) -> Check
         try:
             sock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
         except OSError as exc:
-            raise EnvironmentProblem(f"cannot create an MPTCP socket: {exc.strerror}",
-                                     hint="run `mptcpkit check` to diagnose this system") from exc
+            raise EnvironmentProblem(
+                f"cannot create an MPTCP socket: {exc.strerror}",
+                hint="run `mptcpkit check` to diagnose this system",
+            ) from exc
         sock.settimeout(timeout)
         try:
             sock.connect(addr)
@@ -109,8 +113,9 @@ def check_target(text: str, *, timeout: float = 5.0, wait: float = 0.5) -> Check
     raise EnvironmentProblem(f"cannot connect to {text}: {last.strerror if last else 'no address'}")
 
 
-def _probe(sock: socket.socket, target: Target, address: tuple[str, int], timeout: float,
-           wait: float) -> CheckResult:
+def _probe(
+    sock: socket.socket, target: Target, address: tuple[str, int], timeout: float, wait: float
+) -> CheckResult:
     status = None
     note = None
     conn = sock
@@ -129,8 +134,9 @@ def _probe(sock: socket.socket, target: Target, address: tuple[str, int], timeou
     pairs = [(_hostport(*a.local), _hostport(*a.remote)) for a in addrs]
     if info is None or info.fallback:
         return CheckResult(target, address, mptcp=False, fallback=True, http_status=status, note=note)
-    return CheckResult(target, address, mptcp=True, fallback=False, subflows=pairs, http_status=status,
-                       note=note)
+    return CheckResult(
+        target, address, mptcp=True, fallback=False, subflows=pairs, http_status=status, note=note
+    )
 
 
 def _hostport(host: str, port: int) -> str:

@@ -22,7 +22,7 @@ class ConnInfo:
     """What the server knows about one accepted connection.
 
     mptcp: MPTCP end to end (MPTCP socket, MPTCP_INFO available, no fallback flag).
-    fallback: the connection started as MPTCP but runs as TCP now (client offered MPTCP, something dropped it).
+    fallback: the connection was MPTCP-capable but runs as TCP now (the client or the path dropped MPTCP).
     subflows: MPTCP subflows in use (0 when the connection is not MPTCP).
     """
 
@@ -111,8 +111,9 @@ class Response:
 def respond(request: Request, info: ConnInfo) -> Response:
     """The answer to one request on a connection described by `info`."""
     if request.method not in ("GET", "HEAD"):
-        return Response(405, "text/plain; charset=utf-8", b"Only GET and HEAD are supported.\n",
-                        (("Allow", "GET, HEAD"),))
+        return Response(
+            405, "text/plain; charset=utf-8", b"Only GET and HEAD are supported.\n", (("Allow", "GET, HEAD"),)
+        )
     if request.target.split("?", 1)[0] == "/favicon.ico":
         return Response(204, "image/x-icon", b"")
     flavor = choose_flavor(request)

@@ -107,8 +107,11 @@ class CheckProtocol(asyncio.Protocol):
                 self._send_error(exc.status, str(exc))
                 return
             if event is NEED_DATA:
-                self._arm(self.server.config.head_timeout if self.parser.in_request
-                          else self.server.config.idle_timeout)
+                self._arm(
+                    self.server.config.head_timeout
+                    if self.parser.in_request
+                    else self.server.config.idle_timeout
+                )
                 return
             if event is CLOSED:
                 self._close()
@@ -194,8 +197,9 @@ class CheckServer:
         raise_nofile_limit()
         self.sock = listen_socket(self.config.host, self.config.port, self.config.backlog)
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: CheckProtocol(self), sock=self.sock,
-                                               backlog=self.config.backlog)
+        self.server = await loop.create_server(
+            lambda: CheckProtocol(self), sock=self.sock, backlog=self.config.backlog
+        )
         name = self.sock.getsockname()
         return str(name[0]), int(name[1])
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -16,14 +15,13 @@ TARGET_COMMAND = "target"
 
 
 class CheckGroup(TyperGroup):
-    """`check` takes either a subcommand (`serve`) or a TARGET: anything that is not a subcommand is a target."""
+    """`check` takes a subcommand (`serve`) or a TARGET: any word that is not a subcommand is a target."""
 
     def __init__(self, **attrs: Any) -> None:
-        attrs["subcommand_metavar"] = "[TARGET [--timeout S]] | serve [--host H --port P]"
+        attrs["subcommand_metavar"] = "[TARGET [--timeout S] [--wait S]] | serve [--host H --port P]"
         super().__init__(**attrs)
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
-                                                                             list[str]]:
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             return TARGET_COMMAND, self.commands[TARGET_COMMAND], args
         return super().resolve_command(ctx, args)
@@ -34,10 +32,11 @@ check_app = typer.Typer(
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help=(
-        "Is MPTCP working? Without argument: diagnose this system, each problem with the command that fixes "
-        "it. With TARGET (HOST:PORT or URL): connect with MPTCP and report whether the connection is MPTCP end "
-        "to end and how many subflows it has. `check serve`: run an HTTP service telling each client whether "
-        "it uses MPTCP (like check.mptcp.dev)."
+        "Is MPTCP working?\n\n"
+        "`mptcpkit check`: diagnose this system; each problem comes with the command that fixes it.\n\n"
+        "`mptcpkit check HOST:PORT|URL`: connect with MPTCP and report whether the connection is MPTCP end "
+        "to end (no fallback) and its subflows.\n\n"
+        "`mptcpkit check serve`: an HTTP service telling each client whether it uses MPTCP."
     ),
 )
 
@@ -56,11 +55,11 @@ def check_system(ctx: typer.Context) -> None:
 
 @check_app.command(TARGET_COMMAND, hidden=True)
 def check_target(
-    target: str = typer.Argument(..., help="HOST:PORT, [IPv6]:PORT or http(s)://URL"),
-    timeout: float = typer.Option(5.0, "--timeout", help="Seconds to connect and exchange data."),
-    wait: float = typer.Option(0.5, "--wait", help="Seconds to wait for extra subflows before reporting."),
+    target: Annotated[str, typer.Argument(help="HOST:PORT, [IPv6]:PORT or http(s)://URL")],
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to connect and exchange data.")] = 5.0,
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for extra subflows.")] = 0.5,
 ) -> None:
-    """Connect to TARGET with MPTCP and report MPTCP end to end / fallback / subflows."""
+    """Connect to TARGET with MPTCP and report MPTCP end to end / fallback / subflows (exit 1: not MPTCP)."""
     from mptcpkit.tools import checkclient
 
     result = checkclient.check_target(target, timeout=timeout, wait=wait)
@@ -70,19 +69,37 @@ def check_target(
 
 @check_app.command("serve")
 def check_serve(
-    host: str = typer.Option("::", "--host", help="Address to listen on (`::` takes IPv4 and IPv6)."),
-    port: int = typer.Option(8080, "--port", help="TCP port to listen on."),
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (`::` = IPv6 and IPv4).")] = "::",
+    port: Annotated[int, typer.Option("--port", help="TCP port to listen on (0: any free port).")] = 8080,
+    head_timeout: Annotated[
+        float, typer.Option("--head-timeout", help="Seconds a client has to send a complete request.")
+    ] = 10.0,
+    idle_timeout: Annotated[
+        float, typer.Option("--idle-timeout", help="Seconds an idle keep-alive connection stays open.")
+    ] = 15.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="Concurrent clients served; more are closed at once.")
+    ] = 10000,
 ) -> None:
     """Serve the MPTCP check over HTTP: plain text for curl, HTML for browsers, JSON on request."""
     from mptcpkit.tools.checkserve import ServeConfig, serve_forever
 
-    asyncio.run(serve_forever(ServeConfig(host=host, port=port), announce=lambda m: typer.echo(m, err=True)))
+    config = ServeConfig(
+        host=host,
+        port=port,
+        head_timeout=head_timeout,
+        idle_timeout=idle_timeout,
+        max_connections=max_connections,
+    )
+    asyncio.run(serve_forever(config, announce=lambda m: typer.echo(m, err=True)))
 
 
 def run(
     ctx: typer.Context,
-    debug: bool = typer.Option(False, "-d", "--debug", help="Log every socket converted to MPTCP (stderr)."),
-    program: list[str] = typer.Argument(None, metavar="-- PROGRAM [ARGS...]", help="The program to run."),
+    program: Annotated[
+        list[str] | None, typer.Argument(metavar="-- PROGRAM [ARGS...]", help="The program to run.")
+    ] = None,
+    debug: Annotated[bool, typer.Option("-d", "--debug", help="Log each socket converted to MPTCP.")] = False,
 ) -> None:
     """Run PROGRAM with its TCP sockets created as MPTCP sockets (LD_PRELOAD shim + GODEBUG for Go)."""
     from mptcpkit.tools import preload
@@ -90,12 +107,19 @@ def run(
     preload.exec_program([*(program or []), *ctx.args], debug=debug)
 
 
+UnitDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--unit-dir", envvar="MPTCPKIT_SYSTEMD_DIR", help="Drop-in base dir (default /etc/systemd/system)."
+    ),
+]
+
+
 def enable(
-    unit: str = typer.Argument(..., help="systemd unit, e.g. nginx or nginx.service"),
-    unit_dir: Path | None = typer.Option(None, "--unit-dir", envvar="MPTCPKIT_SYSTEMD_DIR",
-                                         help="Where drop-ins go (default /etc/systemd/system)."),
+    unit: Annotated[str, typer.Argument(help="systemd unit, e.g. nginx or nginx.service")],
+    unit_dir: UnitDir = None,
 ) -> None:
-    """Make a systemd service use MPTCP through a drop-in file, then daemon-reload."""
+    """Make a systemd service use MPTCP through a drop-in file (unit untouched), then daemon-reload."""
     from mptcpkit.tools import systemd
 
     for line in systemd.enable(unit, unit_dir=unit_dir):
@@ -103,9 +127,8 @@ def enable(
 
 
 def disable(
-    unit: str = typer.Argument(..., help="systemd unit given to `mptcpkit enable`"),
-    unit_dir: Path | None = typer.Option(None, "--unit-dir", envvar="MPTCPKIT_SYSTEMD_DIR",
-                                         help="Where drop-ins go (default /etc/systemd/system)."),
+    unit: Annotated[str, typer.Argument(help="systemd unit given to `mptcpkit enable`")],
+    unit_dir: UnitDir = None,
 ) -> None:
     """Remove exactly what `mptcpkit enable` added, then daemon-reload."""
     from mptcpkit.tools import systemd
@@ -116,16 +139,31 @@ def disable(
 
 def debug(
     ctx: typer.Context,
-    output: Path | None = typer.Option(None, "-o", "--output",
-                                       help="Report file (Markdown); the raw outputs go next to it as .tar.gz."),
-    reproduce: bool = typer.Option(False, "--reproduce", "-r",
-                                   help="Snapshot, record MPTCP events while you reproduce, snapshot again."),
-    duration: float | None = typer.Option(None, "--duration", help="With --reproduce: record for S seconds."),
-    redact: bool = typer.Option(False, "--redact", help="Replace addresses and host names consistently."),
-    command: list[str] = typer.Argument(None, metavar="[-- CMD...]",
-                                        help="With --reproduce: record while CMD runs."),
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[-- CMD...]", help="With --reproduce: record while CMD runs."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Report file (.md); raw outputs go beside it (.tar.gz)."),
+    ] = None,
+    reproduce: Annotated[
+        bool,
+        typer.Option(
+            "--reproduce", "-r", help="Snapshot, record MPTCP events while you reproduce, snapshot."
+        ),
+    ] = False,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="With --reproduce: record S seconds.")
+    ] = None,
+    redact: Annotated[
+        bool, typer.Option("--redact", help="Replace addresses and host names consistently.")
+    ] = False,
 ) -> None:
-    """Collect a bug report about MPTCP on this machine: Markdown report + tar.gz of raw outputs."""
+    """Collect a bug report about MPTCP on this machine: Markdown report + tar.gz of raw outputs.
+
+    --reproduce records until Enter is pressed, for --duration seconds, or while `-- CMD...` runs.
+    """
     from mptcpkit.errors import UsageError
     from mptcpkit.tools import debuginfo
 
@@ -135,7 +173,11 @@ def debug(
     if duration is not None and cmd:
         raise UsageError("give either --duration or a command, not both")
     result = debuginfo.collect_report(
-        output=output, reproduce=reproduce, duration=duration, command=cmd or None, redact=redact,
+        output=output,
+        reproduce=reproduce,
+        duration=duration,
+        command=cmd or None,
+        redact=redact,
         log=lambda m: typer.echo(m, err=True),
     )
     if output is None:

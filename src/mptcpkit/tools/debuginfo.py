@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mptcpkit import __version__
 from mptcpkit.tools.redact import Redactor
@@ -137,8 +138,10 @@ def render_markdown(c: Collected) -> str:
 
 def redact_collected(c: Collected, redact: Callable[[str], str]) -> Collected:
     return Collected(
-        sections={k: [Output(o.name, redact(o.command), o.code, redact(o.text)) for o in v]
-                  for k, v in c.sections.items()},
+        sections={
+            k: [Output(o.name, redact(o.command), o.code, redact(o.text)) for o in v]
+            for k, v in c.sections.items()
+        },
         warnings=[redact(w) for w in c.warnings],
         summary=[redact(s) for s in c.summary],
         reproduction=[redact(r) for r in c.reproduction],
@@ -271,8 +274,9 @@ class EventRecorder:
             self.source = "mptcp_pm netlink events (mptcpkit.netlink)"
         except Exception as exc:
             log(f"netlink event capture unavailable ({exc}); using `ip mptcp monitor`")
-            self._proc = subprocess.Popen(["ip", "mptcp", "monitor"], stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True)
+            self._proc = subprocess.Popen(
+                ["ip", "mptcp", "monitor"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
             os.set_blocking(self._proc.stdout.fileno(), False)  # type: ignore[union-attr]
             self.source = "ip mptcp monitor"
 
@@ -311,7 +315,9 @@ class EventRecorder:
                 self._proc.wait()
 
 
-def run_reproduction(col: Collector, *, duration: float | None, command: Sequence[str] | None, log: Log) -> None:
+def run_reproduction(
+    col: Collector, *, duration: float | None, command: Sequence[str] | None, log: Log
+) -> None:
     """Snapshot, record events during the reproduction, snapshot again, diff the counters."""
     before = snapshot_counters()
     rec = EventRecorder(log)
@@ -324,7 +330,7 @@ def run_reproduction(col: Collector, *, duration: float | None, command: Sequenc
             proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             out_chunks: list[bytes] = []
             assert proc.stdout is not None
-            watched: list[object] = [rec.fileno(), proc.stdout]
+            watched: list[Any] = [rec.fileno(), proc.stdout]
             while proc.stdout in watched or proc.poll() is None:
                 ready, _, _ = select.select(watched, [], [], 0.2)
                 if rec.fileno() in ready:
@@ -337,8 +343,13 @@ def run_reproduction(col: Collector, *, duration: float | None, command: Sequenc
                         watched.remove(proc.stdout)
             proc.wait()
             status = f"exit status {proc.returncode}"
-            col.add("Reproduction", "command-output", " ".join(command), 0,
-                    b"".join(out_chunks).decode(errors="replace"))
+            col.add(
+                "Reproduction",
+                "command-output",
+                " ".join(command),
+                0,
+                b"".join(out_chunks).decode(errors="replace"),
+            )
         elif duration is not None:
             how = f"for {duration:g} s"
             log(f"recording MPTCP events for {duration:g} s: reproduce the problem now")
@@ -362,8 +373,12 @@ def run_reproduction(col: Collector, *, duration: float | None, command: Sequenc
         rec.close()
     after = snapshot_counters()
     col.add("Reproduction", "ss-after", "ss -ManiH (after)", *run_text(["ss", "-ManiH"]))
-    col.add("Reproduction", "endpoints-after", "ip mptcp endpoint show (after)",
-            *run_text(["ip", "mptcp", "endpoint", "show"]))
+    col.add(
+        "Reproduction",
+        "endpoints-after",
+        "ip mptcp endpoint show (after)",
+        *run_text(["ip", "mptcp", "endpoint", "show"]),
+    )
     col.c.events = rec.lines
     diff = counter_diff(before, after)
     lines = [f"Recorded {how}{' (' + status + ')' if status else ''}; event source: {rec.source}.", ""]
@@ -388,6 +403,7 @@ def run_reproduction(col: Collector, *, duration: float | None, command: Sequenc
 
 def write_archive(path: Path, c: Collected, markdown: str) -> None:
     """tar.gz with report.md, raw/NN-*.txt (one per command) and events.jsonl."""
+
     def add(tar: tarfile.TarFile, name: str, text: str) -> None:
         data = text.encode()
         info = tarfile.TarInfo(f"mptcpkit-debug/{name}")
@@ -405,8 +421,15 @@ def write_archive(path: Path, c: Collected, markdown: str) -> None:
             add(tar, "events.jsonl", "\n".join(c.events) + "\n")
 
 
-def collect_report(*, output: Path | None, reproduce: bool, duration: float | None,
-                   command: Sequence[str] | None, redact: bool, log: Log) -> DebugResult:
+def collect_report(
+    *,
+    output: Path | None,
+    reproduce: bool,
+    duration: float | None,
+    command: Sequence[str] | None,
+    redact: bool,
+    log: Log,
+) -> DebugResult:
     col = Collector()
     is_root = os.geteuid() == 0
     if not is_root:
@@ -421,7 +444,8 @@ def collect_report(*, output: Path | None, reproduce: bool, duration: float | No
         f"mptcpkit {__version__}, report made {now.strftime('%Y-%m-%d %H:%M:%S')} UTC",
         f"kernel {os.uname().release} ({os.uname().machine})",
         f"running as {'root' if is_root else 'uid ' + str(os.geteuid()) + ' (not root)'}",
-        f"mode: {'reproduce' if reproduce else 'snapshot'}; addresses {'redacted' if redact else 'not redacted'}",
+        f"mode: {'reproduce' if reproduce else 'snapshot'}; "
+        f"addresses {'redacted' if redact else 'not redacted'}",
         f"sections: {', '.join(SECTIONS)}",
     ]
     final = col.c

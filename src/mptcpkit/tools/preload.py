@@ -102,7 +102,7 @@ def compile_shim(source: Path, output: Path) -> None:
         os.unlink(tmp)
         raise EnvironmentProblem(
             f"compiling the `mptcpkit run` shim failed: {' '.join(argv)}\n{proc.stderr.strip()}",
-            hint="check that the C compiler and libc headers are installed (Debian: apt install gcc libc6-dev)",
+            hint="install the C compiler and libc headers (Debian: apt install gcc libc6-dev)",
         )
     os.chmod(tmp, 0o755)
     os.replace(tmp, output)
@@ -115,8 +115,9 @@ def find_shim() -> Path:
         return packaged.resolve()
     source = shim_source()
     if not source.is_file():
-        raise EnvironmentProblem(f"the shim source {source} is missing from the installation",
-                                 hint="reinstall mptcpkit")
+        raise EnvironmentProblem(
+            f"the shim source {source} is missing from the installation", hint="reinstall mptcpkit"
+        )
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     cached = cache_dir() / f"libmptcpwrap-{digest}.so"
     if not cached.is_file():
@@ -125,7 +126,7 @@ def find_shim() -> Path:
 
 
 def exec_program(argv: Sequence[str], *, debug: bool) -> None:
-    """Replace this process with `argv` running under the shim (exit status and signals stay the program's)."""
+    """Replace this process with `argv` under the shim (exit status and signals stay its own)."""
     if not argv:
         raise UsageError("no program given", hint="mptcpkit run -- PROGRAM [ARGS...]")
     program = shutil.which(argv[0]) if "/" not in argv[0] else argv[0]

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 
 KEEP = frozenset({"0.0.0.0", "::", "127.0.0.1", "::1", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00"})
 
-_IPV6_CANDIDATE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,8}(?:\.\d{1,3}){0,3}(?![\w:])")
+_IPV6_CANDIDATE = re.compile(
+    r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,8}(?:\.\d{1,3}){0,3}(?![\w:])"
+)
 _MAC = re.compile(r"(?<![\w:])[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5,19}(?![\w:])")
 _IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w]|\.\d)")
 
@@ -24,10 +26,16 @@ class Redactor:
     def __init__(self, hostnames: Iterable[str] = ()) -> None:
         self.mapping: dict[str, str] = {}
         self._counts: dict[str, int] = {}
-        names = sorted({h for h in hostnames if h and h not in ("localhost", "localhost.localdomain")},
-                       key=len, reverse=True)
-        self._host_re = (re.compile(r"(?<![\w.-])(" + "|".join(re.escape(h) for h in names) + r")(?![\w-])")
-                         if names else None)
+        names = sorted(
+            {h for h in hostnames if h and h not in ("localhost", "localhost.localdomain")},
+            key=len,
+            reverse=True,
+        )
+        self._host_re = (
+            re.compile(r"(?<![\w.-])(" + "|".join(re.escape(h) for h in names) + r")(?![\w-])")
+            if names
+            else None
+        )
 
     def _token(self, kind: str, value: str) -> str:
         key = f"{kind}:{value}"
@@ -47,7 +55,7 @@ class Redactor:
                 ip = ipaddress.IPv6Address(cand)
             except ValueError:
                 continue
-            rest = text[len(cand):]
+            rest = text[len(cand) :]
             if str(ip) in KEEP or cand in KEEP:
                 return text
             if ip.ipv4_mapped is not None:  # same placeholder as the plain IPv4 form

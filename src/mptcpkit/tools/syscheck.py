@@ -62,46 +62,84 @@ def evaluate(f: SystemFacts) -> Report:
     """Every rule, in the order a user should fix things."""
     out: list[Finding] = []
     if not f.mptcp_sysctls:
-        out.append(Finding(Level.PROBLEM, "the kernel has no MPTCP support",
-                           f"kernel {f.kernel}: /proc/sys/net/mptcp is missing",
-                           "boot a kernel >= 5.6 built with CONFIG_MPTCP=y (and CONFIG_MPTCP_IPV6=y)"))
+        out.append(
+            Finding(
+                Level.PROBLEM,
+                "the kernel has no MPTCP support",
+                f"kernel {f.kernel}: /proc/sys/net/mptcp is missing",
+                "boot a kernel >= 5.6 built with CONFIG_MPTCP=y (and CONFIG_MPTCP_IPV6=y)",
+            )
+        )
         return Report(tuple(out))
     out.append(Finding(Level.OK, "the kernel supports MPTCP", f"kernel {f.kernel}"))
     if f.enabled == 0:
-        out.append(Finding(Level.PROBLEM, "MPTCP is disabled (net.mptcp.enabled = 0)",
-                           "new MPTCP sockets cannot be created",
-                           "sysctl -w net.mptcp.enabled=1  # persist: echo net.mptcp.enabled=1 > "
-                           "/etc/sysctl.d/90-mptcp.conf"))
+        out.append(
+            Finding(
+                Level.PROBLEM,
+                "MPTCP is disabled (net.mptcp.enabled = 0)",
+                "new MPTCP sockets cannot be created",
+                "sysctl -w net.mptcp.enabled=1  # persist: echo net.mptcp.enabled=1 > "
+                "/etc/sysctl.d/90-mptcp.conf",
+            )
+        )
     elif f.enabled == 1:
         out.append(Finding(Level.OK, "MPTCP is enabled (net.mptcp.enabled = 1)"))
     if f.socket_error is None:
         out.append(Finding(Level.OK, "an MPTCP socket can be created"))
     elif f.enabled != 0:
-        out.append(Finding(Level.PROBLEM, "creating an MPTCP socket fails", f.socket_error,
-                           "sysctl -w net.mptcp.enabled=1; check that no seccomp/LSM policy blocks IPPROTO_MPTCP"))
+        out.append(
+            Finding(
+                Level.PROBLEM,
+                "creating an MPTCP socket fails",
+                f.socket_error,
+                "sysctl -w net.mptcp.enabled=1; check that no seccomp/LSM policy blocks IPPROTO_MPTCP",
+            )
+        )
 
     daemons = list(f.pm_daemons)
-    managers = daemons + (["NetworkManager " + (f.networkmanager or "")]
-                          if f.networkmanager_running and _nm_manages(f.networkmanager) else [])
+    managers = daemons + (
+        ["NetworkManager " + (f.networkmanager or "")]
+        if f.networkmanager_running and _nm_manages(f.networkmanager)
+        else []
+    )
     pm = f.path_manager or "unknown"
     if pm == "userspace":
         if daemons:
             out.append(Finding(Level.OK, f"path manager: userspace, driven by {', '.join(daemons)}"))
         else:
-            out.append(Finding(Level.PROBLEM, "path manager is `userspace` but no path-manager daemon runs",
-                               "connections will never get extra subflows",
-                               "mptcpkit pm run  # or: sysctl -w net.mptcp.path_manager=kernel"))
+            out.append(
+                Finding(
+                    Level.PROBLEM,
+                    "path manager is `userspace` but no path-manager daemon runs",
+                    "connections will never get extra subflows",
+                    "mptcpkit pm run  # or: sysctl -w net.mptcp.path_manager=kernel",
+                )
+            )
     else:
-        out.append(Finding(Level.OK, f"path manager: {pm}",
-                           "available: " + (" ".join(f.available_path_managers) or "?")))
+        out.append(
+            Finding(
+                Level.OK, f"path manager: {pm}", "available: " + (" ".join(f.available_path_managers) or "?")
+            )
+        )
     if f.scheduler:
-        out.append(Finding(Level.INFO, f"packet scheduler: {f.scheduler}",
-                           "available: " + (" ".join(f.available_schedulers) or "?")))
+        out.append(
+            Finding(
+                Level.INFO,
+                f"packet scheduler: {f.scheduler}",
+                "available: " + (" ".join(f.available_schedulers) or "?"),
+            )
+        )
 
     usable = _usable(f.addresses)
     if f.endpoints is None:
-        out.append(Finding(Level.INFO, "endpoints and limits could not be read", "; ".join(f.notes),
-                           "run `mptcpkit check` as root"))
+        out.append(
+            Finding(
+                Level.INFO,
+                "endpoints and limits could not be read",
+                "; ".join(f.notes),
+                "run `mptcpkit check` as root",
+            )
+        )
     elif pm != "userspace":
         endpoint_addrs = {e.addr for e in f.endpoints}
         if not f.endpoints:
@@ -114,13 +152,24 @@ def evaluate(f: SystemFacts) -> Report:
                 out.append(Finding(Level.INFO, "no MPTCP endpoints yet", detail))
             elif len(extra) >= 2:
                 cmd = "; ".join(f"ip mptcp endpoint add {a.addr} dev {a.dev} subflow" for a in extra[1:])
-                out.append(Finding(Level.PROBLEM, "no MPTCP endpoints: connections use a single path",
-                                   f"{len(extra)} interfaces with usable addresses, none is an endpoint", cmd))
+                out.append(
+                    Finding(
+                        Level.PROBLEM,
+                        "no MPTCP endpoints: connections use a single path",
+                        f"{len(extra)} interfaces with usable addresses, none is an endpoint",
+                        cmd,
+                    )
+                )
             else:
-                out.append(Finding(Level.INFO, "no MPTCP endpoints",
-                                   "fine with a single interface, or for a server (clients add the extra subflows); "
-                                   "a client with several interfaces needs endpoints",
-                                   "ip mptcp endpoint add ADDRESS dev IFACE subflow"))
+                out.append(
+                    Finding(
+                        Level.INFO,
+                        "no MPTCP endpoints",
+                        "fine with a single interface, or for a server (clients add the extra subflows); "
+                        "a client with several interfaces needs endpoints",
+                        "ip mptcp endpoint add ADDRESS dev IFACE subflow",
+                    )
+                )
         else:
             desc = ", ".join(f"{e.addr} ({'+'.join(e.flags) or 'no flags'})" for e in f.endpoints)
             who = f"; managed by {', '.join(managers)}" if managers else ""
@@ -129,25 +178,46 @@ def evaluate(f: SystemFacts) -> Report:
         for addr in sorted(endpoint_addrs - local):
             if addr:
                 ep = next(e for e in f.endpoints if e.addr == addr)
-                out.append(Finding(Level.PROBLEM, f"endpoint {addr} is not an address of this machine",
-                                   "stale endpoint: its subflows cannot be created",
-                                   f"ip mptcp endpoint delete id {ep.id}"))
+                out.append(
+                    Finding(
+                        Level.PROBLEM,
+                        f"endpoint {addr} is not an address of this machine",
+                        "stale endpoint: its subflows cannot be created",
+                        f"ip mptcp endpoint delete id {ep.id}",
+                    )
+                )
         if f.limits is not None:
             subflows, accepted = f.limits
             n_sub = sum(1 for e in f.endpoints if "subflow" in e.flags)
             detail = f"subflows {subflows}, add_addr_accepted {accepted}"
             if n_sub > subflows:
-                out.append(Finding(Level.PROBLEM, "the subflows limit is lower than the subflow endpoints",
-                                   detail + f"; {n_sub} endpoint(s) with the subflow flag",
-                                   f"ip mptcp limits set subflows {min(8, n_sub)} add_addr_accepted "
-                                   f"{max(accepted, min(8, n_sub))}"))
+                out.append(
+                    Finding(
+                        Level.PROBLEM,
+                        "the subflows limit is lower than the subflow endpoints",
+                        detail + f"; {n_sub} endpoint(s) with the subflow flag",
+                        f"ip mptcp limits set subflows {min(8, n_sub)} add_addr_accepted "
+                        f"{max(accepted, min(8, n_sub))}",
+                    )
+                )
             elif subflows == 0:
-                out.append(Finding(Level.PROBLEM, "the subflows limit is 0: no extra subflow can be created",
-                                   detail, "ip mptcp limits set subflows 2 add_addr_accepted 2"))
+                out.append(
+                    Finding(
+                        Level.PROBLEM,
+                        "the subflows limit is 0: no extra subflow can be created",
+                        detail,
+                        "ip mptcp limits set subflows 2 add_addr_accepted 2",
+                    )
+                )
             elif accepted == 0 and usable:
-                out.append(Finding(Level.INFO, "limits: ADD_ADDR from servers are ignored (add_addr_accepted 0)",
-                                   detail + "; a client cannot use extra server addresses",
-                                   f"ip mptcp limits set subflows {subflows} add_addr_accepted {subflows}"))
+                out.append(
+                    Finding(
+                        Level.INFO,
+                        "limits: ADD_ADDR from servers are ignored (add_addr_accepted 0)",
+                        detail + "; a client cannot use extra server addresses",
+                        f"ip mptcp limits set subflows {subflows} add_addr_accepted {subflows}",
+                    )
+                )
             else:
                 out.append(Finding(Level.OK, "limits", detail))
     if f.networkmanager:

@@ -94,8 +94,12 @@ def pm_endpoints_limits() -> tuple[list[EndpointFact] | None, tuple[int, int] | 
         return None, None, f"mptcp_pm netlink: {exc}"
     names = {idx: name for idx, name in socket.if_nameindex()}
     out = [
-        EndpointFact(str(e.addr) if e.addr is not None else "", e.id, tuple(e.flags.names()),
-                     names.get(e.ifindex) if e.ifindex else None)
+        EndpointFact(
+            str(e.addr) if e.addr is not None else "",
+            e.id,
+            tuple(e.flags.names()),
+            names.get(e.ifindex) if e.ifindex else None,
+        )
         for e in eps
     ]
     return out, (lim.subflows, lim.add_addr_accepted), None
@@ -113,8 +117,15 @@ def addresses() -> list[AddressFact]:
     for link in links:
         up = "UP" in link.get("flags", []) and "LOWER_UP" in link.get("flags", [])
         for a in link.get("addr_info", []):
-            out.append(AddressFact(link.get("ifname", "?"), a.get("local", ""), int(a.get("prefixlen", 0)),
-                                   a.get("scope", ""), up))
+            out.append(
+                AddressFact(
+                    link.get("ifname", "?"),
+                    a.get("local", ""),
+                    int(a.get("prefixlen", 0)),
+                    a.get("scope", ""),
+                    up,
+                )
+            )
     return out
 
 

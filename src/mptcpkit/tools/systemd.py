@@ -22,8 +22,13 @@ DROPIN_NAME = "50-mptcpkit-mptcp.conf"
 MARKER = "# Added by `mptcpkit enable`; `mptcpkit disable` removes it."
 CREATED_DIR = "# mptcpkit: created-directory"
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
-SEARCH_DIRS = (Path("/etc/systemd/system"), Path("/run/systemd/system"), Path("/usr/local/lib/systemd/system"),
-               Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
+SEARCH_DIRS = (
+    Path("/etc/systemd/system"),
+    Path("/run/systemd/system"),
+    Path("/usr/local/lib/systemd/system"),
+    Path("/usr/lib/systemd/system"),
+    Path("/lib/systemd/system"),
+)
 
 
 def unit_name(unit: str) -> str:

@@ -13,12 +13,15 @@ import numpy as np
 from scipy import stats
 
 #: Above this many samples per side the exact U distribution is replaced by its normal approximation.
-EXACT_LIMIT = 60
+EXACT_LIMIT = 40
 
 
 @lru_cache(maxsize=256)
 def _u_cdf(n: int, m: int) -> tuple[float, ...]:
-    """P(U <= u) for u = 0 .. n*m under H0, by the recursion p(n,m,u) = n/(n+m) p(n-1,m,u-m) + m/(n+m) p(n,m-1,u)."""
+    """P(U <= u) for u = 0 .. n*m under H0.
+
+    Recursion: p(n, m, u) = n/(n+m) p(n-1, m, u-m) + m/(n+m) p(n, m-1, u).
+    """
     table: dict[tuple[int, int], np.ndarray] = {}
     for i in range(n + 1):
         for j in range(m + 1):

@@ -12,6 +12,7 @@ from mptcpkit.errors import LabError
 from mptcpkit.lab.emulation.shape import LinkShape, TbfParams
 
 ETH_P_ALL = 0x0003
+TC_H_ROOT = 0xFFFFFFFF
 CLSACT_HANDLE = 0xFFFF0000
 CLSACT_INGRESS = 0xFFFFFFF2
 ROOT_HANDLE = 0x10000  # 1:
@@ -91,7 +92,7 @@ def delete_clsact(ipr: IPRoute, index: int) -> None:
 
 
 def delete_root(ipr: IPRoute, index: int) -> None:
-    _ignore_missing(lambda: ipr.tc("del", index=index, handle=ROOT_HANDLE))
+    _ignore_missing(lambda: ipr.tc("del", index=index, handle=ROOT_HANDLE, parent=TC_H_ROOT))
 
 
 def _ignore_missing(call: Any) -> None:

@@ -40,6 +40,8 @@ def _ip(*args: str) -> None:
 class Testbed:
     """Namespace names and helpers; ``close()`` kills what runs inside and deletes the namespaces."""
 
+    __test__ = False  # not a pytest test class despite the name
+
     a: str
     b: str
     wire: str

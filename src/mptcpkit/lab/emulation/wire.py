@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pyroute2 import IPRoute
 
@@ -43,6 +43,7 @@ from mptcpkit.lab.emulation.shape import (
     tbf_params,
 )
 
+Priority = Literal["rr", "nice", "normal"]
 FORWARDER_PATH = Path(forwarder.__file__).resolve()
 READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 3.0
@@ -112,8 +113,13 @@ def build_wire(
     mode: Mode = "auto",
     state_dir: Path,
     seed: int = 0,
+    emulator_priority: Priority = "rr",
 ) -> Wire:
-    """Join ``a_if`` and ``b_if`` (both UP, in ``wire_netns``) so each direction is shaped as given."""
+    """Join ``a_if`` and ``b_if`` (both UP, in ``wire_netns``) so each direction is shaped as given.
+
+    ``seed`` seeds the userspace emulator's loss/jitter PRNG. ``emulator_priority``: the forwarder runs
+    SCHED_RR by default so frames leave on time on a busy machine ("nice" = nice -10, "normal").
+    """
     needs_netem_answer = mode == "netem" or a_to_b.needs_delay_line or b_to_a.needs_delay_line
     has_netem = netem_available() if needs_netem_answer and mode != "userspace" else None
     wire_mode = choose_mode(a_to_b, b_to_a, mode, has_netem)
@@ -129,7 +135,7 @@ def build_wire(
             mtu = max(_mtu(ipr, index[a_if]), _mtu(ipr, index[b_if]))
             user = [d for d in directions if d[4] == "userspace"]
             if user:
-                _start_emulator(wire, user, state_dir, seed)
+                _start_emulator(wire, user, state_dir, seed, emulator_priority)
                 for key, *_ in user:
                     name = tap_name(a_if, b_if, key)  # type: ignore[arg-type]
                     index[name] = tc.ifindex(ipr, name)
@@ -151,6 +157,7 @@ def build_wire(
         "netem_available": has_netem,
         "emulator": "python TAP delay line (virtio-net header, GSO)" if wire.pids else None,
         "seed": seed,
+        "emulator_priority": emulator_priority if wire.pids else None,
         "pids": list(wire.pids),
         **described,
     }
@@ -194,7 +201,7 @@ def _plumb(
 
 
 def _start_emulator(wire: Wire, user: list[tuple[str, str, str, LinkShape, Stage]], state_dir: Path,
-                    seed: int) -> None:
+                    seed: int, priority: Priority) -> None:
     """Spawn the forwarder in its own session (it outlives the builder, as the lab does) and wait for it."""
     base = f"{wire.a_if}-{wire.b_if}"
     stats_path = state_dir / f"emulator-{base}.stats.json"
@@ -204,6 +211,7 @@ def _start_emulator(wire: Wire, user: list[tuple[str, str, str, LinkShape, Stage
         "watch": [wire.a_if, wire.b_if],
         "stats_path": str(stats_path),
         "txqueuelen": TAP_TXQUEUELEN,
+        "priority": priority,
         "directions": [
             {
                 "tap": tap_name(wire.a_if, wire.b_if, key),  # type: ignore[arg-type]

@@ -7,7 +7,9 @@ call returns and the error is reported as `timeout`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import random
 import socket
@@ -118,10 +120,8 @@ class Watchdog:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def classify(exc: BaseException, watchdog: Watchdog | None = None) -> EngineError:
@@ -201,9 +201,9 @@ def fallback_state(sock: socket.socket, proto: str) -> tuple[bool, str | None, m
     try:
         info = ms.mptcp_info(sock)
     except OSError as exc:
-        return False, None, None if exc.errno == errno.ENOTCONN else None
+        return False, f"MPTCP_INFO failed: {exc.strerror}", None
     if info is None:
-        return True, "MPTCP_INFO unavailable: the connection fell back to plain TCP (peer without MPTCP?)", None
+        return True, "MPTCP_INFO unavailable: the connection fell back to TCP (peer without MPTCP?)", None
     if info.fallback:
         return True, "MPTCP_INFO flags has MPTCP_INFO_FLAG_FALLBACK: the connection fell back to TCP", info
     return False, None, info
@@ -220,10 +220,20 @@ def subflow_stats(sock: socket.socket) -> list[SubflowStats]:
         ad = addrs[i] if i < len(addrs) else ms.SubflowAddrs(("", 0), ("", 0))
         out.append(
             SubflowStats(
-                local=ad.local[0], local_port=ad.local[1], remote=ad.remote[0], remote_port=ad.remote[1],
-                bytes_sent=ti.bytes_sent, bytes_received=ti.bytes_received, bytes_acked=ti.bytes_acked,
-                bytes_retrans=ti.bytes_retrans, total_retrans=ti.total_retrans, rtt_us=ti.rtt_us,
-                min_rtt_us=ti.min_rtt_us, snd_mss=ti.snd_mss, rcv_mss=ti.rcv_mss, snd_cwnd=ti.snd_cwnd,
+                local=ad.local[0],
+                local_port=ad.local[1],
+                remote=ad.remote[0],
+                remote_port=ad.remote[1],
+                bytes_sent=ti.bytes_sent,
+                bytes_received=ti.bytes_received,
+                bytes_acked=ti.bytes_acked,
+                bytes_retrans=ti.bytes_retrans,
+                total_retrans=ti.total_retrans,
+                rtt_us=ti.rtt_us,
+                min_rtt_us=ti.min_rtt_us,
+                snd_mss=ti.snd_mss,
+                rcv_mss=ti.rcv_mss,
+                snd_cwnd=ti.snd_cwnd,
                 delivery_rate=ti.delivery_rate,
             )
         )
@@ -243,13 +253,20 @@ def connection_stats(
     fb, reason, info = fallback_state(sock, proto)
     subs = subflow_stats(sock) if proto == "mptcp" and not fb else []
     try:
-        local = "%s:%d" % sock.getsockname()[:2]
-        remote = "%s:%d" % sock.getpeername()[:2]
+        local = "{}:{}".format(*sock.getsockname()[:2])
+        remote = "{}:{}".format(*sock.getpeername()[:2])
     except OSError:
         local = remote = ""
     return ConnectionStats(
-        index=index, proto=proto, local=local, remote=remote, mss=socket_mss(sock, subs), fallback=fb,
-        fallback_reason=reason, mptcp_info=None if info is None else asdict(info), subflows=subs,
+        index=index,
+        proto=proto,
+        local=local,
+        remote=remote,
+        mss=socket_mss(sock, subs),
+        fallback=fb,
+        fallback_reason=reason,
+        mptcp_info=None if info is None else asdict(info),
+        subflows=subs,
         subflow_samples=samples,
     )
 
@@ -257,7 +274,9 @@ def connection_stats(
 class Sampler:
     """Every interval: bytes received so far (goodput samples) and per-subflow counters (MPTCP)."""
 
-    def __init__(self, interval: float, sock: socket.socket, proto: str, progress: Callable[[], int] | None) -> None:
+    def __init__(
+        self, interval: float, sock: socket.socket, proto: str, progress: Callable[[], int] | None
+    ) -> None:
         self.interval = interval
         self.sock = sock
         self.mptcp = proto == "mptcp"
@@ -295,8 +314,10 @@ class Sampler:
                         t=round(t, 6),
                         subflows=[
                             SubflowBytes(
-                                local=f"{s.local}:{s.local_port}", remote=f"{s.remote}:{s.remote_port}",
-                                bytes_sent=s.bytes_sent, bytes_received=s.bytes_received,
+                                local=f"{s.local}:{s.local_port}",
+                                remote=f"{s.remote}:{s.remote_port}",
+                                bytes_sent=s.bytes_sent,
+                                bytes_received=s.bytes_received,
                                 bytes_acked=s.bytes_acked,
                             )
                             for s in subs
@@ -341,7 +362,9 @@ class BulkOutcome:
     stats: ConnectionStats | None = None
 
 
-def _send_stream(sock: socket.socket, spec: BulkSpec, out: dict[str, Any], errors: list[BaseException]) -> None:
+def _send_stream(
+    sock: socket.socket, spec: BulkSpec, out: dict[str, Any], errors: list[BaseException]
+) -> None:
     try:
         src = stream.StreamSource(spec.send_seed, sha256=spec.integrity == "sha256")
         start = time.time()
@@ -372,7 +395,9 @@ def _send_stream(sock: socket.socket, spec: BulkSpec, out: dict[str, Any], error
         errors.append(exc)
 
 
-def _recv_stream(sock: socket.socket, spec: BulkSpec, sink: stream.StreamSink) -> tuple[dict[str, Any], bytes]:
+def _recv_stream(
+    sock: socket.socket, spec: BulkSpec, sink: stream.StreamSink
+) -> tuple[dict[str, Any], bytes]:
     """Receive until the end record; returns (peer sender summary, bytes that followed it)."""
     view = sink.view
     recv_into = sock.recv_into
@@ -412,8 +437,11 @@ def run_bulk(sock: socket.socket, spec: BulkSpec, proto: str, index: int) -> Bul
             out.peer_sender, rest = _recv_stream(sock, spec, sink)
             rend = time.time()
             out.received = {
-                "bytes": sink.data_bytes, "sha256": sink.hexdigest(), "first_bad": sink.first_bad,
-                "start": rstart, "end": rend,
+                "bytes": sink.data_bytes,
+                "sha256": sink.hexdigest(),
+                "first_bad": sink.first_bad,
+                "start": rstart,
+                "end": rend,
             }
     finally:
         if sender is not None:
@@ -437,7 +465,9 @@ def run_bulk(sock: socket.socket, spec: BulkSpec, proto: str, index: int) -> Bul
     return out
 
 
-def stream_result(direction: str, index: int, integrity: str, snd: dict[str, Any], rcv: dict[str, Any]) -> StreamResult:
+def stream_result(
+    direction: str, index: int, integrity: str, snd: dict[str, Any], rcv: dict[str, Any]
+) -> StreamResult:
     """Join the sender's and the receiver's summaries of one stream."""
     dur = max(1e-9, float(rcv["end"]) - float(rcv["start"]))
     ok: bool | None
@@ -449,10 +479,19 @@ def stream_result(direction: str, index: int, integrity: str, snd: dict[str, Any
     else:
         ok = None
     return StreamResult(
-        direction=direction, connection=index, bytes_sent=int(snd["bytes"]), bytes_received=int(rcv["bytes"]),
-        start=float(rcv["start"]), end=float(rcv["end"]), duration_s=dur,
-        goodput_bps=int(rcv["bytes"]) * 8 / dur, integrity=integrity, sender_sha256=snd.get("sha256"),
-        receiver_sha256=rcv.get("sha256"), integrity_ok=ok, first_bad_offset=rcv.get("first_bad"),
+        direction=direction,
+        connection=index,
+        bytes_sent=int(snd["bytes"]),
+        bytes_received=int(rcv["bytes"]),
+        start=float(rcv["start"]),
+        end=float(rcv["end"]),
+        duration_s=dur,
+        goodput_bps=int(rcv["bytes"]) * 8 / dur,
+        integrity=integrity,
+        sender_sha256=snd.get("sha256"),
+        receiver_sha256=rcv.get("sha256"),
+        integrity_ok=ok,
+        first_bad_offset=rcv.get("first_bad"),
         sender_duration_s=float(snd["end"]) - float(snd["start"]),
         samples=[Sample(**s) for s in rcv.get("samples", [])],
     )
@@ -461,11 +500,17 @@ def stream_result(direction: str, index: int, integrity: str, snd: dict[str, Any
 def bulk_streams(outcome: BulkOutcome, index: int, integrity: str, client: bool) -> list[StreamResult]:
     res = []
     if outcome.sent is not None and outcome.peer_receiver is not None:
-        res.append(stream_result("upload" if client else "download", index, integrity, outcome.sent,
-                                 outcome.peer_receiver))
+        res.append(
+            stream_result(
+                "upload" if client else "download", index, integrity, outcome.sent, outcome.peer_receiver
+            )
+        )
     if outcome.received is not None and outcome.peer_sender is not None:
-        res.append(stream_result("download" if client else "upload", index, integrity, outcome.peer_sender,
-                                 outcome.received))
+        res.append(
+            stream_result(
+                "download" if client else "upload", index, integrity, outcome.peer_sender, outcome.received
+            )
+        )
     return res
 
 
@@ -505,9 +550,19 @@ def _connect(opts: ClientOptions, wd: Watchdog) -> tuple[socket.socket, float]:
 
 def _hello(opts: ClientOptions, session: str, index: int, kind: str) -> dict[str, Any]:
     return {
-        "v": wire.VERSION, "session": session, "conn": index, "kind": kind, "mode": opts.mode,
-        "streams": opts.parallel, "seed": opts.seed, "bytes": opts.bytes, "duration": opts.duration,
-        "integrity": opts.integrity, "interval": opts.interval, "rr": list(opts.rr_size), "count": opts.count,
+        "v": wire.VERSION,
+        "session": session,
+        "conn": index,
+        "kind": kind,
+        "mode": opts.mode,
+        "streams": opts.parallel,
+        "seed": opts.seed,
+        "bytes": opts.bytes,
+        "duration": opts.duration,
+        "integrity": opts.integrity,
+        "interval": opts.interval,
+        "rr": list(opts.rr_size),
+        "count": opts.count,
         "proto": opts.proto,
     }
 
@@ -523,8 +578,14 @@ def _handshake(sock: socket.socket, hello: dict[str, Any]) -> dict[str, Any]:
 def run_client(opts: ClientOptions) -> TrafficResult:
     """Run one client session and return its result (errors are inside it, never raised)."""
     result = TrafficResult(
-        role="client", engine="mptcpkit", mode=opts.mode, proto=opts.proto, ok=False, started_at=time.time(),
-        ended_at=0.0, options={k: v for k, v in asdict(opts).items() if k != "corrupt_offset"},
+        role="client",
+        engine="mptcpkit",
+        mode=opts.mode,
+        proto=opts.proto,
+        ok=False,
+        started_at=time.time(),
+        ended_at=0.0,
+        options={k: v for k, v in asdict(opts).items() if k != "corrupt_offset"},
     )
     wd = Watchdog(opts.timeout)
     try:
@@ -562,8 +623,12 @@ def _client_bulk(opts: ClientOptions, wd: Watchdog, session: str, result: Traffi
                 spec = BulkSpec(
                     send=opts.mode in ("bulk-upload", "bulk-both"),
                     recv=opts.mode in ("bulk-download", "bulk-both"),
-                    send_seed=opts.seed * 1000 + 2 * i, recv_seed=opts.seed * 1000 + 2 * i + 1,
-                    size=opts.bytes, duration=opts.duration, integrity=opts.integrity, interval=opts.interval,
+                    send_seed=opts.seed * 1000 + 2 * i,
+                    recv_seed=opts.seed * 1000 + 2 * i + 1,
+                    size=opts.bytes,
+                    duration=opts.duration,
+                    integrity=opts.integrity,
+                    interval=opts.interval,
                     corrupt_offset=opts.corrupt_offset,
                 )
                 outcomes[i] = run_bulk(sock, spec, opts.proto, i)
@@ -621,13 +686,23 @@ def _client_rr(opts: ClientOptions, wd: Watchdog, session: str, result: TrafficR
         summary = recv_frame(sock, "reading the server's rr summary")
     s = sorted(lat)
     result.rr = RrResult(
-        request_size=q, response_size=r, transactions=len(lat), duration_s=dur,
-        transactions_per_s=len(lat) / dur if dur > 0 else 0.0, p50_us=percentile(s, 50), p90_us=percentile(s, 90),
-        p99_us=percentile(s, 99), min_us=s[0] if s else 0.0, max_us=s[-1] if s else 0.0,
-        mean_us=sum(s) / len(s) if s else 0.0, latencies_us=lat[:MAX_RAW_SAMPLES],
+        request_size=q,
+        response_size=r,
+        transactions=len(lat),
+        duration_s=dur,
+        transactions_per_s=len(lat) / dur if dur > 0 else 0.0,
+        p50_us=percentile(s, 50),
+        p90_us=percentile(s, 90),
+        p99_us=percentile(s, 99),
+        min_us=s[0] if s else 0.0,
+        max_us=s[-1] if s else 0.0,
+        mean_us=sum(s) / len(s) if s else 0.0,
+        latencies_us=lat[:MAX_RAW_SAMPLES],
     )
     if int(summary.get("transactions", -1)) != len(lat):
-        raise EngineError("protocol", f"server counted {summary.get('transactions')} transactions, client {len(lat)}")
+        raise EngineError(
+            "protocol", f"server counted {summary.get('transactions')} transactions, client {len(lat)}"
+        )
 
 
 def _client_connect(opts: ClientOptions, wd: Watchdog, session: str, result: TrafficResult) -> None:
@@ -658,13 +733,19 @@ def _client_connect(opts: ClientOptions, wd: Watchdog, session: str, result: Tra
         recv_frame(ctl, "reading the server's connect summary")
     s = sorted(samples)
     result.connect = ConnectResult(
-        attempts=len(samples) + failures, successes=len(samples), failures=failures,
-        samples_us=samples[:MAX_RAW_SAMPLES], p50_us=percentile(s, 50), p90_us=percentile(s, 90),
-        p99_us=percentile(s, 99), mean_us=sum(s) / len(s) if s else 0.0,
+        attempts=len(samples) + failures,
+        successes=len(samples),
+        failures=failures,
+        samples_us=samples[:MAX_RAW_SAMPLES],
+        p50_us=percentile(s, 50),
+        p90_us=percentile(s, 90),
+        p99_us=percentile(s, 99),
+        mean_us=sum(s) / len(s) if s else 0.0,
     )
     if failures and last_error is not None:
-        raise EngineError(last_error.kind, f"{failures} of {failures + len(samples)} connects failed: "
-                          f"{last_error.message}")
+        raise EngineError(
+            last_error.kind, f"{failures} of {failures + len(samples)} connects failed: {last_error.message}"
+        )
 
 
 # ---- server ----------------------------------------------------------------------------------------------
@@ -724,8 +805,16 @@ class Server:
     ok = True
 
     def _emit_error(self, err: EngineError) -> None:
-        res = TrafficResult(role="server", engine="mptcpkit", mode="", proto=self.opts.proto, ok=False,
-                            started_at=time.time(), ended_at=0.0, error=ErrorInfo(err.kind, err.message))
+        res = TrafficResult(
+            role="server",
+            engine="mptcpkit",
+            mode="",
+            proto=self.opts.proto,
+            ok=False,
+            started_at=time.time(),
+            ended_at=0.0,
+            error=ErrorInfo(err.kind, err.message),
+        )
         self.emit(finish(res).to_json())
 
     def _handle(self, conn: socket.socket) -> None:
@@ -760,7 +849,10 @@ class Server:
                 elif kind == "rr":
                     self._rr(conn, hello, session)
                 elif kind == "connect":
-                    recv_frame(conn, "waiting for the end of the connect session")
+                    done = recv_frame(conn, "waiting for the end of the connect session")
+                    t_wait = time.monotonic() + 2.0  # probe handlers may still be queued behind accept()
+                    while session.probes < int(done.get("probes", 0)) and time.monotonic() < t_wait:
+                        time.sleep(0.01)
                     send_frame(conn, {"ok": True, "probes": session.probes})
                     session.results.append((0, None))
                 else:
@@ -783,12 +875,17 @@ class Server:
         seed = int(hello["seed"])
         mode = str(hello["mode"])
         spec = BulkSpec(
-            send=mode in ("bulk-download", "bulk-both"), recv=mode in ("bulk-upload", "bulk-both"),
-            send_seed=seed * 1000 + 2 * i + 1, recv_seed=seed * 1000 + 2 * i,
-            size=hello.get("bytes"), duration=hello.get("duration"), integrity=str(hello["integrity"]),
-            interval=float(hello.get("interval") or self.opts.interval), corrupt_offset=self.opts.corrupt_offset,
+            send=mode in ("bulk-download", "bulk-both"),
+            recv=mode in ("bulk-upload", "bulk-both"),
+            send_seed=seed * 1000 + 2 * i + 1,
+            recv_seed=seed * 1000 + 2 * i,
+            size=hello.get("bytes"),
+            duration=hello.get("duration"),
+            integrity=str(hello["integrity"]),
+            interval=float(hello.get("interval") or self.opts.interval),
+            corrupt_offset=self.opts.corrupt_offset,
         )
-        outcome = run_bulk(conn, spec, str(hello.get("proto", self.opts.proto)), i)
+        outcome = run_bulk(conn, spec, self.opts.proto, i)
         with self.lock:
             session.results.append((i, outcome))
 
@@ -812,12 +909,22 @@ class Server:
                 break
             conn.sendall(resp)
             n_tx += 1
-        stats = connection_stats(0, conn, str(hello.get("proto", self.opts.proto)), [])
+        stats = connection_stats(0, conn, self.opts.proto, [])
         send_frame(conn, {"transactions": n_tx})
         with self.lock:
-            session.rr = RrResult(request_size=q, response_size=r, transactions=n_tx, duration_s=0.0,
-                                  transactions_per_s=0.0, p50_us=0, p90_us=0, p99_us=0, min_us=0, max_us=0,
-                                  mean_us=0)
+            session.rr = RrResult(
+                request_size=q,
+                response_size=r,
+                transactions=n_tx,
+                duration_s=0.0,
+                transactions_per_s=0.0,
+                p50_us=0,
+                p90_us=0,
+                p99_us=0,
+                min_us=0,
+                max_us=0,
+                mean_us=0,
+            )
             session.results.append((0, BulkOutcome(stats=stats)))
 
     def _maybe_finish(self, sid: str) -> None:
@@ -829,9 +936,16 @@ class Server:
             del self.sessions[sid]
         hello = session.hello
         res = TrafficResult(
-            role="server", engine="mptcpkit", mode=str(hello.get("mode")), proto=str(hello.get("proto")),
-            ok=False, started_at=time.time(), ended_at=0.0,
-            options={k: hello.get(k) for k in ("session", "bytes", "duration", "integrity", "streams", "seed")},
+            role="server",
+            engine="mptcpkit",
+            mode=str(hello.get("mode")),
+            proto=self.opts.proto,
+            ok=False,
+            started_at=time.time(),
+            ended_at=0.0,
+            options={
+                k: hello.get(k) for k in ("session", "bytes", "duration", "integrity", "streams", "seed")
+            },
         )
         for i, o in sorted(session.results, key=lambda x: x[0]):
             if o is None:
@@ -843,8 +957,16 @@ class Server:
             res.started_at = min(s.start for s in res.streams)
         res.rr = session.rr
         if hello.get("kind") == "connect":
-            res.connect = ConnectResult(attempts=session.probes, successes=session.probes, failures=0,
-                                        samples_us=[], p50_us=0, p90_us=0, p99_us=0, mean_us=0)
+            res.connect = ConnectResult(
+                attempts=session.probes,
+                successes=session.probes,
+                failures=0,
+                samples_us=[],
+                p50_us=0,
+                p90_us=0,
+                p99_us=0,
+                mean_us=0,
+            )
         if session.error is not None:
             res.error = ErrorInfo(session.error.kind, session.error.message)
         finish(res)
@@ -857,4 +979,4 @@ class Server:
 
 
 def ready_line(port: int) -> str:
-    return '{"ready":true,"port":%d,"pid":%d}' % (port, os.getpid())
+    return json.dumps({"ready": True, "port": port, "pid": os.getpid()}, separators=(",", ":"))

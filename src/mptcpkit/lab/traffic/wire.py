@@ -26,7 +26,7 @@ def encode_frame(obj: dict[str, Any]) -> bytes:
 
 
 def frame_length(header: bytes) -> int:
-    (length,) = _LEN.unpack(header)
+    length = int(_LEN.unpack(header)[0])
     if length > MAX_FRAME:
         raise ProtocolError(f"control frame of {length} bytes: peer is not an mptcpkit traffic engine")
     return length

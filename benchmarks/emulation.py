@@ -1,0 +1,196 @@
+"""Benchmark the link emulation: TCP throughput through the emulator, and accuracy of RTT, rate and loss.
+
+Run as root from the repository:  .venv/bin/python benchmarks/emulation.py [--quick] [--mode auto|userspace|netem]
+Writes benchmarks/results/emulation.json (and prints a summary). Each case builds its own namespaces
+(prefix mkt-em-) and removes them, pass or fail.
+
+Throughput: iperf3 (one TCP flow, cubic, host buffers up to 128 MiB) from A to B through an unshaped link
+of 0 / 20 / 50 ms one-way delay; the first seconds (slow start) are omitted from the average.
+Accuracy: the issue's target topology, two links at once: 50 Mbit/s + 10 ms and 50 Mbit/s + 30 ms one-way.
+Idle RTT by UDP probes (target: within 5 % of 2 x delay); rate by iperf3 on both links at the same time,
+compared with the goodput a 50 Mbit/s wire can carry: rate * MSS / (MSS + 66) (Ethernet 14 + IPv4 20 +
+TCP 20 + timestamps 12; the MSS comes from iperf3); target within 3 %. Loss: 2000 UDP probes over a 2 % link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from mptcpkit.lab.emulation import LinkShape, build_wire, netem_available
+from mptcpkit.lab.emulation.testbed import Testbed, testbed
+
+RESULTS = Path(__file__).resolve().parent / "results" / "emulation.json"
+HEADER_BYTES = 14 + 20 + 20 + 12
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    mean = statistics.mean(values)
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "cv": statistics.pstdev(values) / mean if mean else 0.0,
+        "n": len(values),
+    }
+
+
+def throughput_case(delay_s: float, seconds: float, omit_s: float, reps: int, mode: str,
+                    state: Path) -> dict[str, Any]:
+    samples: list[float] = []
+    retransmits: list[int] = []
+    description: dict[str, Any] = {}
+    cpu: list[float] = []
+    with testbed() as bed:
+        shape = LinkShape(None, delay_s)
+        wire = build_wire(bed.wire, bed.a_if, bed.b_if, shape, shape, mode=mode,  # type: ignore[arg-type]
+                          state_dir=state)
+        try:
+            description = wire.description
+            for _ in range(reps):
+                ticks0 = _cpu_ticks(wire.pids)
+                t0 = time.monotonic()
+                data = bed.iperf3(seconds, omit_s=omit_s)
+                elapsed = time.monotonic() - t0
+                if wire.pids:
+                    cpu.append((_cpu_ticks(wire.pids) - ticks0) / os.sysconf("SC_CLK_TCK") / elapsed)
+                samples.append(data["end"]["sum_received"]["bits_per_second"])
+                retransmits.append(int(data["end"]["sum_sent"].get("retransmits", 0)))
+        finally:
+            wire.close()
+    return {
+        "one_way_delay_s": delay_s,
+        "mode": description.get("mode"),
+        "throughput_bps": summary(samples),
+        "samples_bps": samples,
+        "retransmits": retransmits,
+        "emulator_cpu_fraction": summary(cpu) if cpu else None,
+        "iperf3": {"seconds": seconds, "omit_s": omit_s},
+        "wire": description,
+    }
+
+
+def _cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def accuracy_case(rate_bps: int, delays: list[float], seconds: float, omit_s: float, mode: str,
+                  state: Path) -> dict[str, Any]:
+    links: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        beds: list[Testbed] = []
+        for delay in delays:
+            bed = stack.enter_context(testbed())
+            shape = LinkShape(rate_bps, delay)
+            wire = build_wire(bed.wire, bed.a_if, bed.b_if, shape, shape, mode=mode,  # type: ignore[arg-type]
+                              state_dir=state)
+            stack.callback(wire.close)
+            beds.append(bed)
+            links.append({"configured": {"rate_bps": rate_bps, "one_way_delay_s": delay},
+                          "wire": wire.description})
+        for bed, link in zip(beds, links, strict=True):
+            probe = bed.udp_rtt(100, 0.01)
+            rtts = probe["rtt_s"]
+            expected = 2 * link["configured"]["one_way_delay_s"]
+            link["rtt_s"] = summary(rtts)
+            link["rtt_error"] = statistics.median(rtts) / expected - 1
+        results: list[dict[str, Any]] = [{} for _ in beds]
+
+        def transfer(i: int) -> None:
+            results[i] = beds[i].iperf3(seconds, omit_s=omit_s, port=5201 + i)
+
+        threads = [threading.Thread(target=transfer, args=(i,)) for i in range(len(beds))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for link, data in zip(links, results, strict=True):
+            mss = int(data["start"].get("tcp_mss_default", 1448))
+            goodput = data["end"]["sum_received"]["bits_per_second"]
+            expected_goodput = rate_bps * mss / (mss + HEADER_BYTES)
+            link["mss"] = mss
+            link["goodput_bps"] = goodput
+            link["expected_goodput_bps"] = expected_goodput
+            link["rate_error"] = goodput / expected_goodput - 1
+            link["rate_ok"] = abs(link["rate_error"]) <= 0.03
+            link["rtt_ok"] = abs(link["rtt_error"]) <= 0.05
+    return {"links": links, "iperf3": {"seconds": seconds, "omit_s": omit_s, "concurrent": True}}
+
+
+def loss_case(loss: float, count: int, mode: str, state: Path) -> dict[str, Any]:
+    with testbed() as bed:
+        wire = build_wire(bed.wire, bed.a_if, bed.b_if, LinkShape(None, 0.002, loss=loss), LinkShape(None),
+                          mode=mode, state_dir=state)  # type: ignore[arg-type]
+        try:
+            probe = bed.udp_rtt(count, 0.001, wait_s=0.5)
+        finally:
+            wire.close()
+    measured = 1 - probe["received"] / probe["sent"]
+    return {"configured_loss": loss, "probes": count, "measured_loss": measured, "wire": wire.description}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one repetition, shorter transfers")
+    parser.add_argument("--mode", default="auto", choices=["auto", "userspace", "netem"])
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+    reps, seconds = (1, 6.0) if args.quick else (3, 10.0)
+    state = Path(f"/tmp/mptcpkit-emulation-bench-{os.getpid()}")
+    out: dict[str, Any] = {
+        "benchmark": "emulation",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": {
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "netem_available": netem_available(),
+            "requested_mode": args.mode,
+        },
+        "throughput": [],
+    }
+    for delay in (0.0, 0.020, 0.050):
+        omit = 2.0 if delay else 1.0
+        case = throughput_case(delay, seconds, omit, reps, args.mode, state)
+        out["throughput"].append(case)
+        tp = case["throughput_bps"]
+        print(f"throughput {delay * 1e3:4.0f} ms one-way ({case['mode']}): median {tp['median'] / 1e9:.2f} Gbit/s "
+              f"(min {tp['min'] / 1e9:.2f}, max {tp['max'] / 1e9:.2f})", flush=True)
+    acc = accuracy_case(50_000_000, [0.010, 0.030], seconds, 3.0, args.mode, state)
+    out["accuracy"] = acc
+    for link in acc["links"]:
+        d = link["configured"]["one_way_delay_s"]
+        print(f"accuracy 50 Mbit/s {d * 1e3:.0f} ms: RTT median {link['rtt_s']['median'] * 1e3:.2f} ms "
+              f"({link['rtt_error']:+.1%}), goodput {link['goodput_bps'] / 1e6:.2f} Mbit/s vs "
+              f"{link['expected_goodput_bps'] / 1e6:.2f} ({link['rate_error']:+.1%})", flush=True)
+    loss = loss_case(0.02, 2000, args.mode, state)
+    out["loss"] = loss
+    print(f"loss: configured {loss['configured_loss']:.1%}, measured {loss['measured_loss']:.2%}", flush=True)
+    out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
