@@ -1,6 +1,7 @@
 """Benchmark the link emulation: TCP throughput through the emulator, and accuracy of RTT, rate and loss.
 
-Run as root from the repository:  .venv/bin/python benchmarks/emulation.py [--quick] [--mode auto|userspace|netem]
+Run as root from the repository:
+    .venv/bin/python benchmarks/emulation.py [--quick] [--mode auto|userspace|netem]
 Writes benchmarks/results/emulation.json (and prints a summary). Each case builds its own namespaces
 (prefix mkt-em-) and removes them, pass or fail.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit.lab.emulation import LinkShape, build_wire, netem_available
+from mptcpkit.lab.emulation.shape import Mode
 from mptcpkit.lab.emulation.testbed import Testbed, testbed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "emulation.json"
@@ -44,16 +46,16 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def throughput_case(delay_s: float, seconds: float, omit_s: float, reps: int, mode: str,
-                    state: Path) -> dict[str, Any]:
+def throughput_case(
+    delay_s: float, seconds: float, omit_s: float, reps: int, mode: Mode, state: Path
+) -> dict[str, Any]:
     samples: list[float] = []
     retransmits: list[int] = []
     description: dict[str, Any] = {}
     cpu: list[float] = []
     with testbed() as bed:
         shape = LinkShape(None, delay_s)
-        wire = build_wire(bed.wire, bed.a_if, bed.b_if, shape, shape, mode=mode,  # type: ignore[arg-type]
-                          state_dir=state)
+        wire = build_wire(bed.wire, bed.a_if, bed.b_if, shape, shape, mode=mode, state_dir=state)
         try:
             description = wire.description
             for _ in range(reps):
@@ -90,20 +92,21 @@ def _cpu_ticks(pids: list[int]) -> int:
     return total
 
 
-def accuracy_case(rate_bps: int, delays: list[float], seconds: float, omit_s: float, mode: str,
-                  state: Path) -> dict[str, Any]:
+def accuracy_case(
+    rate_bps: int, delays: list[float], seconds: float, omit_s: float, mode: Mode, state: Path
+) -> dict[str, Any]:
     links: list[dict[str, Any]] = []
     with ExitStack() as stack:
         beds: list[Testbed] = []
         for delay in delays:
             bed = stack.enter_context(testbed())
             shape = LinkShape(rate_bps, delay)
-            wire = build_wire(bed.wire, bed.a_if, bed.b_if, shape, shape, mode=mode,  # type: ignore[arg-type]
-                              state_dir=state)
+            wire = build_wire(bed.wire, bed.a_if, bed.b_if, shape, shape, mode=mode, state_dir=state)
             stack.callback(wire.close)
             beds.append(bed)
-            links.append({"configured": {"rate_bps": rate_bps, "one_way_delay_s": delay},
-                          "wire": wire.description})
+            links.append(
+                {"configured": {"rate_bps": rate_bps, "one_way_delay_s": delay}, "wire": wire.description}
+            )
         for bed, link in zip(beds, links, strict=True):
             probe = bed.udp_rtt(100, 0.01)
             rtts = probe["rtt_s"]
@@ -133,10 +136,17 @@ def accuracy_case(rate_bps: int, delays: list[float], seconds: float, omit_s: fl
     return {"links": links, "iperf3": {"seconds": seconds, "omit_s": omit_s, "concurrent": True}}
 
 
-def loss_case(loss: float, count: int, mode: str, state: Path) -> dict[str, Any]:
+def loss_case(loss: float, count: int, mode: Mode, state: Path) -> dict[str, Any]:
     with testbed() as bed:
-        wire = build_wire(bed.wire, bed.a_if, bed.b_if, LinkShape(None, 0.002, loss=loss), LinkShape(None),
-                          mode=mode, state_dir=state)  # type: ignore[arg-type]
+        wire = build_wire(
+            bed.wire,
+            bed.a_if,
+            bed.b_if,
+            LinkShape(None, 0.002, loss=loss),
+            LinkShape(None),
+            mode=mode,
+            state_dir=state,
+        )
         try:
             probe = bed.udp_rtt(count, 0.001, wait_s=0.5)
         finally:
@@ -146,11 +156,14 @@ def loss_case(loss: float, count: int, mode: str, state: Path) -> dict[str, Any]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="one repetition, shorter transfers")
     parser.add_argument("--mode", default="auto", choices=["auto", "userspace", "netem"])
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    mode: Mode = args.mode
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -170,19 +183,26 @@ def main() -> int:
     }
     for delay in (0.0, 0.020, 0.050):
         omit = 2.0 if delay else 1.0
-        case = throughput_case(delay, seconds, omit, reps, args.mode, state)
+        case = throughput_case(delay, seconds, omit, reps, mode, state)
         out["throughput"].append(case)
         tp = case["throughput_bps"]
-        print(f"throughput {delay * 1e3:4.0f} ms one-way ({case['mode']}): median {tp['median'] / 1e9:.2f} Gbit/s "
-              f"(min {tp['min'] / 1e9:.2f}, max {tp['max'] / 1e9:.2f})", flush=True)
-    acc = accuracy_case(50_000_000, [0.010, 0.030], seconds, 3.0, args.mode, state)
+        print(
+            f"throughput {delay * 1e3:4.0f} ms one-way ({case['mode']}): "
+            f"median {tp['median'] / 1e9:.2f} Gbit/s "
+            f"(min {tp['min'] / 1e9:.2f}, max {tp['max'] / 1e9:.2f})",
+            flush=True,
+        )
+    acc = accuracy_case(50_000_000, [0.010, 0.030], seconds, 3.0, mode, state)
     out["accuracy"] = acc
     for link in acc["links"]:
         d = link["configured"]["one_way_delay_s"]
-        print(f"accuracy 50 Mbit/s {d * 1e3:.0f} ms: RTT median {link['rtt_s']['median'] * 1e3:.2f} ms "
-              f"({link['rtt_error']:+.1%}), goodput {link['goodput_bps'] / 1e6:.2f} Mbit/s vs "
-              f"{link['expected_goodput_bps'] / 1e6:.2f} ({link['rate_error']:+.1%})", flush=True)
-    loss = loss_case(0.02, 2000, args.mode, state)
+        print(
+            f"accuracy 50 Mbit/s {d * 1e3:.0f} ms: RTT median {link['rtt_s']['median'] * 1e3:.2f} ms "
+            f"({link['rtt_error']:+.1%}), goodput {link['goodput_bps'] / 1e6:.2f} Mbit/s vs "
+            f"{link['expected_goodput_bps'] / 1e6:.2f} ({link['rate_error']:+.1%})",
+            flush=True,
+        )
+    loss = loss_case(0.02, 2000, mode, state)
     out["loss"] = loss
     print(f"loss: configured {loss['configured_loss']:.1%}, measured {loss['measured_loss']:.2%}", flush=True)
     out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -107,9 +107,9 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
 
     name = f"mkt_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_server.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+        conn.execute(f"CREATE DATABASE {name}")
     try:
         yield pg_server.url(name)
     finally:
         with psycopg.connect(pg_server.url(), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

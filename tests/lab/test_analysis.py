@@ -50,12 +50,11 @@ def test_ten_percent_drop_is_a_regression_with_five_samples() -> None:
     base, new = [94.1, 93.8, 94.5, 93.2, 94.0], [84.9, 85.3, 84.1, 85.6, 84.6]
     got = compare(base, new, "higher")
     assert got.verdict == "regression", got.reason
-    assert got.change_pct == pytest.approx(-10.0, abs=0.1)
-    assert (
-        got.ci_low is not None and got.ci_high is not None and got.ci_low < got.change_pct < got.ci_high < -3
-    )
+    assert got.change_pct == pytest.approx(-9.68, abs=0.01)
+    assert got.ci_low is not None and got.ci_high is not None and got.change_pct is not None
+    assert got.ci_low < got.change_pct < got.ci_high < -3
     assert got.p_value is not None and got.p_value < 0.01
-    assert "worse by -10.0 %" in got.reason
+    assert "worse by -9.7 %" in got.reason
     detected = 0
     for seed in range(200):
         rng = np.random.default_rng(seed)
@@ -139,8 +138,8 @@ def test_median_ci() -> None:
     assert ci_width_pct([1.0, 2.0, 3.0, 4.0, 5.0]) == math.inf
     assert median_ci([5.0, 1.0, 4.0, 2.0, 3.0, 6.0]) == (1.0, 6.0)
     rng = np.random.default_rng(3)
-    widths = [ci_width_pct(_samples(rng, n, 0.02)) for n in (6, 10, 20, 40)]
-    assert widths == sorted(widths, reverse=True) and widths[-1] < 2.0
+    widths = [ci_width_pct(_samples(rng, n, 0.02)) for n in (6, 40)]
+    assert widths[0] > 4.0 > 2.0 > widths[1]  # CV 2 %: about +-4 % with 6 samples, about +-1 % with 40
     covered = 0
     for seed in range(1000):  # coverage of the true median (100) at least the nominal 95 %
         ci = median_ci(_samples(np.random.default_rng(seed), 10, 0.02))
@@ -176,16 +175,21 @@ def test_two_steps_and_short_series() -> None:
 
 
 def test_single_outliers_and_noise_are_ignored() -> None:
-    alarms = 0
-    for seed in range(100):
-        rng = np.random.default_rng(seed)
-        series = _samples(rng, 20, 0.02)
-        alarms += bool(change_points(series))
+    noise_alarms = outlier_alarms = 0
+    for seed in range(200):
+        series = _samples(np.random.default_rng(seed), 20, 0.02)
+        clean = change_points(series)
+        noise_alarms += bool(clean)
         series[7] *= 0.6  # one broken run
-        alarms += bool(change_points(series))
-        series[15] *= 1.5  # and another, far from the first
-        alarms += bool(change_points(series))
-    assert alarms <= 2, alarms  # alpha is 1 % per tested split; 300 noisy histories
+        outlier_alarms += not clean and bool(change_points(series))  # an alarm the outlier made
+    assert outlier_alarms == 0
+    assert noise_alarms <= 2  # alpha is 1 %: about 1 noisy history in 200 may show a real-looking shift
+    rng = np.random.default_rng(4)
+    step = _samples(rng, 10, 0.02) + _samples(rng, 10, 0.02, 90.0)
+    for where, factor in ((4, 0.5), (15, 1.6), (2, 1.6), (17, 0.5)):  # one broken run, away from the step
+        broken = list(step)
+        broken[where] *= factor
+        assert [c.index for c in change_points(broken)] == [10], (where, factor)
 
 
 # -- over the store ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Link emulation on real namespaces: frames pass, delay/rate/loss/jitter as configured, nothing left behind."""
+"""Link emulation on real namespaces: frames pass; delay, rate, loss, jitter as configured; nothing left."""
 
 from __future__ import annotations
 
@@ -111,8 +111,10 @@ def alive(pid: int) -> bool:
 def test_netem_detection_matches_the_kernel_and_cleans_up() -> None:
     has = netem_available()
     assert isinstance(has, bool)
-    res = subprocess.run(["unshare", "-n", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-                         capture_output=True)
+    res = subprocess.run(
+        ["unshare", "-n", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+        capture_output=True,
+    )
     assert has == (res.returncode == 0)
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert PROBE_PREFIX not in out
@@ -147,15 +149,18 @@ def test_rate_is_accurate_with_delay(bed: Testbed, wires: list[Wire], tmp_path: 
     mss = int(data["start"].get("tcp_mss_default", 1448))
     expected = 20_000_000 * mss / (mss + HEADER_BYTES)
     goodput = data["end"]["sum_received"]["bits_per_second"]
-    assert abs(goodput / expected - 1) <= 0.03, f"goodput {goodput / 1e6:.2f} Mbit/s, expected {expected / 1e6:.2f}"
+    assert abs(goodput / expected - 1) <= 0.03, (
+        f"goodput {goodput / 1e6:.2f} Mbit/s, expected {expected / 1e6:.2f}"
+    )
 
 
 @needs_root
 def test_rate_only_uses_tbf_without_a_process(bed: Testbed, wires: list[Wire], tmp_path: Path) -> None:
     wire = build(bed, wires, tmp_path, LinkShape(20_000_000), LinkShape(None))
     assert wire.mode == "tc" and wire.pids == []
-    qdiscs = subprocess.run(["tc", "-n", bed.wire, "qdisc", "show", "dev", bed.b_if], capture_output=True,
-                            text=True).stdout
+    qdiscs = subprocess.run(
+        ["tc", "-n", bed.wire, "qdisc", "show", "dev", bed.b_if], capture_output=True, text=True
+    ).stdout
     assert "tbf" in qdiscs
     data = bed.iperf3(2, omit_s=1)
     mss = int(data["start"].get("tcp_mss_default", 1448))
@@ -180,7 +185,9 @@ def test_loss_is_roughly_as_set(bed: Testbed, wires: list[Wire], tmp_path: Path)
 
 @needs_root
 def test_jitter_stays_in_bounds_without_reordering(bed: Testbed, wires: list[Wire], tmp_path: Path) -> None:
-    build(bed, wires, tmp_path, LinkShape(None, delay_s=0.005, jitter_s=0.002), LinkShape(None, delay_s=0.005))
+    build(
+        bed, wires, tmp_path, LinkShape(None, delay_s=0.005, jitter_s=0.002), LinkShape(None, delay_s=0.005)
+    )
     probe = bed.udp_rtt(300, 0.0005, wait_s=0.3)  # probes 0.5 ms apart, jitter range 4 ms
     rtts = probe["rtt_s"]
     assert probe["received"] == 300
@@ -221,8 +228,9 @@ def test_close_from_state_file(bed: Testbed, wires: list[Wire], tmp_path: Path) 
 
 
 @needs_root
-def test_emulator_exits_when_the_wire_namespace_is_deleted(bed: Testbed, wires: list[Wire],
-                                                           tmp_path: Path) -> None:
+def test_emulator_exits_when_the_wire_namespace_is_deleted(
+    bed: Testbed, wires: list[Wire], tmp_path: Path
+) -> None:
     wire = build(bed, wires, tmp_path, LinkShape(None, 0.002), LinkShape(None, 0.002))
     pids = list(wire.pids)
     subprocess.run(["ip", "netns", "del", bed.wire], check=True)
@@ -235,7 +243,9 @@ def test_emulator_exits_when_the_wire_namespace_is_deleted(bed: Testbed, wires: 
 
 @needs_root
 def test_missing_interface_is_a_lab_error_and_leaves_nothing(bed: Testbed, tmp_path: Path) -> None:
-    before = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.count("forwarder.py")
+    before = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.count(
+        "forwarder.py"
+    )
     with pytest.raises(LabError, match="not found"):
         build_wire(bed.wire, bed.a_if, "nosuchif", LinkShape(None, 0.01), LinkShape(None), state_dir=tmp_path)
     after = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.count("forwarder.py")
@@ -248,8 +258,21 @@ def test_reorder_without_netem_is_a_usage_error(bed: Testbed, tmp_path: Path) ->
     if netem_available():
         pytest.skip("this kernel has netem")
     with pytest.raises(UsageError, match="netem"):
-        build_wire(bed.wire, bed.a_if, bed.b_if, LinkShape(None, 0.01, reorder=0.05), LinkShape(None),
-                   state_dir=tmp_path)
+        build_wire(
+            bed.wire,
+            bed.a_if,
+            bed.b_if,
+            LinkShape(None, 0.01, reorder=0.05),
+            LinkShape(None),
+            state_dir=tmp_path,
+        )
     with pytest.raises(UsageError, match="netem"):
-        build_wire(bed.wire, bed.a_if, bed.b_if, LinkShape(None, 0.01), LinkShape(None), mode="netem",
-                   state_dir=tmp_path)
+        build_wire(
+            bed.wire,
+            bed.a_if,
+            bed.b_if,
+            LinkShape(None, 0.01),
+            LinkShape(None),
+            mode="netem",
+            state_dir=tmp_path,
+        )

@@ -123,7 +123,7 @@ def test_refs_list_history_and_replace(store_url: str) -> None:
         assert [r.samples for r in store.results(ids[2])] == [[12.0, 12.0, 12.0, 13.0]]
 
         for bad in ("nope", "ffffffffff", ""):
-            with pytest.raises(UsageError, match="nope|ffffffffff|empty run reference"):
+            with pytest.raises(UsageError, match=r"nope|ffffffffff|empty run reference"):
                 store.get_run(bad)
         with pytest.raises(UsageError, match="no run 'deadbeef0000'"):
             store.add_result(_result("deadbeef0000", "balanced", [1.0]))
@@ -134,7 +134,7 @@ def test_refs_list_history_and_replace(store_url: str) -> None:
 def test_ambiguous_prefix_and_empty_db(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     with open_store(str(path)) as store:
-        with pytest.raises(UsageError, match="no runs in results database .* yet"):
+        with pytest.raises(UsageError, match=r"no runs in results database .* yet"):
             store.get_run("latest")
         with pytest.raises(UsageError, match=r"no run 'abc1' .*empty"):
             store.get_run("abc1")
@@ -147,7 +147,7 @@ def test_ambiguous_prefix_and_empty_db(tmp_path: Path) -> None:
     raw.close()
     with (
         open_store(str(path)) as store,
-        pytest.raises(UsageError, match="ambiguous.*abcd00000002.*abcd00000001"),
+        pytest.raises(UsageError, match=r"ambiguous.*abcd00000002.*abcd00000001"),
     ):
         store.get_run("abcd")
 
@@ -174,7 +174,7 @@ def test_bad_locations(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot create the directory"):
         open_store(str(tmp_path / "file" / "results.db"))
     (tmp_path / "garbage.db").write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(UsageError, match="garbage.db"):
+    with pytest.raises(UsageError, match=r"garbage.db"):
         open_store(str(tmp_path / "garbage.db"))
     other = sqlite3.connect(tmp_path / "other.db")
     other.execute("CREATE TABLE t (x)")

@@ -15,7 +15,9 @@ def start_serve() -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], int]]
     """Factory: start_serve(*extra_args, netns=None) -> (process, port) of `mptcpkit check serve --port 0`."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(*extra: str, netns: str | None = None, host: str = "127.0.0.1") -> tuple[subprocess.Popen[bytes], int]:
+    def start(
+        *extra: str, netns: str | None = None, host: str = "127.0.0.1"
+    ) -> tuple[subprocess.Popen[bytes], int]:
         argv = [MPTCPKIT, "check", "serve", "--host", host, "--port", "0", *extra]
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]

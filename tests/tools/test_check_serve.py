@@ -4,6 +4,7 @@ chromium, malformed requests, and 500 concurrent slow clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
@@ -40,9 +41,15 @@ def test_json_variant(start_serve: Start) -> None:
     _, port = start_serve()
     url = f"http://127.0.0.1:{port}/"
     assert json.loads(curl("-H", "Accept: application/json", url, run=True)) == {
-        "mptcp": True, "subflows": 1, "fallback": False}
+        "mptcp": True,
+        "subflows": 1,
+        "fallback": False,
+    }
     assert json.loads(curl("-H", "Accept: application/json", url)) == {
-        "mptcp": False, "subflows": 0, "fallback": False}
+        "mptcp": False,
+        "subflows": 0,
+        "fallback": False,
+    }
 
 
 def test_ipv6_and_ipv4_on_dual_stack_listener(start_serve: Start) -> None:
@@ -56,8 +63,14 @@ def test_headless_chromium_shows_html_page(start_serve: Start, artifacts_dir: Pa
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian chromium not installed")
     _, port = start_serve()
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"]
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
         try:
@@ -92,10 +105,8 @@ MALFORMED = [
 
 def raw_exchange(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        try:
-            s.sendall(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may close before reading everything
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(payload)  # the server may close before reading everything
         data = b""
         try:
             while chunk := s.recv(65536):
@@ -141,8 +152,9 @@ async def slow_crowd(port: int) -> tuple[list[bytes], float, bytes]:
     tasks = [asyncio.create_task(slow_client(port, i % 2 == 0, 4, 0.5)) for i in range(500)]
     await asyncio.sleep(0.5)  # the crowd is connected and trickling
     t0 = time.monotonic()
-    proc = await asyncio.create_subprocess_exec("curl", "-s", "--max-time", "10", f"http://127.0.0.1:{port}/",
-                                                stdout=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-s", "--max-time", "10", f"http://127.0.0.1:{port}/", stdout=asyncio.subprocess.PIPE
+    )
     quick, _ = await proc.communicate()
     latency = time.monotonic() - t0
     return await asyncio.gather(*tasks), latency, quick
@@ -175,7 +187,10 @@ def test_slowloris_is_cut_by_head_timeout(start_serve: Start) -> None:
 def test_keepalive_and_pipelining(start_serve: Start) -> None:
     _, port = start_serve()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3 + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3
+            + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -184,8 +199,12 @@ def test_keepalive_and_pipelining(start_serve: Start) -> None:
 
 def test_check_target_against_serve_and_plain_server(start_serve: Start) -> None:
     _, port = start_serve()
-    res = subprocess.run([MPTCPKIT, "check", f"http://127.0.0.1:{port}/", "--wait", "0"], capture_output=True,
-                         text=True, timeout=30)
+    res = subprocess.run(
+        [MPTCPKIT, "check", f"http://127.0.0.1:{port}/", "--wait", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 0, res.stderr
     assert "MPTCP end to end with 127.0.0.1 port" in res.stdout and ": yes" in res.stdout
     assert "subflows: 1" in res.stdout and "HTTP: HTTP/1.1 200 OK" in res.stdout
@@ -193,8 +212,12 @@ def test_check_target_against_serve_and_plain_server(start_serve: Start) -> None
     plain.bind(("127.0.0.1", 0))
     plain.listen()
     try:
-        res = subprocess.run([MPTCPKIT, "check", f"127.0.0.1:{plain.getsockname()[1]}", "--wait", "0"],
-                             capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            [MPTCPKIT, "check", f"127.0.0.1:{plain.getsockname()[1]}", "--wait", "0"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         plain.close()
     assert res.returncode == 1 and "no (fallback to TCP)" in res.stdout

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,18 +69,32 @@ def test_reproduce_captures_events_of_a_real_connection(
     veth_pair: tuple[str, str], start_serve: Start, tmp_path: Path
 ) -> None:
     client_ns, server_ns = veth_pair
-    subprocess.run(["ip", "-n", client_ns, "mptcp", "endpoint", "add", "10.0.1.1", "dev", "eth0", "signal"],
-                   check=True)
+    subprocess.run(
+        ["ip", "-n", client_ns, "mptcp", "endpoint", "add", "10.0.1.1", "dev", "eth0", "signal"], check=True
+    )
     _, port = start_serve(netns=server_ns, host="0.0.0.0")
     out = tmp_path / "repro.md"
-    res = debug("-o", str(out), "--reproduce", "--", MPTCPKIT, "run", "--", "curl", "-s",
-                f"http://10.0.1.2:{port}/", netns=client_ns)
+    res = debug(
+        "-o",
+        str(out),
+        "--reproduce",
+        "--",
+        MPTCPKIT,
+        "run",
+        "--",
+        "curl",
+        "-s",
+        f"http://10.0.1.2:{port}/",
+        netns=client_ns,
+    )
     assert "recording MPTCP events while running" in res.stderr
     got = sections(out.read_text())
     repro = got["Reproduction"]
     assert "exit status 0" in repro and "You are using MPTCP." in repro
-    events = [json.loads(line) for line in archive_texts(out.with_name("repro.tar.gz"))
-              ["mptcpkit-debug/events.jsonl"].splitlines()]
+    events = [
+        json.loads(line)
+        for line in archive_texts(out.with_name("repro.tar.gz"))["mptcpkit-debug/events.jsonl"].splitlines()
+    ]
     mine = [e for e in events if e.get("dport") == port and e.get("daddr") == "10.0.1.2"]
     assert {"created", "established"} <= {e["type"] for e in mine}
     token = mine[0]["token"]
@@ -92,13 +107,40 @@ def test_reproduce_for_a_duration(veth_pair: tuple[str, str], start_serve: Start
     client_ns, server_ns = veth_pair
     _, port = start_serve(netns=server_ns, host="0.0.0.0")
     out = tmp_path / "d.md"
-    argv = ["ip", "netns", "exec", client_ns, MPTCPKIT, "debug", "-o", str(out), "--reproduce", "--duration", "2"]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        client_ns,
+        MPTCPKIT,
+        "debug",
+        "-o",
+        str(out),
+        "--reproduce",
+        "--duration",
+        "2",
+    ]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
         assert "recording MPTCP events for 2 s" in proc.stderr.readline()
-        subprocess.run(["ip", "netns", "exec", client_ns, MPTCPKIT, "run", "--", "curl", "-s",
-                        f"http://10.0.1.2:{port}/"], check=True, capture_output=True, timeout=20)
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                client_ns,
+                MPTCPKIT,
+                "run",
+                "--",
+                "curl",
+                "-s",
+                f"http://10.0.1.2:{port}/",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=20,
+        )
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
@@ -109,8 +151,9 @@ def test_reproduce_for_a_duration(veth_pair: tuple[str, str], start_serve: Start
 
 
 def machine_addresses() -> set[str]:
-    links = json.loads(subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True,
-                                      check=True).stdout)
+    links = json.loads(
+        subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    )
     found = set()
     for link in links:
         mac = link.get("address", "")
@@ -146,18 +189,47 @@ def test_redact_leaves_no_address_of_the_machine(tmp_path: Path) -> None:
     assert "ipv4-1" in texts["report"] and "addresses redacted" in texts["report"]
 
 
-def test_non_root_works_with_warning(tmp_path: Path) -> None:
+def test_non_root_works_with_warning() -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv not installed")
-    tmp_path.chmod(0o777)
-    out = tmp_path / "user.md"
-    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", MPTCPKIT, "debug", "-o", str(out)]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)})
-    if res.returncode != 0 and "Permission denied" in res.stderr and not out.exists():
-        pytest.skip(f"the venv is not readable by nobody: {res.stderr.strip()[:200]}")
-    assert res.returncode == 0, res.stderr
-    assert "warning: not running as root" in res.stderr
-    got = sections(out.read_text())
+    where = Path(tempfile.mkdtemp(prefix="mkt-tl-nonroot-"))  # pytest's tmp_path is root-only
+    try:
+        where.chmod(0o777)
+        out = where / "user.md"
+        argv = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            MPTCPKIT,
+            "debug",
+            "-o",
+            str(out),
+        ]
+        res = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=where,
+            env={**os.environ, "HOME": str(where)},
+        )
+        assert res.returncode == 0, res.stderr
+        assert "warning: not running as root" in res.stderr
+        got = sections(out.read_text())
+    finally:
+        shutil.rmtree(where)
     assert list(got) == list(SECTIONS)
     assert "not running as root" in got["Warnings"]
     assert "uid 65534 (not root)" in got["Summary"]
+    assert "net.mptcp.enabled" in got["MPTCP sysctls"]
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [MPTCPKIT, "debug", "-o", str(tmp_path / "missing-dir" / "r.md")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "cannot write the report" in res.stderr and "Traceback" not in res.stderr

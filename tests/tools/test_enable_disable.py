@@ -48,10 +48,17 @@ def effective_env(unit_dir: Path, name: str) -> dict[str, str]:
 
 def run_service(unit_dir: Path, name: str) -> str:
     """Run ExecStart with the environment systemd would give it."""
-    exec_start = next(line for line in (unit_dir / name).read_text().splitlines() if line.startswith("ExecStart="))
+    exec_start = next(
+        line for line in (unit_dir / name).read_text().splitlines() if line.startswith("ExecStart=")
+    )
     env = {**os.environ, **effective_env(unit_dir, name)}
-    res = subprocess.run(shlex.split(exec_start.removeprefix("ExecStart=")), capture_output=True, text=True,
-                         env=env, check=True)
+    res = subprocess.run(
+        shlex.split(exec_start.removeprefix("ExecStart=")),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return res.stdout.strip()
 
 

@@ -88,7 +88,10 @@ def test_nstat_parse_and_diff() -> None:
     before = debuginfo.parse_nstat(text)
     assert before == {"MPTcpExtMPCapableSYNRX": 3, "MPTcpExtMPJoinSynRx": 0}
     after = {**before, "MPTcpExtMPCapableSYNRX": 5, "MPTcpExtNew": 1}
-    assert debuginfo.counter_diff(before, after) == [("MPTcpExtMPCapableSYNRX", 3, 5, 2), ("MPTcpExtNew", 0, 1, 1)]
+    assert debuginfo.counter_diff(before, after) == [
+        ("MPTcpExtMPCapableSYNRX", 3, 5, 2),
+        ("MPTcpExtNew", 0, 1, 1),
+    ]
 
 
 def test_markdown_sections_always_in_fixed_order() -> None:
@@ -116,8 +119,12 @@ ExecStart=/usr/bin/demo
 
 def test_parse_environment_like_systemd() -> None:
     env = systemd.parse_environment(UNIT)
-    assert env == {"FOO": "1", "BAR": "two words", "LD_PRELOAD": "/usr/lib/libjemalloc.so",
-                   "GODEBUG": "http2client=0"}
+    assert env == {
+        "FOO": "1",
+        "BAR": "two words",
+        "LD_PRELOAD": "/usr/lib/libjemalloc.so",
+        "GODEBUG": "http2client=0",
+    }
     assert systemd.parse_environment(UNIT + "Environment=\nEnvironment=X=1\n") == {"X": "1"}
 
 
@@ -154,12 +161,22 @@ def test_build_env_appends_preload_and_godebug() -> None:
 
 def facts(**over: object) -> SystemFacts:
     base: dict[str, object] = dict(
-        kernel="6.18", mptcp_sysctls=True, enabled=1, path_manager="kernel",
-        available_path_managers=["kernel", "userspace"], available_schedulers=["default"], scheduler="default",
-        endpoints=[], limits=(2, 2),
-        addresses=[AddressFact("eth0", "192.0.2.1", 24, "global", True),
-                   AddressFact("wlan0", "198.51.100.7", 24, "global", True)],
-        socket_error=None, networkmanager=None, networkmanager_running=False,
+        kernel="6.18",
+        mptcp_sysctls=True,
+        enabled=1,
+        path_manager="kernel",
+        available_path_managers=["kernel", "userspace"],
+        available_schedulers=["default"],
+        scheduler="default",
+        endpoints=[],
+        limits=(2, 2),
+        addresses=[
+            AddressFact("eth0", "192.0.2.1", 24, "global", True),
+            AddressFact("wlan0", "198.51.100.7", 24, "global", True),
+        ],
+        socket_error=None,
+        networkmanager=None,
+        networkmanager_running=False,
     )
     base.update(over)
     return SystemFacts(**base)  # type: ignore[arg-type]
@@ -219,3 +236,18 @@ def test_parse_target(text: str, target: Target) -> None:
 def test_parse_target_rejects(bad: str) -> None:
     with pytest.raises(UsageError):
         parse_target(bad)
+
+
+def test_pm_daemon_recognition() -> None:
+    from mptcpkit.tools.sysfacts import pm_daemons
+
+    lines = [
+        "/usr/libexec/mptcpd --addr-flags subflow",
+        "/work/.venv/bin/python /work/.venv/bin/mptcpkit pm --addr-flags subflow",
+        "python -m mptcpkit pm run",
+        "/usr/bin/mptcpkit pm --netns other",
+        "/usr/bin/mptcpkit pm status",
+        "/usr/bin/mptcpkit lab run",
+    ]
+    assert pm_daemons(lines) == ["mptcpd", "mptcpkit pm"]
+    assert pm_daemons(lines[3:]) == []

@@ -1,4 +1,4 @@
-"""`mptcpkit run`: real curl and a real Python client become MPTCP, as seen by the server's accepted socket."""
+"""`mptcpkit run`: real curl and a real Python client become MPTCP, as the server's accepted socket shows."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from mptcpkit.tools import preload
 from tl_helpers import MPTCPKIT, stop
+
+from mptcpkit.errors import EnvironmentProblem
+from mptcpkit.tools import preload
 
 pytestmark = pytest.mark.needs_root
 
@@ -53,8 +54,12 @@ print(s.recv(100).split(b"\r\n")[0].decode())
 def server(veth_pair: tuple[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     client_ns, server_ns = veth_pair
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    proc = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c", SERVER],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, sys.executable, "-c", SERVER],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     yield client_ns, proc
     stop(proc)
@@ -66,8 +71,9 @@ def seen(proc: subprocess.Popen[str]) -> dict[str, object]:
 
 
 def in_ns(ns: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=30,
-                          env=env, check=False)
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=30, env=env, check=False
+    )
 
 
 def test_curl_under_run_is_mptcp_seen_from_server(server: tuple[str, subprocess.Popen[str]]) -> None:
@@ -93,8 +99,10 @@ def test_python_client_under_run_with_debug_log(server: tuple[str, subprocess.Po
 def test_existing_ld_preload_is_kept(server: tuple[str, subprocess.Popen[str]], tmp_path: Path) -> None:
     ns, proc = server
     other = tmp_path / "other.c"
-    other.write_text('#include <stdio.h>\n__attribute__((constructor)) static void hi(void)'
-                     '{ fprintf(stderr, "other-preload-loaded\\n"); }\n')
+    other.write_text(
+        "#include <stdio.h>\n__attribute__((constructor)) static void hi(void)"
+        '{ fprintf(stderr, "other-preload-loaded\\n"); }\n'
+    )
     lib = tmp_path / "libother.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(other)], check=True)
     env = {**os.environ, "LD_PRELOAD": str(lib)}
@@ -107,12 +115,13 @@ def test_existing_ld_preload_is_kept(server: tuple[str, subprocess.Popen[str]], 
 def test_udp_and_unix_sockets_are_untouched(tmp_path: Path) -> None:
     code = (
         "import socket\n"
-        "print(socket.socket(socket.AF_INET, socket.SOCK_DGRAM).getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL),"
-        " socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL),"
-        " socket.socket(socket.AF_INET6, socket.SOCK_STREAM).getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL))"
+        "def proto(f, t): return socket.socket(f, t).getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)\n"
+        "print(proto(socket.AF_INET, socket.SOCK_DGRAM), proto(socket.AF_UNIX, socket.SOCK_STREAM),"
+        " proto(socket.AF_INET6, socket.SOCK_STREAM))"
     )
-    res = subprocess.run([MPTCPKIT, "run", "--", sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    res = subprocess.run(
+        [MPTCPKIT, "run", "--", sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert res.stdout.split() == ["17", "0", "262"]
 
 
@@ -128,3 +137,21 @@ def test_shim_compiles_on_first_use_into_cache(tmp_path: Path, monkeypatch: pyte
 def test_missing_program_is_a_clear_error() -> None:
     res = subprocess.run([MPTCPKIT, "run", "--", "no-such-program-mkt-tl"], capture_output=True, text=True)
     assert res.returncode == 2 and "program not found" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_find_shim_builds_into_cache_when_not_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(preload, "packaged_shim", lambda: tmp_path / "not-installed.so")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    shim = preload.find_shim()
+    assert shim.parent == (tmp_path / "xdg" / "mptcpkit").resolve() and shim.is_file()
+    assert preload.find_shim() == shim  # second use: no rebuild
+
+
+def test_no_compiler_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preload, "packaged_shim", lambda: tmp_path / "not-installed.so")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    with pytest.raises(EnvironmentProblem, match="no C compiler was found"):
+        preload.find_shim()

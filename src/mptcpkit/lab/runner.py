@@ -126,15 +126,21 @@ def run(options: RunOptions, backend: Backend, store: Store, reporter: Reporter 
     seed = options.seed if options.seed is not None else int(time.time())
     rng = random.Random(seed)
     statuses = {s.name: ScenarioStatus(s) for s in options.scenarios}
+    checked: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     try:
         for status in statuses.values():
-            rep.stage(f"bringing up {status.scenario.name} ({status.scenario.topology().name})")
-            status.lab = backend.up(status.scenario.topology(), emulation=options.emulation)
+            topology = status.scenario.topology()
+            rep.stage(f"bringing up {status.scenario.name} ({topology.name})")
+            status.lab = backend.up(topology, emulation=options.emulation)
             if options.self_check:
                 from mptcpkit.lab.selfcheck import self_check
 
-                rep.stage(f"self-check of {status.scenario.name}")
-                status.self_check = [c.to_dict() for c in self_check(status.lab, rate_duration=1.5)]
+                # Labs whose links are shaped alike share one self-check: the emulation is the same.
+                key = tuple((lk.name, lk.a_to_b, lk.b_to_a, lk.mtu) for lk in topology.links)
+                if key not in checked:
+                    rep.stage(f"self-check of {status.scenario.name}'s links")
+                    checked[key] = [c.to_dict() for c in self_check(status.lab, rate_duration=1.5)]
+                status.self_check = checked[key]
         first_lab = next(iter(statuses.values())).lab
         emulation = first_lab.info.emulation.get("mode", "none") if first_lab else "none"
         env = environment.capture(options.label, backend.name, emulation,

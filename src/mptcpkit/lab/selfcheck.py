@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from mptcpkit.errors import LabError
-from mptcpkit.lab.backends.base import Lab
+from mptcpkit.lab.backends.base import HostProcess, Lab
 from mptcpkit.lab.model import Link
 
 RTT_TOLERANCE = 0.05
@@ -58,18 +58,17 @@ def _first_address(link: Link, host: str, version: int) -> str | None:
     return None
 
 
-def check_rtt(lab: Lab, link: Link, count: int = 20) -> Check | None:
-    """Round-trip time over `link`, from its a end."""
+def _ping_argv(link: Link, count: int, interval: float) -> list[str] | None:
     src, dst = _first_address(link, link.a.host, 4), _first_address(link, link.b.host, 4)
     if src is None or dst is None:
         return None
+    return ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "3", "-I", src, dst]
+
+
+def rtt_check(link: Link, ping_output: str) -> Check:
+    """Judge the round-trip time over `link` from ping's output."""
     configured_ms = 1000 * (link.a_to_b.delay_s + link.b_to_a.delay_s)
-    host = lab.host(link.a.host)
-    host.run(["ping", "-n", "-q", "-c", "1", "-W", "3", "-I", src, dst], check=False, timeout=10)  # ARP warm-up
-    out = host.run(
-        ["ping", "-n", "-c", str(count), "-i", "0.05", "-W", "3", "-I", src, dst], check=False, timeout=30
-    ).stdout
-    samples = [float(m) for m in _PING_TIME.findall(out)]
+    samples = [float(m) for m in _PING_TIME.findall(ping_output)]
     if not samples:
         return Check(link.name, "both", "rtt", "ms", configured_ms, math.nan, RTT_TOLERANCE, False,
                      "no ping reply over this link")
@@ -77,26 +76,17 @@ def check_rtt(lab: Lab, link: Link, count: int = 20) -> Check | None:
     spread = f"min {min(samples):.2f} max {max(samples):.2f} ms"
     if configured_ms < 1.0:
         # An unshaped link: only check that the emulation adds no significant latency.
-        ok = measured < 1.0
-        return Check(link.name, "both", "rtt", "ms", configured_ms, measured, RTT_TOLERANCE, ok, spread)
+        return Check(link.name, "both", "rtt", "ms", configured_ms, measured, RTT_TOLERANCE, measured < 1.0, spread)
     ok = abs(measured - configured_ms) <= RTT_TOLERANCE * configured_ms
     return Check(link.name, "both", "rtt", "ms", configured_ms, measured, RTT_TOLERANCE, ok, spread)
 
 
-def check_loss(lab: Lab, link: Link, count: int = 400) -> Check | None:
-    """Round-trip loss over `link` where loss is configured."""
-    if not (link.a_to_b.loss or link.b_to_a.loss):
-        return None
-    src, dst = _first_address(link, link.a.host, 4), _first_address(link, link.b.host, 4)
-    if src is None or dst is None:
-        return None
+def loss_check(link: Link, ping_output: str) -> Check:
+    """Judge the round-trip loss over `link` from ping's summary line."""
     expected = 1 - (1 - link.a_to_b.loss) * (1 - link.b_to_a.loss)
-    out = lab.host(link.a.host).run(
-        ["ping", "-n", "-q", "-c", str(count), "-i", "0.005", "-W", "2", "-I", src, dst], check=False, timeout=60
-    ).stdout
-    match = _PING_LOSS.search(out)
+    match = _PING_LOSS.search(ping_output)
     if not match:
-        raise LabError(f"self-check: cannot read ping output over {link.name}")
+        return Check(link.name, "both", "loss", "%", 100 * expected, math.nan, 0.0, False, "no ping summary")
     sent, received = int(match.group(1)), int(match.group(2))
     measured = 1 - received / sent
     # Binomial 99 % band around the configured loss: a fixed relative tolerance is meaningless at a few %.
@@ -106,59 +96,79 @@ def check_loss(lab: Lab, link: Link, count: int = 400) -> Check | None:
                  f"{sent} probes, 99 % band +/-{100 * band:.2f} points")
 
 
-def check_rate(lab: Lab, link: Link, forward: bool, duration: float = 2.0, port: int = 47999) -> Check | None:
-    """Link-layer rate delivered in one direction, from the steady state of a short TCP transfer."""
+def rate_check(link: Link, forward: bool, sink_output: str) -> Check:
+    """Judge the link-layer rate of one direction from the probe sink's per-interval byte counts."""
     direction = link.a_to_b if forward else link.b_to_a
-    if not direction.rate_bps:
-        return None
-    sender, receiver = (link.a, link.b) if forward else (link.b, link.a)
-    src, dst = _first_address(link, sender.host, 4), _first_address(link, receiver.host, 4)
-    if src is None or dst is None:
-        return None
-    sink_host, source_host = lab.host(receiver.host), lab.host(sender.host)
-    sink = sink_host.spawn([*sink_host.python_argv(), "-m", "mptcpkit.lab.probe", "sink", "--bind", dst,
-                            "--port", str(port), "--duration", str(duration)])
+    configured = float(direction.rate_bps or 0)
+    name = "a->b" if forward else "b->a"
     try:
-        ready = sink.readline(timeout=15)
-        if not ready or "ready" not in ready:
-            raise LabError(f"self-check: rate probe did not start on {receiver.host}: {sink.wait(5).stderr}")
-        source_host.run([*source_host.python_argv(), "-m", "mptcpkit.lab.probe", "source", "--connect", dst,
-                         "--port", str(port), "--duration", str(duration), "--bind", src],
-                        timeout=duration + 30)
-        result = sink.wait(timeout=30)
-    finally:
-        sink.terminate()
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+        data = json.loads(sink_output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        data = {"error": f"no result from the rate probe: {sink_output.strip()[-200:]!r}"}
     if "error" in data:
-        raise LabError(f"self-check: rate probe over {link.name} failed: {data['error']}")
+        return Check(link.name, name, "rate", "Mbit/s", configured / 1e6, math.nan, RATE_TOLERANCE, False,
+                     str(data["error"]))
     counts, interval, mss = data["bytes"], data["interval"], data["mss"]
     skip = max(2, int(round(0.6 / interval)))  # leave slow start out
-    steady = counts[skip:-1]
-    if len(steady) < 3:
-        raise LabError("self-check: rate probe too short to measure")
+    steady = counts[skip:-1] or counts
     goodput = 8 * statistics.fmean(steady) / interval
     header = link.mtu - mss + ETHERNET_HEADER
     measured = goodput * (mss + header) / mss
-    configured = float(direction.rate_bps)
     ok = abs(measured - configured) <= RATE_TOLERANCE * configured
-    name = f"{sender.host}->{receiver.host}"
-    return Check(link.name, "a->b" if forward else "b->a", "rate", "Mbit/s", configured / 1e6, measured / 1e6,
-                 RATE_TOLERANCE, ok, f"{name} goodput {goodput / 1e6:.2f}, MSS {mss}")
+    return Check(link.name, name, "rate", "Mbit/s", configured / 1e6, measured / 1e6, RATE_TOLERANCE, ok,
+                 f"goodput {goodput / 1e6:.2f} Mbit/s, MSS {mss}")
 
 
 def self_check(lab: Lab, *, rate_duration: float = 2.0, progress: Callable[[str], None] | None = None
                ) -> list[Check]:
-    """Measure every link of `lab`; returns one Check per measured quantity."""
+    """Measure every link of `lab` at once (links are independent); one Check per measured quantity."""
     say = progress or (lambda message: None)
-    checks: list[Check] = []
-    for link in lab.topology.links:
-        say(f"self-check {link.name}: RTT")
-        for check in (check_rtt(lab, link), check_loss(lab, link)):
-            if check is not None:
-                checks.append(check)
-        for forward in (True, False):
-            say(f"self-check {link.name}: rate {'a->b' if forward else 'b->a'}")
-            rate = check_rate(lab, link, forward, duration=rate_duration)
-            if rate is not None:
-                checks.append(rate)
-    return checks
+    links = lab.topology.links
+    say(f"self-check: RTT and loss of {len(links)} link(s)")
+    probes: list[tuple[str, Link, bool, HostProcess]] = []
+    try:
+        for link in links:
+            argv = _ping_argv(link, 20, 0.05)
+            if argv is None:
+                continue
+            host = lab.host(link.a.host)
+            host.run([*argv[:2], "-c", "1", *argv[-4:]], check=False, timeout=10)  # ARP warm-up
+            probes.append(("rtt", link, True, host.spawn(argv)))
+            if link.a_to_b.loss or link.b_to_a.loss:
+                probes.append(("loss", link, True, host.spawn(_ping_argv(link, 400, 0.005) or argv)))
+        sinks = []
+        for index, link in enumerate(links):
+            for forward in (True, False):
+                direction = link.a_to_b if forward else link.b_to_a
+                sender, receiver = (link.a, link.b) if forward else (link.b, link.a)
+                src, dst = _first_address(link, sender.host, 4), _first_address(link, receiver.host, 4)
+                if not direction.rate_bps or src is None or dst is None:
+                    continue
+                port = 47000 + 2 * index + (0 if forward else 1)
+                host = lab.host(receiver.host)
+                sink = host.spawn([*host.python_argv(), "-m", "mptcpkit.lab.probe", "sink", "--bind", dst,
+                                   "--port", str(port), "--duration", str(rate_duration)])
+                sinks.append((link, forward, sink, sender.host, src, dst, port))
+        if sinks:
+            say(f"self-check: rate of {len(sinks)} direction(s), {rate_duration:g} s")
+        for link, forward, sink, sender, src, dst, port in sinks:
+            ready = sink.readline(timeout=15)
+            if not ready or "ready" not in ready:
+                raise LabError(f"self-check: rate probe did not start for {link.name}: {sink.wait(5).stderr}")
+            host = lab.host(sender)
+            host.spawn([*host.python_argv(), "-m", "mptcpkit.lab.probe", "source", "--connect", dst, "--port",
+                        str(port), "--duration", str(rate_duration), "--bind", src])
+            probes.append(("rate", link, forward, sink))
+        checks = []
+        for kind, link, forward, proc in probes:
+            output = proc.wait(timeout=rate_duration + 60).stdout
+            if kind == "rtt":
+                checks.append(rtt_check(link, output))
+            elif kind == "loss":
+                checks.append(loss_check(link, output))
+            else:
+                checks.append(rate_check(link, forward, output))
+        return checks
+    finally:
+        for _kind, _link, _forward, proc in probes:
+            proc.terminate()

@@ -90,10 +90,14 @@ class PathManager:
     # -- in-kernel path manager
     def kpm_add_addr(self, addr: IPAddress, id: int, flags: int, ifindex: int | None = None) -> Endpoint:
         """Add an endpoint; if an identical address is already there (a previous run), adopt it."""
+        for ep in self.owned.values():
+            if ep.addr == addr and ep.flags & ~EndpointFlags.IMPLICIT == flags:
+                self.idm.reserve(addr, ep.id)
+                return ep  # taken over from a previous run
         try:
             ep = self.client.add_endpoint(addr, id=id or None, flags=flags, ifindex=ifindex or None)
         except KernelError as exc:
-            if exc.errno != errno.EEXIST:
+            if exc.errno not in (errno.EEXIST, errno.EBUSY):  # the kernel reports a duplicate as EBUSY
                 raise
             existing = next((e for e in self.client.dump_endpoints() if e.addr == addr), None)
             if existing is None:

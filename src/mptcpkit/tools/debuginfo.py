@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit import __version__
+from mptcpkit.errors import UsageError
 from mptcpkit.tools.redact import Redactor
 from mptcpkit.tools.sysfacts import SYSCTL_DIR, pm_daemons, run_text, running_programs
 
@@ -216,10 +217,12 @@ def _daemons() -> str:
     for p in progs:
         if "mptcpd" in p or re.search(r"mptcpkit\S*\s+pm\b", p):
             lines.append(f"  process: {p}")
-    if "mptcpkit pm" in found:
-        code, text = run_text([sys.executable, "-m", "mptcpkit", "pm", "status"], timeout=10)
-        lines.append("mptcpkit pm status:" if code == 0 else f"mptcpkit pm status failed (exit {code}):")
-        lines.append(text.rstrip())
+    # `mptcpkit pm status` reads the daemon's state file: it knows even when the process scan does not.
+    code, text = run_text([sys.executable, "-m", "mptcpkit", "pm", "status"], timeout=15)
+    if code == 0:
+        lines += ["mptcpkit pm status:", text.rstrip()]
+    else:
+        lines.append("mptcpkit pm status: " + (text.strip().splitlines() or ["not running"])[-1])
     return "\n".join(lines) + "\n"
 
 
@@ -456,6 +459,12 @@ def collect_report(
     if output is None:
         output = Path(f"mptcpkit-debug-{now.strftime('%Y%m%d-%H%M%S')}.md")
     archive = output.with_name(output.name.removesuffix(".md") + ".tar.gz")
-    output.write_text(markdown)
-    write_archive(archive, final, markdown)
+    try:
+        output.write_text(markdown)
+        write_archive(archive, final, markdown)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write the report to {output}: {exc.strerror}",
+            hint="choose a writable place with -o FILE",
+        ) from exc
     return DebugResult(markdown, output, archive)

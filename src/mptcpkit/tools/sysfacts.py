@@ -137,8 +137,12 @@ def try_mptcp_socket() -> str | None:
     return None
 
 
-def running_programs() -> list[str]:
-    """Command lines of every process (best effort)."""
+def running_programs(*, same_netns: bool = True) -> list[str]:
+    """Command lines of the processes (best effort), by default only those in our network namespace."""
+    try:
+        own_ns = os.readlink("/proc/self/ns/net")
+    except OSError:
+        own_ns = ""
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -147,9 +151,31 @@ def running_programs() -> list[str]:
             raw = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
+        if same_netns and own_ns:
+            try:
+                if os.readlink(f"/proc/{pid}/ns/net") != own_ns:
+                    continue
+            except OSError:
+                pass  # not ours to inspect (non-root): keep it
         if raw:
             out.append(raw.replace(b"\0", b" ").decode(errors="replace").strip())
     return out
+
+
+def _is_mptcpkit_pm_daemon(argv: list[str]) -> bool:
+    """`mptcpkit pm [flags]` / `mptcpkit pm run` / `python -m mptcpkit pm`, but not `pm status|monitor`."""
+    for i, arg in enumerate(argv):
+        if os.path.basename(arg) == "mptcpkit" or (arg == "mptcpkit" and i > 0 and argv[i - 1] == "-m"):
+            rest = argv[i + 1 :]
+            if not rest or rest[0] != "pm":
+                return False
+            if "--netns" in rest or any(w.startswith("--netns=") for w in rest):
+                return False  # it manages another namespace
+            words = [w for w in rest[1:] if not w.startswith("-")]
+            if any(w in ("-h", "--help", "-V", "--version") for w in rest):
+                return False
+            return not words or words[0] not in ("status", "monitor")
+    return False
 
 
 def pm_daemons(cmdlines: list[str]) -> list[str]:
@@ -160,7 +186,7 @@ def pm_daemons(cmdlines: list[str]) -> list[str]:
         base = os.path.basename(argv[0]) if argv else ""
         if base == "mptcpd":
             found.append("mptcpd")
-        elif re.search(r"\bmptcpkit\b.*\bpm\b.*\b(run|daemon|start)\b", line) or "mptcpkit.pm.daemon" in line:
+        elif _is_mptcpkit_pm_daemon(argv):
             found.append("mptcpkit pm")
     return sorted(set(found))
 

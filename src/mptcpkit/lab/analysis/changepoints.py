@@ -1,6 +1,8 @@
 """Change points in a history series (one value per run, oldest first).
 
-Two stages, so noise and single outliers do not raise alarms:
+Three stages, so noise and single outliers do not raise alarms:
+  0. single outliers (a value far from the runs on *both* sides of it, by more than 4 noise sigmas) are
+     replaced by the median of their neighbours; a value at a real step matches one side, so it stays;
   1. ruptures' PELT with a median-based (L1) cost proposes candidate change points generously, each segment
      at least `min_size` runs long, so one odd run can never form a segment of its own;
   2. every candidate must then hold up on the raw values between its neighbours: a rank (Mann-Whitney)
@@ -49,8 +51,18 @@ def _noise(y: np.ndarray) -> float:
     return 1.4826 * mad / math.sqrt(2.0)
 
 
-def _candidates(y: np.ndarray, min_size: int) -> list[int]:
-    sigma = max(_noise(y), 1e-9)
+def _despike(y: np.ndarray, sigma: float, k: float = 4.0, reach: int = 2) -> np.ndarray:
+    """Replace each single outlier by the median of up to `reach` neighbours on each side."""
+    out = y.copy()
+    for i in range(y.size):
+        left, right = y[max(0, i - reach) : i], y[i + 1 : i + 1 + reach]
+        sides = [side for side in (left, right) if side.size]
+        if sides and all(abs(y[i] - float(np.median(side))) > k * sigma for side in sides):
+            out[i] = float(np.median(np.concatenate(sides)))
+    return out
+
+
+def _candidates(y: np.ndarray, sigma: float, min_size: int) -> list[int]:
     penalty = sigma * math.log(y.size)  # generous: stage 2 prunes
     ends = rpt.Pelt(model="l1", min_size=min_size, jump=1).fit(y.reshape(-1, 1)).predict(pen=penalty)
     return [int(e) for e in ends[:-1]]
@@ -69,10 +81,13 @@ def _split_z(ranks: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def _test(
-    x: np.ndarray, start: int, cut: int, end: int, min_size: int, permutations: int
+    x: np.ndarray, cleaned: np.ndarray, start: int, cut: int, end: int, min_size: int, permutations: int
 ) -> tuple[float, float, float, float]:
-    """(p-value, relative change, median before, median after) of a split at `cut` within [start, end)."""
-    segment = x[start:end]
+    """(p-value, relative change, median before, median after) of a split at `cut` within [start, end).
+
+    Medians come from the raw values `x`, the rank test from the de-spiked `cleaned` values.
+    """
+    segment = cleaned[start:end]
     mb, ma = float(np.median(x[start:cut])), float(np.median(x[cut:end]))
     change = ma / mb - 1.0 if mb != 0.0 else (0.0 if ma == mb else math.inf)
     ranks = stats.rankdata(segment)
@@ -99,11 +114,14 @@ def change_points(
             raise ValueError("history values must be finite numbers")
         return []
     scale = float(np.median(np.abs(x))) or 1.0
-    cuts = _candidates(x / scale, min_size)
+    y = x / scale
+    sigma = max(_noise(y), 1e-9)
+    cleaned = _despike(y, sigma)
+    cuts = _candidates(cleaned, sigma, min_size)
     while cuts:
         bounds = [0, *cuts, x.size]
         tests = [
-            _test(x, bounds[i], bounds[i + 1], bounds[i + 2], min_size, permutations)
+            _test(x, cleaned, bounds[i], bounds[i + 1], bounds[i + 2], min_size, permutations)
             for i in range(len(cuts))
         ]
         failing = [

@@ -1,9 +1,10 @@
 """VM backend, single-VM mode: boot a kernel under test with virtme-ng and run a command inside it.
 
-The guest shares this machine's root file system read-only (tmpfs overlays make /etc, /tmp... writable inside),
-so the same Python and the same mptcpkit run there: the lab's namespace backend and runner run *inside* the
-guest, against the kernel under test, and their output comes back through a shared directory. KVM is used when
-it can boot a kernel here (checked once by a bare probe boot and cached), TCG otherwise; the choice is recorded.
+The guest shares this machine's root file system read-only (tmpfs overlays make /etc, /tmp... writable
+inside), so the same Python and the same mptcpkit run there: the lab's namespace backend and runner run
+*inside* the guest, against the kernel under test, and their output comes back through a shared directory.
+KVM is used when it can boot a kernel here (checked once by a bare probe boot and cached), TCG otherwise; the
+choice is recorded.
 
 A guest never outlives its caller: QEMU runs in its own process group, killed on every exit path (exception,
 Ctrl-C, SIGTERM, timeout); a state file under /run/mptcpkit/vm lets `cleanup_vms()` find a guest left by a
@@ -71,7 +72,7 @@ class VmRunResult(NamedTuple):
     vm_info: dict[str, Any]
 
 
-# --- finding the tools and the kernel -----------------------------------------------------------------------------
+# --- finding the tools and the kernel -----------------------------------------------------------------------
 
 
 def find_qemu() -> str:
@@ -148,7 +149,9 @@ def stage_kernel(kernel: Path, modules: Path | None, workdir: Path) -> StagedKer
     if not kernel.exists():
         raise UsageError(f"kernel image {kernel} does not exist")
     if not kernel.is_file():
-        raise UsageError(f"kernel image {kernel} is not a file (give the bzImage, e.g. arch/x86/boot/bzImage)")
+        raise UsageError(
+            f"kernel image {kernel} is not a file (give the bzImage, e.g. arch/x86/boot/bzImage)"
+        )
     release = kernel_release(kernel)
     if modules is None:
         if release is not None and (Path("/lib/modules") / release).is_dir():
@@ -156,7 +159,8 @@ def stage_kernel(kernel: Path, modules: Path | None, workdir: Path) -> StagedKer
         if _in_build_tree(kernel):
             return StagedKernel(kernel, release, None, "kernel build tree (virtme-prep-kdir-mods)")
         warning = (
-            f"no modules found for kernel {release or '(unknown release)'}: only built-in features are available"
+            f"no modules found for kernel {release or '(unknown release)'}: "
+            "only built-in features are available"
             " (pass --modules DIR after `make modules_install INSTALL_MOD_PATH=DIR`)"
         )
         return StagedKernel(kernel, release, None, "none", (warning,))
@@ -183,7 +187,7 @@ def stage_kernel(kernel: Path, modules: Path | None, workdir: Path) -> StagedKer
     return StagedKernel(stage / "vmlinuz", release or mod_release, moddir, str(moddir))
 
 
-# --- KVM or TCG --------------------------------------------------------------------------------------------------
+# --- KVM or TCG ---------------------------------------------------------------------------------------------
 
 
 def _probe_cache_key(qemu: str, kernel: Path) -> str:
@@ -254,11 +258,13 @@ def choose_accel(qemu: str, kernel: Path, accel: AccelChoice) -> tuple[Accel, st
     if ok:
         return "kvm", reason
     if accel == "kvm":
-        raise EnvironmentProblem(f"KVM requested but it cannot boot this kernel here: {reason}", hint="use TCG")
+        raise EnvironmentProblem(
+            f"KVM requested but it cannot boot this kernel here: {reason}", hint="use TCG"
+        )
     return "tcg", reason
 
 
-# --- process groups and state files --------------------------------------------------------------------------------
+# --- process groups and state files -------------------------------------------------------------------------
 
 
 def _kill_group(proc: subprocess.Popen[Any], grace: float = 3.0) -> None:
@@ -269,10 +275,8 @@ def _kill_group(proc: subprocess.Popen[Any], grace: float = 3.0) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -292,10 +296,11 @@ def _is_ours(pid: int, name: str) -> bool:
     return name in argv or any(arg.startswith(f"guest={name}") or arg == name for arg in argv)
 
 
-def cleanup_vms() -> list[str]:
+def cleanup_vms(*, include_live_owners: bool = False) -> list[str]:
     """Kill guests whose owner died (kill -9) and remove their files; returns the guest names cleaned.
 
-    Only processes whose command line carries a guest name recorded in a state file are touched.
+    Only processes whose command line carries a guest name recorded in a state file are touched; guests of a
+    process that still runs are left alone unless `include_live_owners` (for `lab down --all`).
     """
     cleaned: list[str] = []
     for state_file in sorted(STATE_DIR.glob(f"{NAME_PREFIX}*.json")):
@@ -306,8 +311,8 @@ def cleanup_vms() -> list[str]:
             continue
         name = str(state.get("name", ""))
         owner = int(state.get("owner", 0))
-        if owner and owner != os.getpid() and Path(f"/proc/{owner}").exists() and state.get("owner_alive_check"):
-            continue
+        if not include_live_owners and owner and _start_time(owner) == state.get("owner_start"):
+            continue  # its owner still runs and will clean up itself
         for pid in (int(state.get("pgid", 0)), _read_pid(Path(str(state.get("pidfile", ""))))):
             if pid and _is_ours(pid, name):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -330,6 +335,15 @@ def running_vms() -> list[dict[str, Any]]:
         with contextlib.suppress(OSError, ValueError):
             states.append(json.loads(state_file.read_text()))
     return states
+
+
+def _start_time(pid: int) -> str | None:
+    """The process start time (clock ticks since boot), to tell a live owner from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def _read_pid(path: Path) -> int:
@@ -360,7 +374,7 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-# --- running a command in a guest ------------------------------------------------------------------------------------
+# --- running a command in a guest ---------------------------------------------------------------------------
 
 
 def guest_python_argv() -> list[str]:
@@ -381,12 +395,13 @@ def run_in_vm(
     outdir: Path | None = None,
     cpus: int = 2,
     memory: str = "1G",
+    kernel_args: Sequence[str] = (),
 ) -> VmRunResult:
     """Boot `kernel` (default: the distribution kernel) and run `argv_inside` as root inside it.
 
     Returns the command's exit code, stdout and stderr, and `vm_info` (accel, kernel_release, kernel_label,
-    boot_seconds, ...). `outdir`, if given, is shared read-write at the same path (results files); its path is in
-    the guest's $MPTCPKIT_VM_OUTDIR. The guest also sees $MPTCPKIT_KERNEL_LABEL and $MPTCPKIT_VM_ACCEL.
+    boot_seconds, ...). `outdir`, if given, is shared read-write at the same path (results files); its path
+    is in the guest's $MPTCPKIT_VM_OUTDIR. The guest also sees $MPTCPKIT_KERNEL_LABEL and $MPTCPKIT_VM_ACCEL.
     Raises EnvironmentProblem (QEMU/virtme-ng missing), UsageError (kernel/modules missing), LabError (boot
     failure or timeout, with the tail of the kernel console).
     """
@@ -422,12 +437,15 @@ def run_in_vm(
             memory=memory,
             pidfile=workdir / "qemu.pid",
             extra_rwdirs=(outdir,) if outdir is not None else (),
+            kernel_args=tuple(kernel_args),
             virtme_run=virtme_run,
             qemu=qemu,
         )
         argv = vm_argv.virtme_run_argv(config)
         console_path = workdir / "console.log"
-        path_env = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")])
+        path_env = os.pathsep.join(
+            [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        )
         with _sigterm_raises(), console_path.open("wb") as console:
             started = time.monotonic()
             proc = subprocess.Popen(
@@ -448,13 +466,21 @@ def run_in_vm(
                         "pidfile": str(config.pidfile),
                         "workdir": str(workdir),
                         "owner": os.getpid(),
+                        "owner_start": _start_time(os.getpid()),
                         "kernel": str(kernel),
                         "started": time.time(),
                     }
                 )
             )
-            boot_seconds = _wait(proc, share, started, timeout=timeout + 60, boot_timeout=boot_timeout,
-                                 console_path=console_path, staged=staged)
+            boot_seconds = _wait(
+                proc,
+                share,
+                started,
+                timeout=timeout + 60,
+                boot_timeout=boot_timeout,
+                console_path=console_path,
+                staged=staged,
+            )
             run_seconds = time.monotonic() - started - boot_seconds
         release = (share / vm_argv.RELEASE_FILE).read_text().strip()
         rc_path = share / vm_argv.RC_FILE
@@ -509,9 +535,10 @@ def _wait(
             if booted is None:
                 hint = ""
                 if staged.modules is None:
-                    hint = f"\n(no modules for this kernel were found: {staged.modules_source}; try --modules DIR)"
+                    hint = f"\n(no modules found for this kernel: {staged.modules_source}; try --modules DIR)"
                 raise LabError(
-                    f"the guest did not boot (virtme-run exited with {code}){hint}\n" + _console_excerpt(console_path)
+                    f"the guest did not boot (virtme-run exited with {code}){hint}\n"
+                    + _console_excerpt(console_path)
                 )
             return booted
         if booted is None and now > boot_timeout:
@@ -521,7 +548,9 @@ def _wait(
             )
         if now > timeout:
             _kill_group(proc)
-            raise LabError(f"the guest command did not finish within {timeout:.0f} s\n" + _console_excerpt(console_path))
+            raise LabError(
+                f"the guest command did not finish within {timeout:.0f} s\n" + _console_excerpt(console_path)
+            )
         time.sleep(0.2)
 
 

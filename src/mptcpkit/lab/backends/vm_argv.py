@@ -72,7 +72,7 @@ class VmConfig:
 
 
 def virtme_run_argv(config: VmConfig) -> list[str]:
-    """argv for virtme-run: boot `config.kernel` over the host root (read-only + tmpfs overlays), run the script.
+    """argv for virtme-run: boot `config.kernel` over the host root (read-only + overlays), run the script.
 
     `--show-boot-console` sends the kernel console to virtme-run's stderr: the backend keeps it in a file and
     shows its tail when the boot fails.
@@ -80,8 +80,8 @@ def virtme_run_argv(config: VmConfig) -> list[str]:
     argv = [config.virtme_run, "--kimg", str(config.kernel), "--mods", "auto", "--name", config.name]
     for directory in OVERLAY_DIRS:
         argv += ["--overlay-rwdir", directory]
-    for directory in (config.share_dir, *config.extra_rwdirs):
-        argv += ["--rwdir", str(directory)]
+    for shared in (config.share_dir, *config.extra_rwdirs):
+        argv += ["--rwdir", str(shared)]
     argv += ["--cwd", "/", "--script-sh", config.script, "--show-boot-console"]
     argv += ["--cpus", str(config.cpus), "--memory", config.memory]
     for karg in config.kernel_args:
@@ -109,7 +109,7 @@ def guest_script(
     cwd: str = "/",
     timeout_s: float | None = None,
 ) -> str:
-    """The shell script the guest runs: mark the boot, load modules, run the command, keep its output and code.
+    """The guest's shell script: mark the boot, load modules, run the command, keep its output and code.
 
     Output goes to files in the shared directory rather than virtio-serial, so the kernel console (virtme's
     stderr) stays separate from the command's own output and a crash cannot mix them. With `timeout_s` the
@@ -124,7 +124,9 @@ def guest_script(
     lines.append(f'uname -r > "$S/{RELEASE_FILE}.tmp" && mv "$S/{RELEASE_FILE}.tmp" "$S/{RELEASE_FILE}"')
     if modules:
         names = " ".join(shlex.quote(m) for m in modules)
-        lines.append(f'for m in {names}; do modprobe -q "$m" 2>/dev/null && echo "$m"; done > "$S/{MODULES_FILE}"')
+        lines.append(
+            f'for m in {names}; do modprobe -q "$m" 2>/dev/null && echo "$m"; done > "$S/{MODULES_FILE}"'
+        )
     lines.append(f"cd {shlex.quote(cwd)}")
     command = shlex.join(argv_inside)
     if timeout_s is not None:
@@ -135,7 +137,7 @@ def guest_script(
     return "\n".join(lines) + "\n"
 
 
-# --- KVM probe -------------------------------------------------------------------------------------------------
+# --- KVM probe ----------------------------------------------------------------------------------------------
 
 PROBE_BANNER = "Linux version"
 PROBE_DONE = ("Kernel panic", "VFS: Unable to mount root")
@@ -173,7 +175,7 @@ def kvm_probe_verdict(console: str, exited: bool) -> bool:
     return exited or any(marker in console for marker in PROBE_DONE)
 
 
-# --- kernel images and modules -----------------------------------------------------------------------------------
+# --- kernel images and modules ------------------------------------------------------------------------------
 
 _RELEASE_RE = re.compile(rb"^(\d+\.\d+[^\s\x00]*)")
 
@@ -207,9 +209,9 @@ def find_module_dir(modules: Path, release: str | None, listing: Mapping[Path, S
         entries = listing.get(parent)
         if entries is None:
             continue
-        if "modules.dep" in entries or "modules.order" in entries or "kernel" in entries:
-            if release is None or parent.name == release or parent == modules:
-                return parent
+        is_tree = "modules.dep" in entries or "modules.order" in entries or "kernel" in entries
+        if is_tree and (release is None or parent.name == release or parent == modules):
+            return parent
         if release is not None and release in entries:
             return parent / release
         releases = [e for e in entries if re.match(r"^\d+\.\d+", e)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -25,8 +26,9 @@ def netem_available() -> bool:
     try:
         netns.create(name)
     except OSError as e:
-        raise EnvironmentProblem(f"cannot create a network namespace to probe for netem: {e}",
-                                 hint="run as root") from e
+        raise EnvironmentProblem(
+            f"cannot create a network namespace to probe for netem: {e}", hint="run as root"
+        ) from e
     try:
         with IPRoute(netns=name, flags=0) as ipr:
             lo = ipr.link_lookup(ifname="lo")[0]
@@ -38,7 +40,5 @@ def netem_available() -> bool:
                 raise
             return True
     finally:
-        try:
+        with contextlib.suppress(OSError):
             netns.remove(name)
-        except OSError:
-            pass

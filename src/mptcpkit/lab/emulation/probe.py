@@ -68,7 +68,9 @@ def main(argv: list[str]) -> int:
         size = int(argv[7]) if len(argv) > 7 else 64
         print(json.dumps(rtt(argv[2], int(argv[3]), int(argv[4]), float(argv[5]), float(argv[6]), size)))
         return 0
-    print("usage: probe.py echo PORT [IDLE_S] | rtt HOST PORT COUNT INTERVAL_S WAIT_S [SIZE]", file=sys.stderr)
+    print(
+        "usage: probe.py echo PORT [IDLE_S] | rtt HOST PORT COUNT INTERVAL_S WAIT_S [SIZE]", file=sys.stderr
+    )
     return 2
 
 

@@ -41,7 +41,9 @@ class LinkShape:
         if self.rate_bps is not None and (not isinstance(self.rate_bps, int) or self.rate_bps <= 0):
             raise UsageError(f"link rate must be a positive number of bit/s, got {self.rate_bps!r}")
         if self.rate_bps is not None and self.rate_bps >= 32 * 2**30 * 8:
-            raise UsageError(f"link rate {self.rate_bps} bit/s is above tbf's 32-bit limit; leave it unshaped")
+            raise UsageError(
+                f"link rate {self.rate_bps} bit/s is above tbf's 32-bit limit; leave it unshaped"
+            )
         for name in ("delay_s", "jitter_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or value > 60:
@@ -93,7 +95,7 @@ def choose_mode(a_to_b: LinkShape, b_to_a: LinkShape, requested: Mode, has_netem
             what = "reordering needs" if reorder and requested == "auto" else "mode 'netem' needs"
             raise UsageError(
                 f"{what} the kernel's netem qdisc, which this kernel does not have",
-                hint="drop 'reorder' (the userspace emulator never reorders) or run on a kernel with sch_netem",
+                hint="drop 'reorder' (the userspace emulator never reorders) or use a kernel with sch_netem",
             )
         return "netem"
     if requested == "userspace":

@@ -44,7 +44,7 @@ def add_clsact(ipr: IPRoute, index: int) -> None:
 
 
 def redirect_ingress(ipr: IPRoute, index: int, to_index: int) -> None:
-    """Every frame arriving on ``index`` leaves through the egress of ``to_index`` (u32 match-all + mirred)."""
+    """Every frame arriving on ``index`` leaves by the egress of ``to_index`` (u32 match-all + mirred)."""
     ipr.tc(
         "add-filter",
         "u32",
@@ -58,8 +58,9 @@ def redirect_ingress(ipr: IPRoute, index: int, to_index: int) -> None:
     )
 
 
-def add_tbf(ipr: IPRoute, index: int, params: TbfParams, *, parent: int | None = None,
-            handle: int = ROOT_HANDLE) -> None:
+def add_tbf(
+    ipr: IPRoute, index: int, params: TbfParams, *, parent: int | None = None, handle: int = ROOT_HANDLE
+) -> None:
     kwargs: dict[str, Any] = {
         "index": index,
         "handle": handle,
@@ -77,8 +78,8 @@ def add_netem(ipr: IPRoute, index: int, shape: LinkShape) -> None:
     kwargs: dict[str, Any] = {
         "index": index,
         "handle": ROOT_HANDLE,
-        "delay": int(round(shape.delay_s * 1e6)),
-        "jitter": int(round(shape.jitter_s * 1e6)),
+        "delay": round(shape.delay_s * 1e6),
+        "jitter": round(shape.jitter_s * 1e6),
         "loss": shape.loss * 100,
         "limit": max(shape.queue_packets, 1000),
     }

@@ -54,25 +54,41 @@ class Testbed:
         return [self.a, self.b, self.wire]
 
     def run(self, ns: str, argv: Sequence[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout
+        )
 
     def spawn(self, ns: str, argv: Sequence[str]) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self._spawned.append(proc)
         return proc
 
-    def udp_rtt(self, count: int, interval_s: float, *, wait_s: float = 1.0, size: int = 64,
-                port: int = 7777) -> dict[str, Any]:
+    def udp_rtt(
+        self, count: int, interval_s: float, *, wait_s: float = 1.0, size: int = 64, port: int = 7777
+    ) -> dict[str, Any]:
         """UDP echo probes from A to B: sent/received counts, RTT samples (s), reorder count."""
         server = self.spawn(self.b, [sys.executable, "-I", str(PROBE_PATH), "echo", str(port), "10"])
         try:
             assert server.stdout is not None
             if server.stdout.readline().strip() != "ready":
                 raise LabError("the UDP echo server did not start")
-            res = self.run(self.a, [sys.executable, "-I", str(PROBE_PATH), "rtt", B_ADDR, str(port), str(count),
-                                    str(interval_s), str(wait_s), str(size)])
+            res = self.run(
+                self.a,
+                [
+                    sys.executable,
+                    "-I",
+                    str(PROBE_PATH),
+                    "rtt",
+                    B_ADDR,
+                    str(port),
+                    str(count),
+                    str(interval_s),
+                    str(wait_s),
+                    str(size),
+                ],
+            )
             if res.returncode != 0:
                 raise LabError(f"probe failed: {res.stderr.strip()}")
             result: dict[str, Any] = json.loads(res.stdout)
@@ -80,8 +96,15 @@ class Testbed:
         finally:
             _terminate(server)
 
-    def iperf3(self, seconds: float, *, omit_s: float = 0, reverse: bool = False, port: int = 5201,
-               extra: Sequence[str] = ()) -> dict[str, Any]:
+    def iperf3(
+        self,
+        seconds: float,
+        *,
+        omit_s: float = 0,
+        reverse: bool = False,
+        port: int = 5201,
+        extra: Sequence[str] = (),
+    ) -> dict[str, Any]:
         """iperf3 TCP from A to B (B to A with reverse); returns iperf3's JSON."""
         server = self.spawn(self.b, ["iperf3", "-s", "-1", "-p", str(port)])
         try:

@@ -177,7 +177,11 @@ def _plumb(
     mtu: int,
 ) -> dict[str, Any]:
     tbf = tbf_params(shape, mtu)
-    info: dict[str, Any] = {"shape": shape.as_dict(), "stage": stage, "tbf": None if tbf is None else vars(tbf)}
+    info: dict[str, Any] = {
+        "shape": shape.as_dict(),
+        "stage": stage,
+        "tbf": None if tbf is None else vars(tbf),
+    }
     tc.add_clsact(ipr, index[in_if])
     if stage == "userspace":
         tap = tap_name(wire.a_if, wire.b_if, key)  # type: ignore[arg-type]
@@ -200,8 +204,13 @@ def _plumb(
     return info
 
 
-def _start_emulator(wire: Wire, user: list[tuple[str, str, str, LinkShape, Stage]], state_dir: Path,
-                    seed: int, priority: Priority) -> None:
+def _start_emulator(
+    wire: Wire,
+    user: list[tuple[str, str, str, LinkShape, Stage]],
+    state_dir: Path,
+    seed: int,
+    priority: Priority,
+) -> None:
     """Spawn the forwarder in its own session (it outlives the builder, as the lab does) and wait for it."""
     base = f"{wire.a_if}-{wire.b_if}"
     stats_path = state_dir / f"emulator-{base}.stats.json"

@@ -123,18 +123,29 @@ def _set_version(db: Database, version: int) -> None:
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
 
+def _check_not_newer(db: Database, found: int) -> None:
+    if found > LATEST_VERSION:
+        raise UsageError(
+            f"results database {db.where} has schema version {found}, newer than this mptcpkit "
+            f"understands ({LATEST_VERSION})",
+            hint="upgrade mptcpkit, or use another database with --db",
+        )
+
+
 def migrate(db: Database, target: int = LATEST_VERSION) -> int:
-    """Bring the schema up to `target` (default: latest); returns the version found before migrating."""
+    """Bring the schema up to `target` (default: latest); returns the version found before migrating.
+
+    An up-to-date database is only read, so read-only files and read-only PostgreSQL roles open fine.
+    """
+    found = current_version(db)
+    _check_not_newer(db, found)
+    if found >= target:
+        return found
     with db.transaction():
         if db.dialect == "postgresql":
             db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK_KEY,))
-        found = current_version(db)
-        if found > LATEST_VERSION:
-            raise UsageError(
-                f"results database {db.where} has schema version {found}, newer than this mptcpkit "
-                f"understands ({LATEST_VERSION})",
-                hint="upgrade mptcpkit, or use another database with --db",
-            )
+        found = current_version(db)  # another process may have migrated meanwhile
+        _check_not_newer(db, found)
         if found == 0 and db.dialect == "sqlite" and db.execute("SELECT count(*) FROM sqlite_master")[0][0]:
             raise UsageError(
                 f"{db.where} is an SQLite database but not an mptcpkit results database",

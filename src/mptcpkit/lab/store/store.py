@@ -162,7 +162,8 @@ class Store:
         )
         if rows:
             return self._run(rows[0])
-        if len(ref) >= _MIN_PREFIX and re.fullmatch(r"[0-9a-f]+", ref):
+        if len(ref) >= _MIN_PREFIX and re.fullmatch(r"[0-9a-fA-F]+", ref):
+            ref = ref.lower()
             rows = self._db.execute(
                 f"SELECT {_RUN_COLS} FROM runs WHERE run_id LIKE ? ORDER BY started_at DESC LIMIT 6",
                 (ref + "%",),

@@ -8,15 +8,14 @@ import time
 from typing import NoReturn
 
 from mptcpkit.lab.traffic.core import (
-    ClientOptions,
     EngineError,
     Server,
-    ServerOptions,
     classify,
     ready_line,
     run_client,
 )
 from mptcpkit.lab.traffic.model import INTEGRITY_MODES, MODES, PROTOS, ErrorInfo, TrafficResult
+from mptcpkit.lab.traffic.options import ClientOptions, ServerOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}

@@ -34,6 +34,7 @@ from mptcpkit.lab.traffic.model import (
     SubflowStats,
     TrafficResult,
 )
+from mptcpkit.lab.traffic.options import ClientOptions, ServerOptions
 
 MAX_RAW_SAMPLES = 10_000
 
@@ -45,41 +46,6 @@ class EngineError(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
-
-
-@dataclass(slots=True)
-class ClientOptions:
-    connect: str
-    port: int
-    mode: str
-    proto: str = "mptcp"
-    bytes: int | None = None
-    duration: float | None = None
-    interval: float = 0.1
-    parallel: int = 1
-    rr_size: tuple[int, int] = (1, 1)
-    count: int | None = None
-    timeout: float | None = None
-    seed: int = 1
-    integrity: str = "sha256"
-    bind: str | None = None
-    sndbuf: int | None = None
-    rcvbuf: int | None = None
-    corrupt_offset: int | None = None
-    """test-only: the sender flips the byte at this stream offset after hashing it"""
-
-
-@dataclass(slots=True)
-class ServerOptions:
-    bind: str
-    port: int
-    proto: str = "mptcp"
-    once: bool = False
-    timeout: float | None = None
-    interval: float = 0.1
-    sndbuf: int | None = None
-    rcvbuf: int | None = None
-    corrupt_offset: int | None = None
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------

@@ -1,0 +1,145 @@
+"""Benchmark of `mptcpkit check serve`: requests/s measured with wrk on loopback.
+
+Runs the server as a subprocess, then wrk with keep-alive connections, once as plain TCP clients and once
+under `mptcpkit run` (MPTCP clients), for each connection count. Writes JSON into benchmarks/results/.
+
+    .venv/bin/python benchmarks/check_serve.py [--duration 5] [--connections 50,200] [--threads 2]
+
+The machine is shared (2 cores: wrk and the server compete for them), so numbers are indicative; each cell
+is the median of --repeat runs, with min and max kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+MPTCPKIT = str(Path(sys.executable).with_name("mptcpkit"))
+
+
+def start_server() -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [MPTCPKIT, "check", "serve", "--host", "127.0.0.1", "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    m = re.search(r":(\d+)$", line.strip())
+    if not m:
+        proc.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return proc, int(m.group(1))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _seconds(value: str, unit: str) -> float:
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def run_wrk(port: int, connections: int, threads: int, duration: float, mptcp: bool) -> dict[str, float]:
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{int(duration)}s",
+        "--latency",
+        f"http://127.0.0.1:{port}/",
+    ]
+    if mptcp:
+        argv = [MPTCPKIT, "run", "--", *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, flags=re.M)
+        if m:
+            lat[f"p{pct}_latency_ms"] = _seconds(m.group(1), m.group(2)) * 1000
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "requests_per_s": rps,
+        **lat,
+        "socket_errors": errors.group(1) if errors else "none",  # type: ignore[dict-item]
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--connections", default="50,200")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "results")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt install wrk)")
+    proc, port = start_server()
+    cells = []
+    try:
+        rss_start = rss_kib(proc.pid)
+        for conns in [int(c) for c in args.connections.split(",")]:
+            for mptcp in (False, True):
+                runs = [run_wrk(port, conns, args.threads, args.duration, mptcp) for _ in range(args.repeat)]
+                rps = [r["requests_per_s"] for r in runs]
+                cell = {
+                    "clients": "mptcp" if mptcp else "tcp",
+                    "connections": conns,
+                    "requests_per_s_median": statistics.median(rps),
+                    "requests_per_s_min": min(rps),
+                    "requests_per_s_max": max(rps),
+                    "runs": runs,
+                }
+                cells.append(cell)
+                print(
+                    f"{cell['clients']:5} c={conns:4}: {cell['requests_per_s_median']:10.0f} req/s "
+                    f"(min {min(rps):.0f}, max {max(rps):.0f})",
+                    flush=True,
+                )
+        rss_end = rss_kib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    result = {
+        "benchmark": "check_serve",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "cpus": __import__("os").cpu_count(),
+        },
+        "settings": {
+            "duration_s": args.duration,
+            "threads": args.threads,
+            "repeat": args.repeat,
+            "loopback": True,
+            "keep_alive": True,
+        },
+        "server_rss_kib": {"start": rss_start, "end": rss_end},
+        "results": cells,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"check_serve-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
