@@ -13,6 +13,7 @@ Writes benchmarks/results/traffic_engine.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -53,10 +54,8 @@ def teardown(namespaces: tuple[str, ...]) -> None:
     for ns in namespaces:
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
@@ -64,7 +63,24 @@ def ns_argv(ns: str, argv: list[str]) -> list[str]:
     return ["ip", "netns", "exec", ns, *argv]
 
 
-def run_engine(cli: str, srv: str, duration: float, integrity: str) -> dict[str, Any]:
+def wait_cpu(proc: subprocess.Popen[Any], timeout: float) -> float:
+    """Wait for a child and return its user+sys CPU seconds (`ip netns exec` execs, so it is the program)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, _status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = 0
+            return float(ru.ru_utime + ru.ru_stime)
+        time.sleep(0.02)
+    proc.kill()
+    _pid, _status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = -9
+    return float(ru.ru_utime + ru.ru_stime)
+
+
+def run_engine(
+    cli: str, srv: str, duration: float, integrity: str, size: int | None = None
+) -> dict[str, Any]:
     sopts = ServerOptions(bind="10.77.0.2", port=0, once=True, timeout=duration + 30)
     server = subprocess.Popen(
         ns_argv(srv, engine.server_argv(sopts, python=PY)), stdout=subprocess.PIPE, text=True
@@ -80,29 +96,35 @@ def run_engine(cli: str, srv: str, duration: float, integrity: str) -> dict[str,
             integrity=integrity,
             timeout=duration + 30,
         )
-        t = time.perf_counter()
-        cp = subprocess.run(
-            ns_argv(cli, engine.client_argv(copts, python=PY)), capture_output=True, text=True
+        client = subprocess.Popen(
+            ns_argv(cli, engine.client_argv(copts, python=PY)), stdout=subprocess.PIPE, text=True
         )
-        wall = time.perf_counter() - t
-        res = engine.parse_result(cp.stdout)
-        server.wait(timeout=30)
+        assert client.stdout is not None
+        out = client.stdout.read()
+        cpu_cli = wait_cpu(client, 30)
+        cpu_srv = wait_cpu(server, 30)
+        res = engine.parse_result(out)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        for p in (server,):
+            if p.returncode is None and p.poll() is None:
+                p.kill()
+                p.wait()
     s = res.streams[0] if res.streams else None
+    gb = max(res.bytes_total, 1) / 1e9
     return {
         "ok": res.ok,
         "goodput_bps": res.goodput_bps,
         "bytes": res.bytes_total,
-        "wall_s": wall,
         "integrity_ok": s.integrity_ok if s else None,
         "error": res.error.message if res.error else None,
+        "cpu_s_per_gb_sender": cpu_cli / gb,
+        "cpu_s_per_gb_receiver": cpu_srv / gb,
+        "cpu_s_sender": cpu_cli,
+        "cpu_s_receiver": cpu_srv,
     }
 
 
-def run_iperf3(cli: str, srv: str, duration: float, port: int) -> dict[str, Any]:
+def run_iperf3(cli: str, srv: str, duration: float, port: int, size: int | None = None) -> dict[str, Any]:
     server = subprocess.Popen(
         ns_argv(srv, iperf3.server_argv("10.77.0.2", port, wrapper="mptcpize")),
         stdout=subprocess.DEVNULL,
@@ -111,20 +133,31 @@ def run_iperf3(cli: str, srv: str, duration: float, port: int) -> dict[str, Any]
     try:
         time.sleep(0.4)
         argv = iperf3.client_argv(
-            iperf3.Iperf3Client(connect="10.77.0.2", port=port, duration=duration), wrapper="mptcpize"
+            iperf3.Iperf3Client(
+                connect="10.77.0.2", port=port, duration=None if size else duration, bytes=size
+            ),
+            wrapper="mptcpize",
         )
-        cp = subprocess.run(ns_argv(cli, argv), capture_output=True, text=True, timeout=duration + 30)
-        res = iperf3.parse(cp.stdout, mode="bulk-upload")
-        server.wait(timeout=30)
+        client = subprocess.Popen(ns_argv(cli, argv), stdout=subprocess.PIPE, text=True)
+        assert client.stdout is not None
+        out = client.stdout.read()
+        cpu_cli = wait_cpu(client, duration + 30)
+        cpu_srv = wait_cpu(server, 30)
+        res = iperf3.parse(out, mode="bulk-upload")
     finally:
-        if server.poll() is None:
+        if server.returncode is None and server.poll() is None:
             server.kill()
             server.wait()
+    gb = max(res.bytes_total, 1) / 1e9
     return {
         "ok": res.ok,
         "goodput_bps": res.goodput_bps,
         "bytes": res.bytes_total,
         "error": res.error.message if res.error else None,
+        "cpu_s_per_gb_sender": cpu_cli / gb,
+        "cpu_s_per_gb_receiver": cpu_srv / gb,
+        "cpu_s_sender": cpu_cli,
+        "cpu_s_receiver": cpu_srv,
     }
 
 
@@ -170,6 +203,16 @@ def main() -> int:
     cost = checking_cost()
     print("in-memory receiver checking cost (GB/s, one core):", cost, flush=True)
     a, b = setup()
+    # fixed per-process cost (interpreter start, handshake): a 1-byte transfer; subtracted for CPU per GB
+    base = {
+        "engine": [run_engine(a, b, 1.0, "none", size=1) for _ in range(3)],
+        "iperf3": [run_iperf3(a, b, 1.0, 5290 + i, size=1) for i in range(3)],
+    }
+    baseline = {
+        k: {side: statistics.median(r[f"cpu_s_{side}"] for r in v) for side in ("sender", "receiver")}
+        for k, v in base.items()
+    }
+    print("fixed CPU seconds per process (1-byte run):", baseline, flush=True)
     raw: dict[str, list[dict[str, Any]]] = {f"engine-{m}": [] for m in modes}
     raw["iperf3-mptcpize"] = []
     try:
@@ -189,6 +232,17 @@ def main() -> int:
     finally:
         teardown((a, b))
     stats = {name: summary([r["goodput_bps"] for r in runs]) for name, runs in raw.items()}
+
+    def marginal(name: str, r: dict[str, Any], side: str) -> float:
+        fixed = baseline["iperf3" if name.startswith("iperf3") else "engine"][side]
+        return max(0.0, float(r[f"cpu_s_{side}"]) - fixed) / max(r["bytes"] / 1e9, 1e-9)
+
+    cpu = {
+        name: {
+            side: statistics.median(marginal(name, r, side) for r in runs) for side in ("sender", "receiver")
+        }
+        for name, runs in raw.items()
+    }
     ref = stats["iperf3-mptcpize"]["median"]
     ratios = {
         name: (s["median"] / ref if ref else None) for name, s in stats.items() if name.startswith("engine")
@@ -208,13 +262,16 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"{'engine':18s} {'median Gbit/s':>14s} {'min':>8s} {'max':>8s} {'cv':>6s} {'vs iperf3':>9s}")
+    head = f"{'engine':18s} {'median Gbit/s':>13s} {'min':>7s} {'max':>7s} {'cv':>5s} {'ratio':>6s}"
+    print(head + " CPU s/GB sender/receiver")
     for name, s in stats.items():
         ratio = ratios.get(name)
-        print(
-            f"{name:18s} {s['median'] / 1e9:14.3f} {s['min'] / 1e9:8.3f} {s['max'] / 1e9:8.3f} {s['cv']:6.2f} "
-            f"{'' if ratio is None else f'{ratio:9.2f}'}"
+        line = (
+            f"{name:18s} {s['median'] / 1e9:13.3f} {s['min'] / 1e9:7.3f} {s['max'] / 1e9:7.3f} {s['cv']:5.2f}"
         )
+        line += f" {'' if ratio is None else f'{ratio:6.2f}':>6s}"
+        line += f" {cpu[name]['sender']:.3f}/{cpu[name]['receiver']:.3f}"
+        print(line)
     print(f"wrote {args.out}")
     return 0
 

@@ -103,6 +103,7 @@ def test_refs_list_history_and_replace(store_url: str) -> None:
         assert store.get_run("a").run_id == ids[2]  # a label means its latest run
         assert store.get_run("b").run_id == ids[1]
         assert store.get_run(ids[0][:8]).run_id == ids[0]
+        assert store.get_run(ids[0][:6].upper()).run_id == ids[0]
         assert [r.run_id for r in store.list_runs(10)] == ids[::-1]
         assert [r.run_id for r in store.list_runs(1)] == ids[2:]
         assert [r.run_id for r in store.list_runs(10, label="a")] == [ids[2], ids[0]]

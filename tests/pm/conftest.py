@@ -63,7 +63,9 @@ def pm_ns(make_netns: Callable[[str], str]) -> str:
     ip(ns, "addr", "add", "10.1.0.1/24", "dev", "v0")
     # the p* ends carry no addresses, so IPv6 link-local autoconf there is switched off
     for dev in ("p0", "p1"):
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"], check=True)
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"], check=True
+        )
     return ns
 
 
@@ -105,15 +107,38 @@ def run_pm(tmp_path: Path, conf_file: Path) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
     def start(
-        ns: str, *flags: str, ready: bool = True, conf: Path | None = None, state: Path | None = None
+        ns: str,
+        *flags: str,
+        ready: bool = True,
+        conf: Path | None = None,
+        state: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> Daemon:
         n = len(started)
         state = state or tmp_path / f"pm-state-{n}.json"
         log = tmp_path / f"pm-{n}.log"
-        argv = [sys.executable, "-m", "mptcpkit", "pm", "--netns", ns, "--state-file", str(state),
-                "-c", str(conf or conf_file), "-d", *flags]
+        argv = [
+            sys.executable,
+            "-m",
+            "mptcpkit",
+            "pm",
+            "--netns",
+            ns,
+            "--state-file",
+            str(state),
+            "-c",
+            str(conf or conf_file),
+            "-d",
+            *flags,
+        ]
         with log.open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
         d = Daemon(proc, state, log, argv)
         started.append(d)
         if ready:
@@ -145,8 +170,12 @@ def run_mptcpd(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]
 
     def start(ns: str, *flags: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"mptcpd-{len(procs)}.log").open("wb")
-        p = subprocess.Popen(["ip", "netns", "exec", ns, str(MPTCPD), f"--plugin-dir={MPTCPD_PLUGINS}", *flags],
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", ns, str(MPTCPD), f"--plugin-dir={MPTCPD_PLUGINS}", *flags],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         procs.append(p)
         return p
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import time
@@ -16,6 +17,7 @@ import pytest
 from tl_helpers import MPTCPKIT
 
 from mptcpkit.mptcp_socket import IPPROTO_MPTCP
+from mptcpkit.tools import preload
 
 Start = Callable[..., tuple[subprocess.Popen[bytes], int]]
 pytestmark = pytest.mark.needs_root
@@ -58,11 +60,11 @@ def test_ipv6_and_ipv4_on_dual_stack_listener(start_serve: Start) -> None:
     assert curl(f"http://127.0.0.1:{port}/", run=True) == "You are using MPTCP.\n"
 
 
-def test_headless_chromium_shows_html_page(start_serve: Start, artifacts_dir: Path) -> None:
+def chromium_visit(port: int, env: dict[str, str] | None, screenshot: Path) -> tuple[str, str, list[str]]:
+    """Open the page in Debian's headless chromium; returns (verdict, page text, console problems)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian chromium not installed")
-    _, port = start_serve()
     args = [
         "--no-sandbox",
         "--disable-gpu",
@@ -72,7 +74,7 @@ def test_headless_chromium_shows_html_page(start_serve: Start, artifacts_dir: Pa
         "--no-first-run",
     ]
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args, env=env)
         try:
             page = browser.new_page()
             problems: list[str] = []
@@ -80,15 +82,30 @@ def test_headless_chromium_shows_html_page(start_serve: Start, artifacts_dir: Pa
             page.on("pageerror", lambda e: problems.append(str(e)))
             response = page.goto(f"http://127.0.0.1:{port}/")
             assert response is not None and response.status == 200
+            assert response.headers["content-type"].startswith("text/html")
             page.wait_for_load_state("networkidle")
             verdict = page.inner_text("#verdict")
             body = page.inner_text("body")
-            page.screenshot(path=str(artifacts_dir / "tools-check-serve-chromium.png"), full_page=True)
+            page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
+    return verdict, body, problems
+
+
+def test_headless_chromium_shows_html_page(start_serve: Start, artifacts_dir: Path) -> None:
+    _, port = start_serve()
+    verdict, body, problems = chromium_visit(port, None, artifacts_dir / "tools-check-serve-chromium.png")
     assert "does not use MPTCP" in verdict  # chromium does not create MPTCP sockets
     assert "Your browser may not support MPTCP while your system may" in body
-    assert "mptcpkit run -- curl" in body
+    assert f"mptcpkit run -- curl http://127.0.0.1:{port}/" in body
+    assert problems == []
+
+
+def test_chromium_under_the_run_shim_is_told_it_uses_mptcp(start_serve: Start, artifacts_dir: Path) -> None:
+    _, port = start_serve()
+    env = preload.build_env(os.environ, str(preload.find_shim()), debug=False)
+    verdict, _, problems = chromium_visit(port, env, artifacts_dir / "tools-check-serve-chromium-mptcp.png")
+    assert verdict == "Your browser connected with MPTCP."
     assert problems == []
 
 

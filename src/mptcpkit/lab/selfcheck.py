@@ -136,6 +136,11 @@ def self_check(lab: Lab, *, rate_duration: float = 2.0, progress: Callable[[str]
             probes.append(("rtt", link, True, host.spawn(argv)))
             if link.a_to_b.loss or link.b_to_a.loss:
                 probes.append(("loss", link, True, host.spawn(_ping_argv(link, 400, 0.005) or argv)))
+        # Pings first and alone: a rate probe fills the queues and would add its queueing delay to the RTT.
+        checks = []
+        for kind, link, _forward, proc in probes:
+            output = proc.wait(timeout=60).stdout
+            checks.append(rtt_check(link, output) if kind == "rtt" else loss_check(link, output))
         sinks = []
         for index, link in enumerate(links):
             for forward in (True, False):
@@ -159,15 +164,9 @@ def self_check(lab: Lab, *, rate_duration: float = 2.0, progress: Callable[[str]
             host.spawn([*host.python_argv(), "-m", "mptcpkit.lab.probe", "source", "--connect", dst, "--port",
                         str(port), "--duration", str(rate_duration), "--bind", src])
             probes.append(("rate", link, forward, sink))
-        checks = []
         for kind, link, forward, proc in probes:
-            output = proc.wait(timeout=rate_duration + 60).stdout
-            if kind == "rtt":
-                checks.append(rtt_check(link, output))
-            elif kind == "loss":
-                checks.append(loss_check(link, output))
-            else:
-                checks.append(rate_check(link, forward, output))
+            if kind == "rate":
+                checks.append(rate_check(link, forward, proc.wait(timeout=rate_duration + 60).stdout))
         return checks
     finally:
         for _kind, _link, _forward, proc in probes:

@@ -223,9 +223,13 @@ def raise_nofile_limit() -> None:
 def listen_socket(host: str, port: int, backlog: int) -> socket.socket:
     """An MPTCP listening socket (it accepts plain TCP clients too); IPv6 `::` also takes IPv4."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if host == "::" and not socket.has_ipv6:
+        family, host = socket.AF_INET, "0.0.0.0"
     try:
         sock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
     except OSError as exc:
+        if exc.errno == errno.EAFNOSUPPORT and host == "::":  # IPv6 disabled: serve IPv4 only
+            return listen_socket("0.0.0.0", port, backlog)
         if exc.errno in (errno.EPROTONOSUPPORT, errno.ENOPROTOOPT, errno.EINVAL):
             raise EnvironmentProblem(
                 f"cannot create an MPTCP socket: {exc.strerror}",

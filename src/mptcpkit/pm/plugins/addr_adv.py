@@ -37,6 +37,7 @@ class AddrAdvPlugin(Plugin):
 
     def start(self) -> None:
         self.count = 0
+        self.failed: set[str] = set()
         self._update_limits(MIN_SUBFLOWS)
 
     def _update_limits(self, delta: int) -> None:
@@ -58,6 +59,8 @@ class AddrAdvPlugin(Plugin):
         try:
             self.pm.kpm_add_addr(addr.addr, id, int(self.pm.config.addr_flags), iface.index)
         except KernelError as exc:
+            # ERANGE: the kernel's table is full (8 endpoints); retried when an endpoint goes away
+            self.failed.add(str(addr.addr))
             log.error("unable to add endpoint %s: %s", addr, exc)
 
     def delete_local_address(self, iface: Interface, addr: SockAddr) -> None:
@@ -66,10 +69,13 @@ class AddrAdvPlugin(Plugin):
             log.info("no address id for %s", addr)
             return
         self._update_limits(-1)
+        self.failed.discard(str(addr.addr))
         try:
             self.pm.kpm_remove_addr(id)
         except KernelError as exc:
             log.error("unable to remove endpoint %s: %s", addr, exc)
+        if self.failed:
+            self.reconcile()  # beyond mptcpd: a freed slot goes to an address that did not fit
 
     def reconcile(self) -> None:
         """Make the kernel's endpoints match the addresses in use (for the endpoints this daemon owns)."""
@@ -98,5 +104,7 @@ class AddrAdvPlugin(Plugin):
                     log.info("adding missing endpoint %s id %d", addr, id)
                     try:
                         self.pm.kpm_add_addr(addr, id, int(self.pm.config.addr_flags), a.ifindex)
+                        self.failed.discard(str(addr))
                     except KernelError as exc:
-                        log.error("unable to add endpoint %s: %s", addr, exc)
+                        self.failed.add(str(addr))
+                        log.debug("still unable to add endpoint %s: %s", addr, exc)
