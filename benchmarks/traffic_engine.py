@@ -234,7 +234,7 @@ def main() -> int:
     stats = {name: summary([r["goodput_bps"] for r in runs]) for name, runs in raw.items()}
 
     def marginal(name: str, r: dict[str, Any], side: str) -> float:
-        fixed = baseline["iperf3" if name.startswith("iperf3") else "engine"][side]
+        fixed = float(baseline["iperf3" if name.startswith("iperf3") else "engine"][side])
         return max(0.0, float(r[f"cpu_s_{side}"]) - fixed) / max(r["bytes"] / 1e9, 1e-9)
 
     cpu = {
@@ -258,6 +258,8 @@ def main() -> int:
         "checking_cost_gbytes_per_s": cost,
         "goodput_bps": stats,
         "ratio_vs_iperf3": ratios,
+        "cpu_seconds_per_gb_median": cpu,
+        "cpu_fixed_seconds_per_process": baseline,
         "raw": raw,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ARTIFACTS = Path(os.environ.get("MPTCPKIT_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("MPTCPKIT_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts")
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,10 +53,8 @@ def make_netns() -> Iterator[Callable[[str], str]]:
     for name in reversed(created):
         pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
@@ -61,8 +62,10 @@ def make_netns() -> Iterator[Callable[[str], str]]:
 def veth_pair(make_netns: Callable[[str], str]) -> tuple[str, str]:
     """Two namespaces joined by one veth pair: 10.0.1.1/24 (eth0 in the first), 10.0.1.2/24 (eth0 in the second)."""
     a, b = make_netns("a"), make_netns("b")
-    subprocess.run(["ip", "link", "add", "mkttmp0", "netns", a, "type", "veth", "peer", "mkttmp1", "netns", b],
-                   check=True)
+    subprocess.run(
+        ["ip", "link", "add", "mkttmp0", "netns", a, "type", "veth", "peer", "mkttmp1", "netns", b],
+        check=True,
+    )
     for ns, dev, addr in ((a, "mkttmp0", "10.0.1.1/24"), (b, "mkttmp1", "10.0.1.2/24")):
         subprocess.run(["ip", "-n", ns, "link", "set", dev, "name", "eth0"], check=True)
         subprocess.run(["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"], check=True)

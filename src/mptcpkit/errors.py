@@ -1,10 +1,10 @@
 """The project's error tree.
 
-    MptcpkitError            anything the user can fix; printed as one line, never a traceback
-     +-- UsageError          bad input (topology file, arguments): exit code 2
-     |    +-- TopologyError  names file, line and field
-     +-- EnvironmentProblem  this machine cannot do it (not root, MPTCP disabled, missing feature): exit 2
-     +-- LabError            a lab operation failed while running: exit 1
+MptcpkitError            anything the user can fix; printed as one line, never a traceback
+ +-- UsageError          bad input (topology file, arguments): exit code 2
+ |    +-- TopologyError  names file, line and field
+ +-- EnvironmentProblem  this machine cannot do it (not root, MPTCP disabled, missing feature): exit 2
+ +-- LabError            a lab operation failed while running: exit 1
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ class UsageError(MptcpkitError):
 class TopologyError(UsageError):
     """A topology file or object is invalid; the message names file, line and field."""
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None
+    ) -> None:
         where = ""
         if file is not None:
             where = file + (f":{line}" if line is not None else "") + ": "

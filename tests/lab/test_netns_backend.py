@@ -45,8 +45,9 @@ def test_up_use_down(small_topology: object) -> None:
     lab = NetnsBackend().up(small_topology)  # type: ignore[arg-type]
     try:
         names = lab_netns(lab.lab_id)
-        assert sorted(names) == sorted([f"mkl-{lab.lab_id}-client", f"mkl-{lab.lab_id}-server",
-                                        f"mkl-{lab.lab_id}.wire"])
+        assert sorted(names) == sorted(
+            [f"mkl-{lab.lab_id}-client", f"mkl-{lab.lab_id}-server", f"mkl-{lab.lab_id}.wire"]
+        )
         client = lab.host("client")
         for dst in ("10.0.1.2", "10.0.2.2", "fd00:1::2"):
             client.run(["ping", "-c", "1", "-W", "2", dst])
@@ -107,20 +108,29 @@ def test_link_down_and_up(small_topology: object) -> None:
 
 
 def test_cli_up_status_exec_down() -> None:
-    up = subprocess.run([*MPTCPKIT, "lab", "up", "two-paths", "--no-check"], capture_output=True, text=True,
-                        timeout=60)
+    up = subprocess.run(
+        [*MPTCPKIT, "lab", "up", "two-paths", "--no-check"], capture_output=True, text=True, timeout=60
+    )
     assert up.returncode == 0, up.stderr
     lab_id = up.stdout.strip()
     try:
         assert registry.LAB_ID_RE.match(lab_id)
-        status = json.loads(subprocess.run([*MPTCPKIT, "lab", "status", "--json"], capture_output=True, text=True,
-                                           check=True).stdout)
+        status = json.loads(
+            subprocess.run(
+                [*MPTCPKIT, "lab", "status", "--json"], capture_output=True, text=True, check=True
+            ).stdout
+        )
         assert any(row["lab_id"] == lab_id and row["state"] == "up" for row in status)
-        exec_ = subprocess.run([*MPTCPKIT, "lab", "exec", lab_id, "server", "--", "ip", "-br", "addr"],
-                               capture_output=True, text=True, timeout=30)
+        exec_ = subprocess.run(
+            [*MPTCPKIT, "lab", "exec", lab_id, "server", "--", "ip", "-br", "addr"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert exec_.returncode == 0 and "10.0.2.2/24" in exec_.stdout
-        bad = subprocess.run([*MPTCPKIT, "lab", "exec", lab_id, "nohost", "--", "true"], capture_output=True,
-                             text=True)
+        bad = subprocess.run(
+            [*MPTCPKIT, "lab", "exec", lab_id, "nohost", "--", "true"], capture_output=True, text=True
+        )
         assert bad.returncode != 0 and "has no host 'nohost'" in bad.stderr and "Traceback" not in bad.stderr
         assert attach(lab_id).topology.name == "two-paths"
     finally:
@@ -145,8 +155,23 @@ def _wait_for_lab(proc: subprocess.Popen[str], timeout: float = 60) -> str:
 
 
 def test_sigterm_during_run_leaves_nothing(tmp_path: object) -> None:
-    proc = subprocess.Popen([*MPTCPKIT, "lab", "run", "-s", "mptcp-single", "--reps", "3", "--no-self-check",
-                             "--db", f"{tmp_path}/r.db"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *MPTCPKIT,
+            "lab",
+            "run",
+            "-s",
+            "mptcp-single",
+            "--reps",
+            "3",
+            "--no-self-check",
+            "--db",
+            f"{tmp_path}/r.db",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lab_id = _wait_for_lab(proc)
         time.sleep(0.5)
@@ -162,8 +187,23 @@ def test_sigterm_during_run_leaves_nothing(tmp_path: object) -> None:
 def test_kill9_then_down_all(tmp_path: object) -> None:
     decoy = "mkt-decoy-keepme"
     subprocess.run(["ip", "netns", "add", decoy], check=True)
-    proc = subprocess.Popen([*MPTCPKIT, "lab", "run", "-s", "mptcp-single", "--reps", "3", "--no-self-check",
-                             "--db", f"{tmp_path}/r.db"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *MPTCPKIT,
+            "lab",
+            "run",
+            "-s",
+            "mptcp-single",
+            "--reps",
+            "3",
+            "--no-self-check",
+            "--db",
+            f"{tmp_path}/r.db",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lab_id = _wait_for_lab(proc)
         os.kill(proc.pid, signal.SIGKILL)

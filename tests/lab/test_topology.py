@@ -62,23 +62,42 @@ def test_per_direction_override() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (('rate = "10mbit"', 'rat = "10mbit"'), "t.toml:15: links[0].rat: unknown field 'rat' (did you mean 'rate'?)"),
-        (('rate = "10mbit"', 'rate = "10 furlongs"'), "t.toml:15: links[0].rate: cannot read '10 furlongs' as a rate"),
+        (
+            ('rate = "10mbit"', 'rat = "10mbit"'),
+            "t.toml:15: links[0].rat: unknown field 'rat' (did you mean 'rate'?)",
+        ),
+        (
+            ('rate = "10mbit"', 'rate = "10 furlongs"'),
+            "t.toml:15: links[0].rate: cannot read '10 furlongs' as a rate",
+        ),
         (('delay = "5ms"', 'delay = "five"'), "t.toml:16: links[0].delay: cannot read 'five' as a duration"),
-        (('host = "server", ifname = "eth0"', 'host = "srv", ifname = "eth0"'),
-         "t.toml:14: links[0].b.host: unknown host 'srv' (hosts are: client, server)"),
+        (
+            ('host = "server", ifname = "eth0"', 'host = "srv", ifname = "eth0"'),
+            "t.toml:14: links[0].b.host: unknown host 'srv' (hosts are: client, server)",
+        ),
         (('"10.0.1.2/24"', '"10.0.1.300/24"'), "links[0].b.addresses[0]: '10.0.1.300/24' is not an address"),
         (('"10.0.2.2/24"', '"10.0.1.1/24"'), "address 10.0.1.1 is already used by client"),
-        (('flags = ["subflow"]', 'flags = ["subflo"]'), "t.toml:6: hosts.client.mptcp.endpoints[0].flags: unknown flag"),
-        (('flags = ["subflow"]', 'flags = ["signal", "fullmesh"]'), "'signal' and 'fullmesh' cannot be combined"),
+        (
+            ('flags = ["subflow"]', 'flags = ["subflo"]'),
+            "t.toml:6: hosts.client.mptcp.endpoints[0].flags: unknown flag",
+        ),
+        (
+            ('flags = ["subflow"]', 'flags = ["signal", "fullmesh"]'),
+            "'signal' and 'fullmesh' cannot be combined",
+        ),
         (('address = "10.0.2.1"', 'address = "10.9.9.9"'), "10.9.9.9 is not an address of host 'client'"),
-        (("subflows = 2", "subflows = 9"), "t.toml:4: hosts.client.mptcp.limits.subflows: must be within 0..8"),
+        (
+            ("subflows = 2", "subflows = 9"),
+            "t.toml:4: hosts.client.mptcp.limits.subflows: must be within 0..8",
+        ),
         (('loss = "1%"', 'loss = "150%"'), "links[1].b_to_a.loss: must be between 0% and 100%"),
         (('name = "p2"', 'name = "p1"'), "link name 'p1' is used twice"),
-        (('ifname = "eth1", addresses = ["10.0.2.1/24"]', 'ifname = "eth0", addresses = ["10.0.2.1/24"]'),
-         "interface name 'eth0' is used by two links of 'client'"),
+        (
+            ('ifname = "eth1", addresses = ["10.0.2.1/24"]', 'ifname = "eth0", addresses = ["10.0.2.1/24"]'),
+            "interface name 'eth0' is used by two links of 'client'",
+        ),
         (('delay = "5ms"', 'delay = "5ms"\njitter = "9ms"'), "jitter must not exceed delay"),
-        (('[hosts.server]', '[hosts.server'), "t.toml: not valid TOML"),
+        (("[hosts.server]", "[hosts.server"), "t.toml: not valid TOML"),
     ],
 )
 def test_topology_errors(change: tuple[str, str], expected: str) -> None:
@@ -106,8 +125,9 @@ def test_units() -> None:
 def test_cli_bad_topology_exit_2_no_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(GOOD.replace('rate = "10mbit"', 'rate = "fast"'))
-    proc = subprocess.run([sys.executable, "-m", "mptcpkit", "lab", "up", str(bad)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mptcpkit", "lab", "up", str(bad)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "bad.toml:15: links[0].rate: cannot read 'fast' as a rate" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -145,6 +145,14 @@ def test_kvm_probe_verdict() -> None:
     assert not vm_argv.kvm_probe_verdict("", exited=True)
 
 
+def test_find_panic_early_and_late() -> None:
+    early = "[    0.000000] detected buffer overflow\nPANIC: early exception 0x06 IP 10:ffff\n"
+    assert vm_argv.find_panic(early) == "PANIC: early exception 0x06 IP 10:ffff"
+    late = "[ 3.1] Kernel panic - not syncing: VFS: Unable to mount root fs\n"
+    assert vm_argv.find_panic(late) == "Kernel panic - not syncing: VFS: Unable to mount root fs"
+    assert vm_argv.find_panic("[ 1.0] Linux version 6.1\n[ 2.0] Run /init as init process\n") is None
+
+
 def test_console_tail_strips_escapes() -> None:
     text = "\x1bc\x1b[?7l\x1b[2Jline1\r\n\n" + "".join(f"l{i}\n" for i in range(40))
     tail = vm_argv.console_tail(text, lines=3)

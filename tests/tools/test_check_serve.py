@@ -198,6 +198,20 @@ def test_slowloris_is_cut_by_head_timeout(start_serve: Start) -> None:
         assert 0.5 < time.monotonic() - t0 < 5
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # idle keep-alive is closed
         assert s.recv(4096) == b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # trickling does not extend it
+        t0 = time.monotonic()
+        s.setblocking(False)
+        answer = b""
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 100:
+            with contextlib.suppress(BlockingIOError, BrokenPipeError, ConnectionResetError):
+                s.send(bytes([byte]))
+            time.sleep(0.1)
+            with contextlib.suppress(BlockingIOError):
+                answer += s.recv(4096)
+            if answer:
+                break
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - t0 < 4
     assert proc.poll() is None
 
 

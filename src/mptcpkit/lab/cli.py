@@ -17,8 +17,13 @@ from mptcpkit.errors import UsageError
 app = typer.Typer(help="The MPTCP performance lab: topologies, scenarios, results.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
+for _console in (out, err):
+    if not _console.is_terminal:
+        _console.width = 140  # piped or captured: do not squeeze tables into 80 columns
 
-EMULATION_HELP = "Link emulation: auto (netem where the kernel has it, else mptcpkit's own), netem, userspace."
+EMULATION_HELP = (
+    "Link emulation: auto (netem where the kernel has it, else mptcpkit's own), netem, userspace."
+)
 
 
 def _progress(message: str) -> None:
@@ -39,7 +44,9 @@ def topologies() -> None:
 
 @app.command("up")
 def up(
-    topology: str = typer.Argument(..., help="A built-in topology name (see `lab topologies`) or a .toml file."),
+    topology: str = typer.Argument(
+        ..., help="A built-in topology name (see `lab topologies`) or a .toml file."
+    ),
     emulation: str = typer.Option("auto", help=EMULATION_HELP),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the emulation self-check once up."),
 ) -> None:
@@ -57,9 +64,15 @@ def up(
         lab.close()
         raise
     lab.detach()
-    err.print(f"lab [bold]{lab.lab_id}[/] is up ({topo.name}, emulation: {lab.info.emulation.get('mode')}); "
-              f"hosts: {', '.join(h.name for h in topo.hosts)}", highlight=False)
-    err.print(f"  run a command:  mptcpkit lab exec {lab.lab_id} {topo.hosts[0].name} -- ip -br addr", highlight=False)
+    err.print(
+        f"lab [bold]{lab.lab_id}[/] is up ({topo.name}, emulation: {lab.info.emulation.get('mode')}); "
+        f"hosts: {', '.join(h.name for h in topo.hosts)}",
+        highlight=False,
+    )
+    err.print(
+        f"  run a command:  mptcpkit lab exec {lab.lab_id} {topo.hosts[0].name} -- ip -br addr",
+        highlight=False,
+    )
     err.print(f"  tear it down:   mptcpkit lab down {lab.lab_id}", highlight=False)
     print(lab.lab_id)
 
@@ -74,12 +87,17 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     rows = []
     for record in records:
         alive = all(nsutil.netns_inode(ns) is not None for ns in record.all_netns)
-        rows.append({
-            "lab_id": record.lab_id, "topology": record.topology, "backend": record.backend,
-            "state": record.state if alive else "broken",
-            "hosts": record.namespaces, "emulation": record.emulation.get("mode", "?"),
-            "age_s": round(time.time() - record.created_at),
-        })
+        rows.append(
+            {
+                "lab_id": record.lab_id,
+                "topology": record.topology,
+                "backend": record.backend,
+                "state": record.state if alive else "broken",
+                "hosts": record.namespaces,
+                "emulation": record.emulation.get("mode", "?"),
+                "age_s": round(time.time() - record.created_at),
+            }
+        )
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -88,9 +106,14 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         return
     table = Table("lab", "topology", "state", "hosts (namespace)", "emulation", "age")
     for row in rows:
-        table.add_row(row["lab_id"], row["topology"], row["state"],
-                      "\n".join(f"{h} ({ns})" for h, ns in row["hosts"].items()), row["emulation"],
-                      f"{row['age_s']} s")
+        table.add_row(
+            row["lab_id"],
+            row["topology"],
+            row["state"],
+            "\n".join(f"{h} ({ns})" for h, ns in row["hosts"].items()),
+            row["emulation"],
+            f"{row['age_s']} s",
+        )
     out.print(table)
 
 
@@ -153,18 +176,27 @@ def down(
 
 @app.command("run")
 def run_cmd(
-    scenario: list[str] = typer.Option(None, "--scenario", "-s", help="Scenario to run (repeatable); default: all."),
+    scenario: list[str] = typer.Option(
+        None, "--scenario", "-s", help="Scenario to run (repeatable); default: all."
+    ),
     reps: int = typer.Option(3, "--reps", "-n", min=1, help="Repetitions per scenario."),
     label: str = typer.Option(None, "--label", "-l", help="Tag for this run, e.g. a kernel commit."),
     db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL (default: per-user SQLite)."),
-    json_path: str = typer.Option(None, "--json", help="Also write the run as JSON to PATH ('-' for stdout)."),
+    json_path: str = typer.Option(
+        None, "--json", help="Also write the run as JSON to PATH ('-' for stdout)."
+    ),
     emulation: str = typer.Option("auto", help=EMULATION_HELP),
-    until_ci: float = typer.Option(None, "--until-ci", help="Add repetitions until each metric's median 95 %% CI "
-                                   "is narrower than PCT %% of the median."),
+    until_ci: float = typer.Option(
+        None,
+        "--until-ci",
+        help="Add repetitions until each metric's median 95 %% CI is narrower than PCT %% of the median.",
+    ),
     max_reps: int = typer.Option(10, "--max-reps", min=1, help="Upper bound on repetitions with --until-ci."),
     scale: float = typer.Option(1.0, "--scale", min=0.1, help="Multiply every transfer's length."),
     seed: int = typer.Option(None, "--seed", help="Seed of the randomized order (recorded in the run)."),
-    self_check: bool = typer.Option(True, "--self-check/--no-self-check", help="Check each lab's links first."),
+    self_check: bool = typer.Option(
+        True, "--self-check/--no-self-check", help="Check each lab's links first."
+    ),
     list_only: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
 ) -> None:
     """Run the scenario suite (default: all scenarios), compare each with its analytic expectation, store it.
@@ -192,8 +224,18 @@ def run_cmd(
         chosen.append(suite[name])
     from mptcpkit.lab.runview import run_with_progress
 
-    report = run_with_progress(chosen, reps=reps, label=label, db=db, json_path=json_path, emulation=emulation,
-                               until_ci=until_ci, max_reps=max_reps, seed=seed, self_check=self_check)
+    report = run_with_progress(
+        chosen,
+        reps=reps,
+        label=label,
+        db=db,
+        json_path=json_path,
+        emulation=emulation,
+        until_ci=until_ci,
+        max_reps=max_reps,
+        seed=seed,
+        self_check=self_check,
+    )
     raise typer.Exit(0 if report.passed else 1)
 
 
@@ -216,15 +258,23 @@ def runs_cmd(
             results = store.results(r.run_id)
             scenarios = {x.scenario for x in results}
             failed = {x.scenario for x in results if not x.passed}
-            table.add_row(r.run_id, r.started_at.strftime("%Y-%m-%d %H:%M:%S"), r.label or "", r.status,
-                          str(r.environment.get("kernel_release", "")), str(len(scenarios)),
-                          f"{len(scenarios) - len(failed)}/{len(scenarios)}")
+            table.add_row(
+                r.run_id,
+                r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                r.label or "",
+                r.status,
+                str(r.environment.get("kernel_release", "")),
+                str(len(scenarios)),
+                f"{len(scenarios) - len(failed)}/{len(scenarios)}",
+            )
         out.print(table)
 
 
 @app.command("show")
 def show_cmd(
-    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id (or unique prefix), a label, or 'latest'."),
+    run_ref: str = typer.Argument(
+        ..., metavar="RUN", help="Run id (or unique prefix), a label, or 'latest'."
+    ),
     db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL."),
     as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
 ) -> None:
@@ -238,10 +288,226 @@ def show_cmd(
             print(json.dumps(run_to_json(store, run.run_id), indent=2, default=str))
             return
         env = run.environment
-        err.print(f"run [bold]{run.run_id}[/] label={run.label or '-'} status={run.status} "
-                  f"started={run.started_at:%Y-%m-%d %H:%M:%S} kernel={env.get('kernel_release', '?')} "
-                  f"backend={env.get('backend', '?')} emulation={env.get('emulation', '?')}", highlight=False)
+        err.print(
+            f"run [bold]{run.run_id}[/] label={run.label or '-'} status={run.status} "
+            f"started={run.started_at:%Y-%m-%d %H:%M:%S} kernel={env.get('kernel_release', '?')} "
+            f"backend={env.get('backend', '?')} emulation={env.get('emulation', '?')}",
+            highlight=False,
+        )
         print_results(store.results(run.run_id), out)
+
+
+@app.command("compare")
+def compare_cmd(
+    base: str = typer.Argument(..., help="Base run: id (or unique prefix), label, or 'latest'."),
+    new: str = typer.Argument(..., help="New run: id (or unique prefix), label, or 'latest'."),
+    db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL."),
+    min_effect: float = typer.Option(
+        None,
+        "--min-effect",
+        help="Smallest change in %% worth reporting (default: per metric, see docs/statistics.md).",
+    ),
+    confirm: bool = typer.Option(
+        False,
+        "--confirm",
+        help="Re-run the regressed scenarios here before calling "
+        "it a regression (a regression must show in both).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Per scenario and metric: change with confidence interval, rank test, verdict. Exit 1 on a regression."""
+    from mptcpkit.lab.analysis import compare_runs
+    from mptcpkit.lab.store import open_store
+
+    effect = None if min_effect is None else min_effect / 100
+    with open_store(db) as store:
+        base_run, new_run = store.get_run(base), store.get_run(new)
+        rows = compare_runs(store, base_run.run_id, new_run.run_id, min_effect=effect)
+        if not rows:
+            raise UsageError(f"runs {base_run.run_id} and {new_run.run_id} have no results to compare")
+        regressed = sorted({r.scenario for r in rows if r.comparison.verdict == "regression"})
+        confirmed: set[str] | None = None
+        if confirm and regressed:
+            confirmed = _confirm(store, base_run.run_id, new_run, regressed, effect)
+        verdicts = []
+        for r in rows:
+            verdict = r.comparison.verdict
+            if confirmed is not None and verdict == "regression" and r.scenario not in confirmed:
+                verdict = "inconclusive"
+            verdicts.append(verdict)
+        if as_json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "scenario": r.scenario,
+                            "metric": r.metric,
+                            "unit": r.unit,
+                            "direction": r.direction,
+                            "verdict": v,
+                            "change_pct": r.comparison.change_pct,
+                            "ci_low_pct": r.comparison.ci_low,
+                            "ci_high_pct": r.comparison.ci_high,
+                            "p_value": r.comparison.p_value,
+                            "reason": r.comparison.reason,
+                            "base_median": r.comparison.base_median,
+                            "new_median": r.comparison.new_median,
+                        }
+                        for r, v in zip(rows, verdicts, strict=True)
+                    ],
+                    indent=2,
+                )
+            )
+        else:
+            err.print(
+                f"base {base_run.run_id} ({base_run.label or '-'}, "
+                f"{base_run.environment.get('kernel_release', '?')})  ->  new {new_run.run_id} "
+                f"({new_run.label or '-'}, {new_run.environment.get('kernel_release', '?')})",
+                highlight=False,
+            )
+            table = Table(
+                "scenario", "metric", "base", "new", "change", "95 % CI", "p", "verdict", title="comparison"
+            )
+            colors = {
+                "regression": "bold red",
+                "improvement": "green",
+                "unchanged": "dim",
+                "inconclusive": "yellow",
+            }
+            for r, v in zip(rows, verdicts, strict=True):
+                c = r.comparison
+                ci = (
+                    f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}] %"
+                    if c.ci_low is not None and c.ci_high is not None
+                    else "-"
+                )
+                table.add_row(
+                    r.scenario,
+                    r.metric,
+                    _num(c.base_median),
+                    _num(c.new_median),
+                    f"{c.change_pct:+.1f} %" if c.change_pct is not None else "-",
+                    ci,
+                    f"{c.p_value:.3f}" if c.p_value is not None else "-",
+                    f"[{colors[v]}]{v}[/]",
+                )
+            out.print(table)
+        if "regression" in verdicts:
+            raise typer.Exit(1)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _confirm(
+    store: object, base_id: str, new_run: object, scenarios: list[str], effect: float | None
+) -> set[str]:
+    """Run the regressed scenarios again now and keep those that regress again against the base."""
+    from mptcpkit.lab.analysis import compare_runs
+    from mptcpkit.lab.runview import run_with_progress
+    from mptcpkit.lab.scenarios import default_suite
+
+    suite = {s.name: s for s in default_suite()}
+    chosen = [suite[name] for name in scenarios if name in suite]
+    if not chosen:
+        return set(scenarios)
+    reps = int(getattr(new_run, "config", {}).get("reps", 3))
+    label = f"{getattr(new_run, 'label', None) or 'new'} (confirm)"
+    err.print(f"confirming {len(chosen)} regressed scenario(s) with {reps} fresh repetitions each")
+    report = run_with_progress(
+        chosen,
+        reps=reps,
+        label=label,
+        db=getattr(store, "url", None),
+        json_path=None,
+        emulation="auto",
+        until_ci=None,
+        max_reps=10,
+        seed=None,
+        self_check=False,
+        store=store,
+    )
+    again = compare_runs(store, base_id, report.run_id, min_effect=effect)  # type: ignore[arg-type]
+    return {r.scenario for r in again if r.comparison.verdict == "regression"}
+
+
+@app.command("history")
+def history_cmd(
+    scenario: str = typer.Option(None, "--scenario", "-s", help="Only this scenario."),
+    metric: str = typer.Option(None, "--metric", "-m", help="Only this metric."),
+    db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Change points in each (scenario, metric, machine) series of runs, with the run that introduced them."""
+    from mptcpkit.lab.analysis import history_change_points
+    from mptcpkit.lab.store import open_store
+
+    with open_store(db) as store:
+        pairs = [
+            (s, m)
+            for s, m in store.metrics()
+            if (scenario is None or s == scenario) and (metric is None or m == metric)
+        ]
+        if not pairs:
+            what = " ".join(x for x in (scenario, metric) if x) or "any metric"
+            raise UsageError(f"no stored results for {what} in {store.where}")
+        changes = [c for s, m in pairs for c in history_change_points(store, s, m)]
+        if as_json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "scenario": c.scenario,
+                            "metric": c.metric,
+                            "environment_key": c.environment_key,
+                            "run_id": c.run.run_id,
+                            "label": c.run.label,
+                            "previous_run_id": c.previous_run.run_id,
+                            "kind": c.kind,
+                            "change_pct": c.change.change_pct,
+                            "before_median": c.change.before_median,
+                            "after_median": c.change.after_median,
+                            "p_value": c.change.p_value,
+                        }
+                        for c in changes
+                    ],
+                    indent=2,
+                    default=str,
+                )
+            )
+            return
+        runs = {run.run_id for s, m in pairs for run, _ in store.history(s, m)}
+        err.print(f"{len(pairs)} series over {len(runs)} runs in {store.where}", highlight=False)
+        if not changes:
+            err.print("no change point: every series is stable (single outliers are ignored)")
+            return
+        table = Table(
+            "scenario",
+            "metric",
+            "run",
+            "label",
+            "started",
+            "change",
+            "before",
+            "after",
+            "kind",
+            title="change points",
+        )
+        for c in changes:
+            color = "bold red" if c.kind == "regression" else "green"
+            table.add_row(
+                c.scenario,
+                c.metric,
+                c.run.run_id,
+                c.run.label or "-",
+                f"{c.run.started_at:%Y-%m-%d %H:%M}",
+                f"{c.change.change_pct:+.1f} %",
+                _num(c.change.before_median),
+                _num(c.change.after_median),
+                f"[{color}]{c.kind}[/]",
+            )
+        out.print(table)
 
 
 def _check_emulation_mode(mode: str) -> None:
@@ -260,13 +526,22 @@ def _print_checks(checks: list) -> None:  # type: ignore[type-arg]
     for c in checks:
         tol = f"{c.tolerance:.2f} pt" if c.quantity == "loss" else f"{100 * c.tolerance:.0f} %"
         verdict = f"[green]ok[/] (±{tol})" if c.ok else f"[bold red]OFF[/] (±{tol})"
-        table.add_row(c.link, c.direction, c.quantity, f"{c.configured:.2f} {c.unit}", f"{c.measured:.2f} {c.unit}",
-                      f"{c.error_pct:+.1f} %", verdict)
+        table.add_row(
+            c.link,
+            c.direction,
+            c.quantity,
+            f"{c.configured:.2f} {c.unit}",
+            f"{c.measured:.2f} {c.unit}",
+            f"{c.error_pct:+.1f} %",
+            verdict,
+        )
     err.print(table)
     bad = [c for c in checks if not c.ok]
     if bad:
-        err.print(f"[yellow]warning:[/] {len(bad)} measurement(s) differ from the configuration by more than "
-                  "the tolerance; results measured on this lab may not mean what the topology says")
+        err.print(
+            f"[yellow]warning:[/] {len(bad)} measurement(s) differ from the configuration by more than "
+            "the tolerance; results measured on this lab may not mean what the topology says"
+        )
 
 
 __all__ = ["Path", "app"]

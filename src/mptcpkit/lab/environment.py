@@ -12,9 +12,18 @@ from mptcpkit import __version__
 from mptcpkit.lab.backends.base import Host
 
 MPTCP_SYSCTLS = (
-    "enabled", "path_manager", "pm_type", "scheduler", "available_schedulers", "available_path_managers",
-    "checksum_enabled", "allow_join_initial_addr_port", "add_addr_timeout", "stale_loss_cnt",
-    "blackhole_timeout", "close_timeout",
+    "enabled",
+    "path_manager",
+    "pm_type",
+    "scheduler",
+    "available_schedulers",
+    "available_path_managers",
+    "checksum_enabled",
+    "allow_join_initial_addr_port",
+    "add_addr_timeout",
+    "stale_loss_cnt",
+    "blackhole_timeout",
+    "close_timeout",
 )
 
 
@@ -34,8 +43,11 @@ def mptcp_sysctls(host: Host | None = None) -> dict[str, str]:
     for name in MPTCP_SYSCTLS:
         key = f"net.mptcp.{name}"
         try:
-            values[name] = host.sysctl(key) if host is not None else (
-                Path("/proc/sys/net/mptcp") / name).read_text().strip()
+            values[name] = (
+                host.sysctl(key)
+                if host is not None
+                else (Path("/proc/sys/net/mptcp") / name).read_text().strip()
+            )
         except Exception:  # absent on this kernel version
             continue
     return values

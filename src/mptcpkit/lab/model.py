@@ -248,7 +248,9 @@ def validate(topology: Topology) -> None:
         _validate_mptcp(topology, host, set(ifnames))
         for ri, route in enumerate(host.routes):
             if route.dev is not None and route.dev not in ifnames:
-                raise ModelError(("hosts", host.name, "routes", ri, "dev"), f"'{host.name}' has no '{route.dev}'")
+                raise ModelError(
+                    ("hosts", host.name, "routes", ri, "dev"), f"'{host.name}' has no '{route.dev}'"
+                )
 
 
 def _validate_mptcp(topology: Topology, host: Host, ifnames: set[str]) -> None:
@@ -258,7 +260,9 @@ def _validate_mptcp(topology: Topology, host: Host, ifnames: set[str]) -> None:
         raise ModelError((*base, "path_manager"), "must be 'kernel' or 'userspace'")
     for key, value in (("subflows", mptcp.subflows), ("add_addr_accepted", mptcp.add_addr_accepted)):
         if value is not None and not 0 <= value <= 8:
-            raise ModelError((*base, "limits", key), f"must be within 0..8 (the kernel's maximum), got {value}")
+            raise ModelError(
+                (*base, "limits", key), f"must be within 0..8 (the kernel's maximum), got {value}"
+            )
     own = {address.ip: ifname for ifname, address in topology.addresses_of(host.name)}
     for ei, endpoint in enumerate(mptcp.endpoints):
         where = (*base, "endpoints", ei)
@@ -268,7 +272,9 @@ def _validate_mptcp(topology: Topology, host: Host, ifnames: set[str]) -> None:
                 (*where, "flags"), f"unknown flag(s) {sorted(unknown)}; valid: {', '.join(ENDPOINT_FLAGS)}"
             )
         if {"signal", "fullmesh"} <= endpoint.flags:
-            raise ModelError((*where, "flags"), "'signal' and 'fullmesh' cannot be combined (the kernel refuses)")
+            raise ModelError(
+                (*where, "flags"), "'signal' and 'fullmesh' cannot be combined (the kernel refuses)"
+            )
         if endpoint.address not in own:
             raise ModelError(
                 (*where, "address"), f"{endpoint.address} is not an address of host '{host.name}'"

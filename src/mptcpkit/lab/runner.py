@@ -94,16 +94,41 @@ def aggregate(run_id: str, status: ScenarioStatus) -> list[Result]:
             rule_text = "informational (no analytic expectation)"
         if failed:
             rule_text += f"; every repetition must succeed ({len(status.failures)} failed)"
-        results.append(Result(
-            run_id=run_id, scenario=status.scenario.name, metric=name, unit=first.unit, direction=first.better,
-            samples=samples, expected=expected, score=score, passed=passed, rule=rule_text,
-            details={"failures": status.failures, "description": status.scenario.description,
-                     "self_check": status.self_check},
-        ))
+        results.append(
+            Result(
+                run_id=run_id,
+                scenario=status.scenario.name,
+                metric=name,
+                unit=first.unit,
+                direction=first.better,
+                samples=samples,
+                expected=expected,
+                score=score,
+                passed=passed,
+                rule=rule_text,
+                details={
+                    "failures": status.failures,
+                    "description": status.scenario.description,
+                    "self_check": status.self_check,
+                },
+            )
+        )
     if not status.measurements and failed:
-        results.append(Result(run_id=run_id, scenario=status.scenario.name, metric="completed", unit="",
-                              direction="higher", samples=[0.0], expected=1.0, score=0.0, passed=False,
-                              rule="the scenario must complete", details={"failures": status.failures}))
+        results.append(
+            Result(
+                run_id=run_id,
+                scenario=status.scenario.name,
+                metric="completed",
+                unit="",
+                direction="higher",
+                samples=[0.0],
+                expected=1.0,
+                score=0.0,
+                passed=False,
+                rule="the scenario must complete",
+                details={"failures": status.failures},
+            )
+        )
     return results
 
 
@@ -117,8 +142,13 @@ def _order(names: Sequence[str], reps: int, rng: random.Random) -> list[tuple[st
     return order
 
 
-def run(options: RunOptions, backend: Backend, store: Store, reporter: Reporter | None = None,
-        on_run_created: Callable[[str], None] | None = None) -> RunReport:
+def run(
+    options: RunOptions,
+    backend: Backend,
+    store: Store,
+    reporter: Reporter | None = None,
+    on_run_created: Callable[[str], None] | None = None,
+) -> RunReport:
     """Run the suite, store everything, return the report. Labs are torn down on every exit path."""
     rep = reporter or Reporter()
     if options.reps < 1:
@@ -143,13 +173,23 @@ def run(options: RunOptions, backend: Backend, store: Store, reporter: Reporter 
                 status.self_check = checked[key]
         first_lab = next(iter(statuses.values())).lab
         emulation = first_lab.info.emulation.get("mode", "none") if first_lab else "none"
-        env = environment.capture(options.label, backend.name, emulation,
-                                  first_lab.host(first_lab.topology.hosts[0].name) if first_lab else None)
+        env = environment.capture(
+            options.label,
+            backend.name,
+            emulation,
+            first_lab.host(first_lab.topology.hosts[0].name) if first_lab else None,
+        )
         env["self_check"] = {name: st.self_check for name, st in statuses.items()}
         env["seed"] = seed
         env.update(options.extra_environment)
-        config = {"scenarios": list(statuses), "reps": options.reps, "until_ci_pct": options.until_ci_pct,
-                  "max_reps": options.max_reps, "emulation": options.emulation, "backend": backend.name}
+        config = {
+            "scenarios": list(statuses),
+            "reps": options.reps,
+            "until_ci_pct": options.until_ci_pct,
+            "max_reps": options.max_reps,
+            "emulation": options.emulation,
+            "backend": backend.name,
+        }
         run_record = store.create_run(options.label, env, config)
         if on_run_created:
             on_run_created(run_record.run_id)
@@ -175,8 +215,13 @@ def run(options: RunOptions, backend: Backend, store: Store, reporter: Reporter 
                 status.lab.close()
 
 
-def _execute(order: list[tuple[str, int]], statuses: dict[str, ScenarioStatus], store: Store, run_id: str,
-             rep: Reporter) -> None:
+def _execute(
+    order: list[tuple[str, int]],
+    statuses: dict[str, ScenarioStatus],
+    store: Store,
+    run_id: str,
+    rep: Reporter,
+) -> None:
     for name, index in order:
         status = statuses[name]
         assert status.lab is not None
@@ -195,8 +240,14 @@ def _execute(order: list[tuple[str, int]], statuses: dict[str, ScenarioStatus], 
         rep.rep_done(name, index, outcome)
 
 
-def _until_confident(options: RunOptions, statuses: dict[str, ScenarioStatus], store: Store, run_id: str,
-                     rep: Reporter, rng: random.Random) -> None:
+def _until_confident(
+    options: RunOptions,
+    statuses: dict[str, ScenarioStatus],
+    store: Store,
+    run_id: str,
+    rep: Reporter,
+    rng: random.Random,
+) -> None:
     """Add repetitions to scenarios whose metrics' median CI is wider than the target, up to max_reps."""
     from mptcpkit.lab.analysis import ci_width_pct
 
@@ -206,8 +257,11 @@ def _until_confident(options: RunOptions, statuses: dict[str, ScenarioStatus], s
         for name, status in statuses.items():
             if status.reps_done >= options.max_reps:
                 continue
-            widths = [ci_width_pct([m.value for m in ms]) for metric, ms in status.measurements.items()
-                      if any(m.rule is not None for m in ms)]
+            widths = [
+                ci_width_pct([m.value for m in ms])
+                for metric, ms in status.measurements.items()
+                if any(m.rule is not None for m in ms)
+            ]
             if any(math.isnan(w) or w > target for w in widths):
                 pending.append(name)
         if not pending:

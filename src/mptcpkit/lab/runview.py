@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -11,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from mptcpkit.errors import UsageError
@@ -37,8 +45,9 @@ class ProgressReporter(Reporter):
 
     def rep_done(self, scenario: str, rep: int, outcome: RepOutcome) -> None:
         self.progress.advance(self.task)
-        summary = ", ".join(f"{m.metric}={_fmt(m.value)}{(' ' + m.unit) if m.unit else ''}"
-                            for m in outcome.measurements[:3])
+        summary = ", ".join(
+            f"{m.metric}={_fmt(m.value)}{(' ' + m.unit) if m.unit else ''}" for m in outcome.measurements[:3]
+        )
         mark = "[red]FAILED[/] " + outcome.failure if outcome.failure else "[green]ok[/]"
         self.console.print(f"  {scenario} #{rep + 1}: {summary}  {mark}", highlight=False)
 
@@ -51,14 +60,23 @@ def _fmt(value: float | None) -> str:
 
 def print_results(results: Sequence[Result], console: Console) -> None:
     """The final table: median, min, max, CV, expected, score, pass, per scenario and metric."""
-    table = Table("scenario", "metric", "median", "min", "max", "CV", "expected", "score", "pass",
-                  title="results")
+    table = Table(
+        "scenario", "metric", "median", "min", "max", "CV", "expected", "score", "pass", title="results"
+    )
     for r in results:
         cv = r.cv
         verdict = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
-        table.add_row(r.scenario, f"{r.metric}{(' [' + r.unit + ']') if r.unit else ''}", _fmt(r.median),
-                      _fmt(r.minimum), _fmt(r.maximum), f"{100 * cv:.1f} %" if cv is not None else "-",
-                      _fmt(r.expected), f"{r.score:.3f}" if r.score is not None else "-", verdict)
+        table.add_row(
+            r.scenario,
+            f"{r.metric}{(' [' + r.unit + ']') if r.unit else ''}",
+            _fmt(r.median),
+            _fmt(r.minimum),
+            _fmt(r.maximum),
+            f"{100 * cv:.1f} %" if cv is not None else "-",
+            _fmt(r.expected),
+            f"{r.score:.3f}" if r.score is not None else "-",
+            verdict,
+        )
     console.print(table)
     failed = [r for r in results if not r.passed]
     for r in failed:
@@ -67,9 +85,21 @@ def print_results(results: Sequence[Result], console: Console) -> None:
             console.print(f"     {failure}", highlight=False)
 
 
-def run_with_progress(scenarios: list[Scenario], *, reps: int, label: str | None, db: str | None,
-                      json_path: str | None, emulation: str, until_ci: float | None, max_reps: int,
-                      seed: int | None, self_check: bool, backend: Any = None) -> RunReport:
+def run_with_progress(
+    scenarios: list[Scenario],
+    *,
+    reps: int,
+    label: str | None,
+    db: str | None,
+    json_path: str | None,
+    emulation: str,
+    until_ci: float | None,
+    max_reps: int,
+    seed: int | None,
+    self_check: bool,
+    backend: Any = None,
+    store: Any = None,
+) -> RunReport:
     """Run with progress bars on stderr; print the table; write JSON; labs are removed even on SIGTERM."""
     from mptcpkit.lab.backends.netns import NetnsBackend
 
@@ -78,22 +108,41 @@ def run_with_progress(scenarios: list[Scenario], *, reps: int, label: str | None
     console = Console(stderr=True)
     if not console.is_terminal:
         console.width = 130
-    options = RunOptions(scenarios=scenarios, reps=reps, label=label, emulation=emulation, seed=seed,
-                         until_ci_pct=until_ci, max_reps=max_reps, self_check=self_check)
+    options = RunOptions(
+        scenarios=scenarios,
+        reps=reps,
+        label=label,
+        emulation=emulation,
+        seed=seed,
+        until_ci_pct=until_ci,
+        max_reps=max_reps,
+        self_check=self_check,
+    )
 
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt("terminated")
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        with open_store(db) as store:
+        with contextlib.nullcontext(store) if store is not None else open_store(db) as store:
             console.print(f"results database: {store.where}", highlight=False)
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=console, transient=True) as progress:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as progress:
                 reporter = ProgressReporter(progress, console)
-                report = run(options, backend or NetnsBackend(progress=lambda m: None), store, reporter,
-                             on_run_created=lambda rid: console.print(f"run [bold]{rid}[/] started",
-                                                                      highlight=False))
+                report = run(
+                    options,
+                    backend or NetnsBackend(progress=lambda m: None),
+                    store,
+                    reporter,
+                    on_run_created=lambda rid: console.print(f"run [bold]{rid}[/] started", highlight=False),
+                )
             print_results(report.results, console)
             if json_path:
                 document = json.dumps(run_to_json(store, report.run_id), indent=2, default=str)

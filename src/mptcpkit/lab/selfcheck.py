@@ -70,13 +70,24 @@ def rtt_check(link: Link, ping_output: str) -> Check:
     configured_ms = 1000 * (link.a_to_b.delay_s + link.b_to_a.delay_s)
     samples = [float(m) for m in _PING_TIME.findall(ping_output)]
     if not samples:
-        return Check(link.name, "both", "rtt", "ms", configured_ms, math.nan, RTT_TOLERANCE, False,
-                     "no ping reply over this link")
+        return Check(
+            link.name,
+            "both",
+            "rtt",
+            "ms",
+            configured_ms,
+            math.nan,
+            RTT_TOLERANCE,
+            False,
+            "no ping reply over this link",
+        )
     measured = statistics.median(samples)
     spread = f"min {min(samples):.2f} max {max(samples):.2f} ms"
     if configured_ms < 1.0:
         # An unshaped link: only check that the emulation adds no significant latency.
-        return Check(link.name, "both", "rtt", "ms", configured_ms, measured, RTT_TOLERANCE, measured < 1.0, spread)
+        return Check(
+            link.name, "both", "rtt", "ms", configured_ms, measured, RTT_TOLERANCE, measured < 1.0, spread
+        )
     ok = abs(measured - configured_ms) <= RTT_TOLERANCE * configured_ms
     return Check(link.name, "both", "rtt", "ms", configured_ms, measured, RTT_TOLERANCE, ok, spread)
 
@@ -92,8 +103,17 @@ def loss_check(link: Link, ping_output: str) -> Check:
     # Binomial 99 % band around the configured loss: a fixed relative tolerance is meaningless at a few %.
     band = 2.576 * math.sqrt(max(expected * (1 - expected), 1e-9) / sent) + 0.5 / sent
     ok = abs(measured - expected) <= band
-    return Check(link.name, "both", "loss", "%", 100 * expected, 100 * measured, 100 * band, ok,
-                 f"{sent} probes, 99 % band +/-{100 * band:.2f} points")
+    return Check(
+        link.name,
+        "both",
+        "loss",
+        "%",
+        100 * expected,
+        100 * measured,
+        100 * band,
+        ok,
+        f"{sent} probes, 99 % band +/-{100 * band:.2f} points",
+    )
 
 
 def rate_check(link: Link, forward: bool, sink_output: str) -> Check:
@@ -106,21 +126,40 @@ def rate_check(link: Link, forward: bool, sink_output: str) -> Check:
     except (ValueError, IndexError):
         data = {"error": f"no result from the rate probe: {sink_output.strip()[-200:]!r}"}
     if "error" in data:
-        return Check(link.name, name, "rate", "Mbit/s", configured / 1e6, math.nan, RATE_TOLERANCE, False,
-                     str(data["error"]))
+        return Check(
+            link.name,
+            name,
+            "rate",
+            "Mbit/s",
+            configured / 1e6,
+            math.nan,
+            RATE_TOLERANCE,
+            False,
+            str(data["error"]),
+        )
     counts, interval, mss = data["bytes"], data["interval"], data["mss"]
-    skip = max(2, int(round(0.6 / interval)))  # leave slow start out
+    skip = max(2, round(0.6 / interval))  # leave slow start out
     steady = counts[skip:-1] or counts
     goodput = 8 * statistics.fmean(steady) / interval
     header = link.mtu - mss + ETHERNET_HEADER
     measured = goodput * (mss + header) / mss
     ok = abs(measured - configured) <= RATE_TOLERANCE * configured
-    return Check(link.name, name, "rate", "Mbit/s", configured / 1e6, measured / 1e6, RATE_TOLERANCE, ok,
-                 f"goodput {goodput / 1e6:.2f} Mbit/s, MSS {mss}")
+    return Check(
+        link.name,
+        name,
+        "rate",
+        "Mbit/s",
+        configured / 1e6,
+        measured / 1e6,
+        RATE_TOLERANCE,
+        ok,
+        f"goodput {goodput / 1e6:.2f} Mbit/s, MSS {mss}",
+    )
 
 
-def self_check(lab: Lab, *, rate_duration: float = 2.0, progress: Callable[[str], None] | None = None
-               ) -> list[Check]:
+def self_check(
+    lab: Lab, *, rate_duration: float = 2.0, progress: Callable[[str], None] | None = None
+) -> list[Check]:
     """Measure every link of `lab` at once (links are independent); one Check per measured quantity."""
     say = progress or (lambda message: None)
     links = lab.topology.links
@@ -151,18 +190,44 @@ def self_check(lab: Lab, *, rate_duration: float = 2.0, progress: Callable[[str]
                     continue
                 port = 47000 + 2 * index + (0 if forward else 1)
                 host = lab.host(receiver.host)
-                sink = host.spawn([*host.python_argv(), "-m", "mptcpkit.lab.probe", "sink", "--bind", dst,
-                                   "--port", str(port), "--duration", str(rate_duration)])
+                sink = host.spawn(
+                    [
+                        *host.python_argv(),
+                        "-m",
+                        "mptcpkit.lab.probe",
+                        "sink",
+                        "--bind",
+                        dst,
+                        "--port",
+                        str(port),
+                        "--duration",
+                        str(rate_duration),
+                    ]
+                )
                 sinks.append((link, forward, sink, sender.host, src, dst, port))
         if sinks:
             say(f"self-check: rate of {len(sinks)} direction(s), {rate_duration:g} s")
-        for link, forward, sink, sender, src, dst, port in sinks:
+        for link, forward, sink, sender_host, src, dst, port in sinks:
             ready = sink.readline(timeout=15)
             if not ready or "ready" not in ready:
                 raise LabError(f"self-check: rate probe did not start for {link.name}: {sink.wait(5).stderr}")
-            host = lab.host(sender)
-            host.spawn([*host.python_argv(), "-m", "mptcpkit.lab.probe", "source", "--connect", dst, "--port",
-                        str(port), "--duration", str(rate_duration), "--bind", src])
+            host = lab.host(sender_host)
+            host.spawn(
+                [
+                    *host.python_argv(),
+                    "-m",
+                    "mptcpkit.lab.probe",
+                    "source",
+                    "--connect",
+                    dst,
+                    "--port",
+                    str(port),
+                    "--duration",
+                    str(rate_duration),
+                    "--bind",
+                    src,
+                ]
+            )
             probes.append(("rate", link, forward, sink))
         for kind, link, forward, proc in probes:
             if kind == "rate":

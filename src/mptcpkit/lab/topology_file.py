@@ -11,7 +11,7 @@ import ipaddress
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mptcpkit.errors import TopologyError
 from mptcpkit.lab import model
@@ -23,6 +23,7 @@ from mptcpkit.lab.model import (
     LinkEnd,
     ModelError,
     MptcpSettings,
+    PathManager,
     Route,
     Topology,
     field_path_text,
@@ -54,8 +55,9 @@ def load_topology(ref: str | Path) -> Topology:
     path = Path(ref)
     if path.suffix == ".toml" or path.exists() or "/" in str(ref):
         if not path.is_file():
-            raise TopologyError(f"no such topology file (built-in topologies: {', '.join(builtin_names())})",
-                                file=str(ref))
+            raise TopologyError(
+                f"no such topology file (built-in topologies: {', '.join(builtin_names())})", file=str(ref)
+            )
         return parse_topology(path.read_text(), source=str(path))
     name = str(ref)
     folder = resources.files("mptcpkit.lab") / "topologies"
@@ -95,7 +97,9 @@ class _Reader:
         for key in data:
             if key not in allowed:
                 close = difflib.get_close_matches(key, sorted(allowed), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else f"; allowed: {', '.join(sorted(allowed))}"
+                hint = (
+                    f" (did you mean '{close[0]}'?)" if close else f"; allowed: {', '.join(sorted(allowed))}"
+                )
                 raise ModelError((*path, key), f"unknown field '{key}'{hint}")
         self.data: dict[str, Any] = data
         self.path = path
@@ -110,7 +114,9 @@ class _Reader:
         if isinstance(value, bool) and kind is not bool and not (isinstance(kind, tuple) and bool in kind):
             raise ModelError(self.at(key), f"expected {_kind_name(kind)}, got a boolean")
         if not isinstance(value, kind):
-            raise ModelError(self.at(key), f"expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
+            raise ModelError(
+                self.at(key), f"expected {_kind_name(kind)}, got {type(value).__name__} {value!r}"
+            )
         return value
 
     def parse(self, key: str, parser: Any, default: Any = None) -> Any:
@@ -124,8 +130,14 @@ class _Reader:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table",
-             float: "a number"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+        float: "a number",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -137,8 +149,9 @@ def _build(data: dict[str, Any], source: str) -> Topology:
     links_data = top.get("links", list) or []
     next_ifindex: dict[str, int] = {}
     links = tuple(_link(i, ldata, next_ifindex) for i, ldata in enumerate(links_data))
-    return Topology(name=name, hosts=hosts, links=links, description=top.get("description", str) or "",
-                    source=source)
+    return Topology(
+        name=name, hosts=hosts, links=links, description=top.get("description", str) or "", source=source
+    )
 
 
 def _host(name: str, data: Any) -> Host:
@@ -151,9 +164,15 @@ def _host(name: str, data: Any) -> Host:
         sysctls[key] = str(value)
     routes = tuple(_route((*r.at("routes"), i), rd) for i, rd in enumerate(r.get("routes", list) or []))
     mptcp = _mptcp(r.at("mptcp"), r.get("mptcp", dict) or {})
-    return Host(name=name, mptcp=mptcp, sysctls=sysctls, routes=routes,
-                forwarding=bool(r.get("forwarding", bool, False)), policy_routing=r.get("policy_routing", bool),
-                ssh=r.get("ssh", str))
+    return Host(
+        name=name,
+        mptcp=mptcp,
+        sysctls=sysctls,
+        routes=routes,
+        forwarding=bool(r.get("forwarding", bool, False)),
+        policy_routing=r.get("policy_routing", bool),
+        ssh=r.get("ssh", str),
+    )
 
 
 def _address(path: FieldPath, value: Any) -> model.IPAddress:
@@ -172,23 +191,36 @@ def _route(path: FieldPath, data: Any) -> Route:
         try:
             ipaddress.ip_network(to, strict=False)
         except ValueError:
-            raise ModelError(r.at("to"), f"'{to}' is not a prefix such as 10.0.0.0/24 or \"default\"") from None
+            raise ModelError(
+                r.at("to"), f"'{to}' is not a prefix such as 10.0.0.0/24 or \"default\""
+            ) from None
     via = r.get("via", str)
-    return Route(to=to, via=_address(r.at("via"), via) if via else None, dev=r.get("dev", str),
-                 metric=r.get("metric", int))
+    return Route(
+        to=to,
+        via=_address(r.at("via"), via) if via else None,
+        dev=r.get("dev", str),
+        metric=r.get("metric", int),
+    )
 
 
 def _mptcp(path: FieldPath, data: Any) -> MptcpSettings:
     r = _Reader(data, path, _MPTCP_KEYS)
     limits = _Reader(r.get("limits", dict) or {}, r.at("limits"), _LIMIT_KEYS)
-    endpoints = tuple(_endpoint((*r.at("endpoints"), i), ed) for i, ed in enumerate(r.get("endpoints", list) or []))
+    endpoints = tuple(
+        _endpoint((*r.at("endpoints"), i), ed) for i, ed in enumerate(r.get("endpoints", list) or [])
+    )
     pm = r.get("path_manager", str) or "kernel"
     if pm not in ("kernel", "userspace"):
         raise ModelError(r.at("path_manager"), f"must be 'kernel' or 'userspace', got '{pm}'")
     enabled = r.get("enabled", bool)
-    return MptcpSettings(enabled=True if enabled is None else enabled, path_manager=pm,
-                         scheduler=r.get("scheduler", str), subflows=limits.get("subflows", int),
-                         add_addr_accepted=limits.get("add_addr_accepted", int), endpoints=endpoints)
+    return MptcpSettings(
+        enabled=True if enabled is None else enabled,
+        path_manager=cast(PathManager, pm),
+        scheduler=r.get("scheduler", str),
+        subflows=limits.get("subflows", int),
+        add_addr_accepted=limits.get("add_addr_accepted", int),
+        endpoints=endpoints,
+    )
 
 
 def _endpoint(path: FieldPath, data: Any) -> Endpoint:
@@ -199,8 +231,13 @@ def _endpoint(path: FieldPath, data: Any) -> Endpoint:
     flags = r.get("flags", (list, str)) or ["subflow"]
     if isinstance(flags, str):
         flags = [flags]
-    return Endpoint(address=_address(r.at("address"), address), flags=frozenset(str(f) for f in flags),
-                    dev=r.get("dev", str), id=r.get("id", int), port=r.get("port", int))
+    return Endpoint(
+        address=_address(r.at("address"), address),
+        flags=frozenset(str(f) for f in flags),
+        dev=r.get("dev", str),
+        id=r.get("id", int),
+        port=r.get("port", int),
+    )
 
 
 def _direction(r: _Reader, base: Direction) -> Direction:
@@ -233,11 +270,19 @@ def _link(index: int, data: Any, next_ifindex: dict[str, int]) -> Link:
             try:
                 addresses.append(ipaddress.ip_interface(text))
             except ValueError:
-                raise ModelError((*e.at("addresses"), ai), f"'{text}' is not an address with prefix, "
-                                 "e.g. 10.0.1.1/24 or fd00::1/64") from None
+                raise ModelError(
+                    (*e.at("addresses"), ai),
+                    f"'{text}' is not an address with prefix, e.g. 10.0.1.1/24 or fd00::1/64",
+                ) from None
         ends.append(LinkEnd(host=host, ifname=ifname, addresses=tuple(addresses)))
     both = _direction(r, Direction())
     a_to_b = _direction(_Reader(r.get("a_to_b", dict) or {}, r.at("a_to_b"), _SHAPE_KEYS), both)
     b_to_a = _direction(_Reader(r.get("b_to_a", dict) or {}, r.at("b_to_a"), _SHAPE_KEYS), both)
-    return Link(name=r.get("name", str) or f"link{index}", a=ends[0], b=ends[1], a_to_b=a_to_b, b_to_a=b_to_a,
-                mtu=r.get("mtu", int, 1500))
+    return Link(
+        name=r.get("name", str) or f"link{index}",
+        a=ends[0],
+        b=ends[1],
+        a_to_b=a_to_b,
+        b_to_a=b_to_a,
+        mtu=r.get("mtu", int, 1500),
+    )

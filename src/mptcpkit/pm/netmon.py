@@ -169,7 +169,6 @@ class NetworkMonitor:
     def routes_changed(self) -> list[Action]:
         """A route appeared or vanished: re-check the addresses that failed (mptcpd never does)."""
         self.route_failed.clear()
-        self.route_ok.clear()
         return self._reconcile()
 
     def _forget(self, key: tuple[int, IPAddress]) -> None:

@@ -59,6 +59,9 @@ class CheckProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.sock: Any = None
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_kind: str | None = (
+            None  # "head" or "idle": deadlines are not pushed back by trickled bytes
+        )
         self.closing = False
         self.paused = False
 
@@ -70,7 +73,7 @@ class CheckProtocol(asyncio.Protocol):
             self.closing = True
             self.transport.abort()
             return
-        self._arm(self.server.config.head_timeout)
+        self._arm(self.server.config.idle_timeout, "idle")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -90,10 +93,12 @@ class CheckProtocol(asyncio.Protocol):
         self.paused = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
+            self._arm(self.server.config.idle_timeout, "write")
 
     def resume_writing(self) -> None:
         self.paused = False
         if self.transport is not None and not self.transport.is_closing():
+            self._disarm()
             self.transport.resume_reading()
             self._process()
 
@@ -107,11 +112,10 @@ class CheckProtocol(asyncio.Protocol):
                 self._send_error(exc.status, str(exc))
                 return
             if event is NEED_DATA:
-                self._arm(
-                    self.server.config.head_timeout
-                    if self.parser.in_request
-                    else self.server.config.idle_timeout
-                )
+                kind = "head" if self.parser.in_request else "idle"
+                if kind != self.timer_kind:
+                    cfg = self.server.config
+                    self._arm(cfg.head_timeout if kind == "head" else cfg.idle_timeout, kind)
                 return
             if event is CLOSED:
                 self._close()
@@ -124,6 +128,7 @@ class CheckProtocol(asyncio.Protocol):
         keep_alive = request.keep_alive
         response = respond(request, conn_info(self.sock))
         self.server.requests += 1
+        self.timer_kind = None  # the next request gets a fresh deadline
         self.transport.write(render(response, head_only=request.method == "HEAD", keep_alive=keep_alive))
         if not keep_alive:
             self._close()
@@ -140,28 +145,33 @@ class CheckProtocol(asyncio.Protocol):
         self._disarm()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()  # flushes what is buffered, then closes
+            if self.transport.get_write_buffer_size():
+                # A client that reads nothing cannot hold the connection: abort after a grace period.
+                asyncio.get_running_loop().call_later(5.0, self._abort)
 
     # -- timeouts
-    def _arm(self, delay: float) -> None:
+    def _arm(self, delay: float, kind: str) -> None:
         self._disarm()
         self.timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
+        self.timer_kind = kind
 
     def _disarm(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.timer_kind = None
 
     def _timed_out(self) -> None:
         self.timer = None
-        if self.closing or self.transport is None:
+        if self.transport is None:
             return
-        if self.parser.in_request:
+        if self.timer_kind == "write" or self.closing:  # the client stopped reading our answers
+            self.transport.abort()
+        elif self.parser.in_request:
             self._send_error(408, "request timeout")
         else:
             self._close()
         self.server.timeouts += 1
-        # A client that reads nothing cannot stall close(): abort after a grace period.
-        asyncio.get_running_loop().call_later(5.0, self._abort)
 
     def _abort(self) -> None:
         if self.transport is not None:

@@ -28,7 +28,10 @@ DEFAULT_MIN_SIZE = 3
 DEFAULT_ALPHA = 0.01
 """Stricter than an A/B comparison's 0.05: a history is tested at many places, and a false alarm there sends
 someone bisecting kernels for nothing."""
-DEFAULT_PERMUTATIONS = 999
+DEFAULT_PERMUTATIONS = 4999
+NOISE_FLOOR = 1e-3
+"""Noise below 0.1 % of the level is treated as 0.1 %: a near-constant series must not make every wiggle
+look like an outlier or a step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +54,15 @@ def _noise(y: np.ndarray) -> float:
     return 1.4826 * mad / math.sqrt(2.0)
 
 
-def _despike(y: np.ndarray, sigma: float, k: float = 4.0, reach: int = 2) -> np.ndarray:
-    """Replace each single outlier by the median of up to `reach` neighbours on each side."""
+def _despike(y: np.ndarray, sigma: float, min_effect: float, k: float = 4.0, reach: int = 2) -> np.ndarray:
+    """Replace each single outlier (off by > k sigma and > min_effect from both sides) by its neighbours'
+    median."""
     out = y.copy()
     for i in range(y.size):
         left, right = y[max(0, i - reach) : i], y[i + 1 : i + 1 + reach]
         sides = [side for side in (left, right) if side.size]
-        if sides and all(abs(y[i] - float(np.median(side))) > k * sigma for side in sides):
+        limit = max(k * sigma, min_effect)
+        if sides and all(abs(y[i] - float(np.median(side))) > limit for side in sides):
             out[i] = float(np.median(np.concatenate(sides)))
     return out
 
@@ -115,8 +120,8 @@ def change_points(
         return []
     scale = float(np.median(np.abs(x))) or 1.0
     y = x / scale
-    sigma = max(_noise(y), 1e-9)
-    cleaned = _despike(y, sigma)
+    sigma = max(_noise(y), NOISE_FLOOR)
+    cleaned = _despike(y, sigma, min_effect)
     cuts = _candidates(cleaned, sigma, min_size)
     while cuts:
         bounds = [0, *cuts, x.size]

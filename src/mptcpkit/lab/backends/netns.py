@@ -14,6 +14,7 @@ lab whose builder was killed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pickle
@@ -29,7 +30,8 @@ from mptcpkit.errors import EnvironmentProblem, LabError
 from mptcpkit.lab import registry
 from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
-from mptcpkit.lab.model import DEFAULT_SYSCTLS, Direction, Host as HostSpec, Link, Topology
+from mptcpkit.lab.model import DEFAULT_SYSCTLS, Direction, Link, Topology
+from mptcpkit.lab.model import Host as HostSpec
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,9 @@ class NetnsProcess(HostProcess):
         except subprocess.TimeoutExpired:
             self.terminate()
             out, err = self.popen.communicate()
-            raise LabError(f"{self.host}: `{' '.join(self.argv)}` did not finish within {timeout} s") from None
+            raise LabError(
+                f"{self.host}: `{' '.join(self.argv)}` did not finish within {timeout} s"
+            ) from None
         return CommandResult(self.argv, self.popen.returncode, out or "", err or "")
 
     def terminate(self) -> None:
@@ -118,7 +122,11 @@ class NetnsHost(Host):
     ) -> CommandResult:
         try:
             proc = subprocess.run(
-                self._argv(argv), capture_output=True, text=True, timeout=timeout, input=input,
+                self._argv(argv),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                input=input,
                 start_new_session=True,
             )
         except subprocess.TimeoutExpired:
@@ -130,8 +138,12 @@ class NetnsHost(Host):
 
     def spawn(self, argv: Sequence[str]) -> NetnsProcess:
         popen = subprocess.Popen(
-            self._argv(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True,
+            self._argv(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         proc = NetnsProcess(self.name, argv, popen)
         self._children.append(proc)
@@ -177,8 +189,9 @@ class NetnsLab(Lab):
         self.topology = topology
         self.record = record
         self.hosts = {name: NetnsHost(name, ns) for name, ns in record.namespaces.items()}
-        self.info = LabInfo(lab_id=record.lab_id, backend="netns", topology=topology.name,
-                            emulation=record.emulation)
+        self.info = LabInfo(
+            lab_id=record.lab_id, backend="netns", topology=topology.name, emulation=record.emulation
+        )
         self.wires: list[Any] = []
         self._closed = False
 
@@ -186,7 +199,9 @@ class NetnsLab(Lab):
         try:
             return self.hosts[name]
         except KeyError:
-            raise LabError(f"lab {self.lab_id} has no host '{name}' (hosts: {', '.join(self.hosts)})") from None
+            raise LabError(
+                f"lab {self.lab_id} has no host '{name}' (hosts: {', '.join(self.hosts)})"
+            ) from None
 
     def close(self) -> None:
         if self._closed:
@@ -211,11 +226,15 @@ def attach(lab_id: str) -> NetnsLab:
         known = ", ".join(r.lab_id for r in registry.all_records()) or "none"
         raise LabError(f"no lab '{lab_id}' on this machine (running labs: {known})")
     if record.state != "up":
-        raise LabError(f"lab {lab_id} is not up (state: {record.state}); remove it with `mptcpkit lab down {lab_id}`")
+        raise LabError(
+            f"lab {lab_id} is not up (state: {record.state}); remove it with `mptcpkit lab down {lab_id}`"
+        )
     missing = [ns for ns in record.all_netns if nsutil.netns_inode(ns) is None]
     if missing:
-        raise LabError(f"lab {lab_id} is broken: namespaces {', '.join(missing)} are gone; "
-                       f"remove it with `mptcpkit lab down {lab_id}`")
+        raise LabError(
+            f"lab {lab_id} is broken: namespaces {', '.join(missing)} are gone; "
+            f"remove it with `mptcpkit lab down {lab_id}`"
+        )
     topology = pickle.loads((registry.STATE_DIR / lab_id / "topology.pickle").read_bytes())
     return NetnsLab(topology, record)
 
@@ -254,8 +273,9 @@ def teardown_all() -> list[str]:
         if match:
             orphans.setdefault(match.group(1), []).append(name)
     for lab_id, names in orphans.items():
-        teardown_record(registry.LabRecord(lab_id=lab_id, backend="netns", topology="?",
-                                           namespaces={n: n for n in names}))
+        teardown_record(
+            registry.LabRecord(lab_id=lab_id, backend="netns", topology="?", namespaces={n: n for n in names})
+        )
         if lab_id not in removed:
             removed.append(lab_id)
     return removed
@@ -360,13 +380,23 @@ class NetnsBackend(Backend):
             host_ns = lab.record.namespaces[end.host]
             wire_if = f"l{index}{side}"
             with _ipr(host_ns) as ipr:
-                ipr.link("add", ifname=end.ifname, kind="veth", mtu=link.mtu,
-                         peer={"ifname": wire_if, "net_ns_fd": wire, "mtu": link.mtu})
+                ipr.link(
+                    "add",
+                    ifname=end.ifname,
+                    kind="veth",
+                    mtu=link.mtu,
+                    peer={"ifname": wire_if, "net_ns_fd": wire, "mtu": link.mtu},
+                )
                 ifindex = ipr.link_lookup(ifname=end.ifname)[0]
                 for address in end.addresses:
                     flags = IFA_F_NODAD if address.version == 6 else 0
-                    ipr.addr("add", index=ifindex, address=str(address.ip), prefixlen=address.network.prefixlen,
-                             flags=flags)
+                    ipr.addr(
+                        "add",
+                        index=ifindex,
+                        address=str(address.ip),
+                        prefixlen=address.network.prefixlen,
+                        flags=flags,
+                    )
                 ipr.link("set", index=ifindex, state="up")
             with _ipr(wire) as wipr:
                 windex = wipr.link_lookup(ifname=wire_if)[0]
@@ -390,7 +420,7 @@ class NetnsBackend(Backend):
                     kwargs["oif"] = ipr.link_lookup(ifname=route.dev)[0]
                 if route.metric is not None:
                     kwargs["priority"] = route.metric
-                _netlink_step(lambda: ipr.route("add", **kwargs), f"{host.name}: route {route.to}")
+                _netlink_step(functools.partial(ipr.route, "add", **kwargs), f"{host.name}: route {route.to}")
             if not policy:
                 return
             # Per-source policy routing: each subflow leaves through the link its source address belongs to.
@@ -406,28 +436,39 @@ class NetnsBackend(Backend):
                     ipr.route("add", dst=str(address.network), oif=ifindex, table=table, family=family)
                     if gateway is not None:
                         dst = "0.0.0.0/0" if address.version == 4 else "::/0"
-                        ipr.route("add", dst=dst, gateway=str(gateway), oif=ifindex, table=table, family=family)
-                    ipr.rule("add", family=family, priority=RULE_PREF_SOURCE + index, table=table,
-                             src=str(address.ip), src_len=address.max_prefixlen)
+                        ipr.route(
+                            "add", dst=dst, gateway=str(gateway), oif=ifindex, table=table, family=family
+                        )
+                    ipr.rule(
+                        "add",
+                        family=family,
+                        priority=RULE_PREF_SOURCE + index,
+                        table=table,
+                        src=str(address.ip),
+                        src_len=address.max_prefixlen,
+                    )
 
     def _mptcp(self, lab: NetnsLab, host: HostSpec) -> None:
         from mptcpkit.netlink.client import MptcpPmClient
 
         mptcp = host.mptcp
-        if not mptcp.enabled or not (mptcp.endpoints or mptcp.subflows is not None
-                                     or mptcp.add_addr_accepted is not None):
+        if not mptcp.enabled or not (
+            mptcp.endpoints or mptcp.subflows is not None or mptcp.add_addr_accepted is not None
+        ):
             return
         owner = {addr.ip: ifname for ifname, addr in lab.topology.addresses_of(host.name)}
         with MptcpPmClient(netns=lab.record.namespaces[host.name]) as pm:
             if mptcp.subflows is not None or mptcp.add_addr_accepted is not None:
-                _netlink_step(lambda: pm.set_limits(subflows=mptcp.subflows,
-                                                    add_addr_accepted=mptcp.add_addr_accepted),
-                              f"{host.name}: set MPTCP limits")
+                _netlink_step(
+                    lambda: pm.set_limits(subflows=mptcp.subflows, add_addr_accepted=mptcp.add_addr_accepted),
+                    f"{host.name}: set MPTCP limits",
+                )
             for endpoint in mptcp.endpoints:
                 dev = endpoint.dev or owner[endpoint.address]
                 _netlink_step(
                     lambda ep=endpoint, dev=dev: pm.add_endpoint(  # type: ignore[misc]
-                        str(ep.address), id=ep.id, flags=sorted(ep.flags), dev=dev, port=ep.port),
+                        str(ep.address), id=ep.id, flags=sorted(ep.flags), dev=dev, port=ep.port
+                    ),
                     f"{host.name}: add MPTCP endpoint {endpoint.address}",
                 )
 
@@ -442,8 +483,15 @@ class NetnsBackend(Backend):
         modes = set()
         links = {}
         for index, link in enumerate(lab.topology.links):
-            built = emulation.build_wire(wire, f"l{index}a", f"l{index}b", to_shape(link.a_to_b),
-                                         to_shape(link.b_to_a), mode=mode, state_dir=state_dir)  # type: ignore[arg-type]
+            built = emulation.build_wire(
+                wire,
+                f"l{index}a",
+                f"l{index}b",
+                to_shape(link.a_to_b),
+                to_shape(link.b_to_a),
+                mode=mode,  # type: ignore[arg-type]
+                state_dir=state_dir,
+            )
             lab.wires.append(built)
             lab.record.pids.extend(built.pids)
             modes.add(built.mode)
@@ -476,8 +524,14 @@ def to_shape(direction: Direction) -> Any:
     """The emulation layer's LinkShape for one model direction."""
     from mptcpkit.lab.emulation import LinkShape
 
-    return LinkShape(rate_bps=direction.rate_bps, delay_s=direction.delay_s, jitter_s=direction.jitter_s,
-                     loss=direction.loss, queue_packets=direction.queue_packets, reorder=direction.reorder)
+    return LinkShape(
+        rate_bps=direction.rate_bps,
+        delay_s=direction.delay_s,
+        jitter_s=direction.jitter_s,
+        loss=direction.loss,
+        queue_packets=direction.queue_packets,
+        reorder=direction.reorder,
+    )
 
 
 def _ipr(netns: str) -> Any:

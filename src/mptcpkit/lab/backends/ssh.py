@@ -1,10 +1,10 @@
 """SSH backend: topology hosts are existing machines (`ssh = "user@host"`), driven concurrently over asyncssh.
 
-The lab applies addresses, routes, policy rules, MPTCP limits/endpoints, sysctls and tc shaping on each machine's
-existing interfaces (named per link in the topology), runs traffic there through the same Host interface as the
-namespace backend, and on teardown undoes its changes in reverse order and checks, with a before/after snapshot,
-that every machine is exactly as it was. Host keys must already be in known_hosts (an unknown key is refused, never
-accepted); only keys and the agent are used, no password is asked for or stored.
+The lab applies addresses, routes, policy rules, MPTCP limits/endpoints, sysctls and tc shaping on each
+machine's existing interfaces (named per link in the topology), runs traffic there through the same Host
+interface as the namespace backend, and on teardown undoes its changes in reverse order and checks, with a
+before/after snapshot, that every machine is exactly as it was. Host keys must already be in known_hosts (an
+unknown key is refused, never accepted); only keys and the agent are used, no password is asked or stored.
 
 The asyncio side runs in one background event loop thread per lab; the synchronous Host methods the runner
 calls submit coroutines to it, so all machines are set up and torn down concurrently.
@@ -115,7 +115,7 @@ async def connect(name: str, target: SshTarget, options: SshOptions) -> asyncssh
 
 
 class SshProcess(HostProcess):
-    """A remote process; its pid (printed first by a wrapper) lets `terminate` signal it by a second command."""
+    """A remote process; its pid (printed first by a wrapper) lets `terminate` kill it from a new command."""
 
     def __init__(
         self, host: SshHost, process: asyncssh.SSHClientProcess[str], pid: int, argv: Sequence[str]
@@ -166,8 +166,14 @@ class SshProcess(HostProcess):
 class SshHost(Host):
     """One remote machine."""
 
-    def __init__(self, name: str, target: SshTarget, conn: asyncssh.SSHClientConnection, loop: _Loop,
-                 options: SshOptions) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        target: SshTarget,
+        conn: asyncssh.SSHClientConnection,
+        loop: _Loop,
+        options: SshOptions,
+    ) -> None:
         self.name = name
         self.target = target
         self.conn = conn
@@ -240,7 +246,7 @@ class _HostState:
 
 
 class SshLab(Lab):
-    """Machines configured for a topology; `close` undoes everything and verifies the machines are as before."""
+    """Machines configured for a topology; `close` undoes everything and checks the machines are as before."""
 
     def __init__(self, topology: Topology, info: LabInfo, loop: _Loop, states: dict[str, _HostState]) -> None:
         self.topology = topology
@@ -299,7 +305,8 @@ async def _teardown_host(state: _HostState) -> list[str]:
 async def _teardown_all(states: list[_HostState]) -> dict[str, list[str]]:
     results = await asyncio.gather(*(_teardown_host(s) for s in states), return_exceptions=True)
     return {
-        s.host.name: (r if isinstance(r, list) else [f"teardown error: {r}"]) for s, r in zip(states, results)
+        s.host.name: (r if isinstance(r, list) else [f"teardown error: {r}"])
+        for s, r in zip(states, results, strict=True)
     }
 
 
@@ -337,6 +344,10 @@ async def _apply(state: _HostState) -> None:
         state.applied += 1
 
 
+async def _gather_all(aws: Sequence[Awaitable[T]]) -> list[T | BaseException]:
+    return list(await asyncio.gather(*aws, return_exceptions=True))
+
+
 async def _gather_or_raise(aws: Sequence[Awaitable[T]]) -> list[T]:
     results = await asyncio.gather(*aws, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
@@ -363,18 +374,19 @@ class SshBackend(Backend):
                 )
             targets[host.name] = parse_target(host.ssh)
         if emulation not in ("auto", "netem", "tc"):
-            raise UsageError(
-                f"the SSH backend shapes with tc/netem on the machines; emulation '{emulation}' is not supported"
-            )
+            raise UsageError(f"the SSH backend shapes with tc/netem on the machines, not with '{emulation}'")
         loop = _Loop()
         states: dict[str, _HostState] = {}
         lab_id = "ssh-" + uuid.uuid4().hex[:8]
-        info = LabInfo(lab_id, "ssh", topology.name, emulation={"kind": "tc on the machines"},
-                       details={"hosts": {n: f"{t.user}@{t.host}:{t.port}" for n, t in targets.items()}})  # fmt: skip
+        info = LabInfo(
+            lab_id,
+            "ssh",
+            topology.name,
+            emulation={"kind": "tc on the machines"},
+            details={"hosts": {n: f"{t.user}@{t.host}:{t.port}" for n, t in targets.items()}},
+        )
         results = loop.call(
-            asyncio.gather(
-                *(connect(n, t, self.options) for n, t in targets.items()), return_exceptions=True
-            ),
+            _gather_all([connect(n, t, self.options) for n, t in targets.items()]),
             self.options.connect_timeout * 3 + 10,
         )
         conns = [r for r in results if isinstance(r, asyncssh.SSHClientConnection)]
@@ -385,7 +397,7 @@ class SshBackend(Backend):
             loop.stop()
             first = failures[0]
             raise first if isinstance(first, LabError) else LabError(str(first))
-        hosts = [SshHost(n, targets[n], c, loop, self.options) for n, c in zip(targets, conns)]
+        hosts = [SshHost(n, targets[n], c, loop, self.options) for n, c in zip(targets, conns, strict=True)]
         try:
             prepared = loop.call(_gather_or_raise([_setup_host(h, topology) for h in hosts]), 120)
             states = {s.host.name: s for s in prepared}

@@ -1,9 +1,10 @@
-"""Pure part of the SSH backend: what to change on an existing machine, how to undo it, and how to compare states.
+"""Pure part of the SSH backend: what to change on a machine, how to undo it, how to compare its states.
 
 A bare-metal host is someone's machine: the lab may only add what the topology asks for and must leave the
 machine exactly as it found it. So every change is planned as a `Step` with its own undo, the undos run in
-reverse order at teardown, and a snapshot of addresses, routes, rules, qdiscs, MPTCP endpoints and limits, link
-state and the touched sysctls is compared before and after. Nothing here does I/O: `ssh.py` runs the commands.
+reverse order at teardown, and a snapshot of addresses, routes, rules, qdiscs, MPTCP endpoints and limits,
+link state and the touched sysctls is compared before and after. Nothing here does I/O: `ssh.py` runs the
+commands.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def parse_target(text: str) -> SshTarget:
     return SshTarget(user, host, port)
 
 
-# --- snapshots ---------------------------------------------------------------------------------------------------
+# --- snapshots ----------------------------------------------------------------------------------------------
 
 SECTIONS = ("link", "addr", "route4", "route6", "rule4", "rule6", "qdisc", "endpoints", "limits", "sysctl")
 
@@ -194,7 +195,7 @@ def diff_snapshots(before: Snapshot, after: Snapshot) -> list[str]:
     return out
 
 
-# --- planning ----------------------------------------------------------------------------------------------------
+# --- planning -----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +228,7 @@ def sysctl_keys(topology: Topology, host: str) -> list[str]:
 
 
 def _qdisc_argv(dev: str, direction: Direction, mtu: int, has_netem: bool) -> list[str]:
-    """tc command shaping egress of `dev`: netem (delay/jitter/loss/rate) when available, else tbf for rate."""
+    """tc command shaping egress of `dev`: netem (delay/jitter/loss/rate) when needed, else tbf (rate)."""
     needs_netem = bool(direction.delay_s or direction.jitter_s or direction.loss or direction.reorder)
     if needs_netem:
         if not has_netem:
@@ -251,15 +252,30 @@ def _qdisc_argv(dev: str, direction: Direction, mtu: int, has_netem: bool) -> li
     assert direction.rate_bps
     burst = max(direction.rate_bps // 8 // 250, 2 * (mtu + 14))  # 4 ms worth of bytes, at least 2 frames
     limit = direction.queue_packets * (mtu + 14)
-    return ["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", f"{direction.rate_bps}bit",
-            "burst", str(burst), "limit", str(limit)]  # fmt: skip
+    return [
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        dev,
+        "root",
+        "handle",
+        "1:",
+        "tbf",
+        "rate",
+        f"{direction.rate_bps}bit",
+        "burst",
+        str(burst),
+        "limit",
+        str(limit),
+    ]
 
 
 def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: bool) -> HostPlan:
     """Every change the lab makes on `host`, checked against its current state, each with its undo.
 
-    Refuses (LabError) rather than silently overwriting something the machine already has: a missing interface,
-    a configured (non-default) root qdisc on a link to shape, an MPTCP endpoint address already in use.
+    Refuses (LabError) rather than silently overwriting something the machine already has: a missing
+    interface, a configured (non-default) root qdisc on a link to shape, an MPTCP endpoint address in use.
     """
     spec = topology.host(host)
     plan = HostPlan(host)
@@ -292,15 +308,21 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
             continue  # e.g. an IPv6 key on a host without IPv6: nothing to set
         if " ".join(value.split()) == old:
             continue
-        plan.add(f"sysctl {key}={value}", ["sysctl", "-q", "-w", f"{key}={value}"],
-                 ["sysctl", "-q", "-w", f"{key}={old}"])  # fmt: skip
+        plan.add(
+            f"sysctl {key}={value}",
+            ["sysctl", "-q", "-w", f"{key}={value}"],
+            ["sysctl", "-q", "-w", f"{key}={old}"],
+        )
     # links: up, MTU
     for link in links:
         dev = link.end(host).ifname
         state = before.links[dev]
         if state["mtu"] != link.mtu:
-            plan.add(f"{dev} mtu {link.mtu}", ["ip", "link", "set", "dev", dev, "mtu", str(link.mtu)],
-                     ["ip", "link", "set", "dev", dev, "mtu", str(state["mtu"])])  # fmt: skip
+            plan.add(
+                f"{dev} mtu {link.mtu}",
+                ["ip", "link", "set", "dev", dev, "mtu", str(link.mtu)],
+                ["ip", "link", "set", "dev", dev, "mtu", str(state["mtu"])],
+            )
         if not state["up"]:
             plan.add(
                 f"{dev} up",
@@ -314,8 +336,11 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
         if text in existing:
             continue  # the machine already has it: leave it, and leave it at teardown
         extra = ["nodad"] if address.version == 6 else []
-        plan.add(f"address {text}", ["ip", "addr", "add", address.with_prefixlen, "dev", ifname, *extra],
-                 ["ip", "addr", "del", address.with_prefixlen, "dev", ifname])  # fmt: skip
+        plan.add(
+            f"address {text}",
+            ["ip", "addr", "add", address.with_prefixlen, "dev", ifname, *extra],
+            ["ip", "addr", "del", address.with_prefixlen, "dev", ifname],
+        )
     # static routes
     for route in spec.routes:
         argv = ["route", "add", route.to]
@@ -331,21 +356,24 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
     policy = spec.policy_routing if spec.policy_routing is not None else len(links) > 1
     if policy:
         used_tables = {json.loads(r).get("table") for r in before.rules}
-        index = 0
-        for ifname, address in topology.addresses_of(host):
+        for index, (ifname, address) in enumerate(topology.addresses_of(host)):
             table = TABLE_BASE + index
             while str(table) in used_tables:
                 table += 1
             pref = RULE_PREF_BASE + index
-            index += 1
             fam = "-6" if address.version == 6 else "-4"
             net = str(address.network)
-            plan.add(f"table {table} {net}",
-                     ["ip", fam, "route", "add", net, "dev", ifname, "src", str(address.ip), "table", str(table)],
-                     ["ip", fam, "route", "del", net, "dev", ifname, "table", str(table)])  # fmt: skip
-            plan.add(f"rule from {address.ip}",
-                     ["ip", fam, "rule", "add", "from", str(address.ip), "table", str(table), "pref", str(pref)],
-                     ["ip", fam, "rule", "del", "from", str(address.ip), "table", str(table), "pref", str(pref)])  # fmt: skip
+            src, tbl, prf = str(address.ip), str(table), str(pref)
+            plan.add(
+                f"table {table} {net}",
+                ["ip", fam, "route", "add", net, "dev", ifname, "src", src, "table", tbl],
+                ["ip", fam, "route", "del", net, "dev", ifname, "table", tbl],
+            )
+            plan.add(
+                f"rule from {address.ip}",
+                ["ip", fam, "rule", "add", "from", src, "table", tbl, "pref", prf],
+                ["ip", fam, "rule", "del", "from", src, "table", tbl, "pref", prf],
+            )
     # MPTCP limits and endpoints
     mptcp = spec.mptcp
     if mptcp.subflows is not None or mptcp.add_addr_accepted is not None:
@@ -354,9 +382,12 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
         new_sub = mptcp.subflows if mptcp.subflows is not None else old_sub
         new_acc = mptcp.add_addr_accepted if mptcp.add_addr_accepted is not None else old_acc
         if (new_sub, new_acc) != (old_sub, old_acc):
-            plan.add("mptcp limits",
-                     ["ip", "mptcp", "limits", "set", "subflows", str(new_sub), "add_addr_accepted", str(new_acc)],
-                     ["ip", "mptcp", "limits", "set", "subflows", str(old_sub), "add_addr_accepted", str(old_acc)])  # fmt: skip
+            limits = ["ip", "mptcp", "limits", "set", "subflows"]
+            plan.add(
+                "mptcp limits",
+                [*limits, str(new_sub), "add_addr_accepted", str(new_acc)],
+                [*limits, str(old_sub), "add_addr_accepted", str(old_acc)],
+            )
     used_ids = {int(e["id"]) for e in before.endpoints if "id" in e}
     used_addrs = {ipaddress.ip_address(e["address"]) for e in before.endpoints if "address" in e}
     next_id = ENDPOINT_ID_BASE
@@ -390,10 +421,13 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
         root = roots.get(dev)
         if root is not None and root.get("handle") not in ("0:", None):
             raise LabError(
-                f"{host}: {dev} already has a configured root qdisc ({root.get('kind')} {root.get('handle')}); "
-                "the lab would replace it",
-                hint=f"remove it (tc qdisc del dev {dev} root) or use another interface for link '{link.name}'",
+                f"{host}: {dev} already has a configured root qdisc "
+                f"({root.get('kind')} {root.get('handle')}); the lab would replace it",
+                hint=f"remove it (tc qdisc del dev {dev} root) or use another interface for '{link.name}'",
             )
-        plan.add(f"shape {dev}", _qdisc_argv(dev, direction, link.mtu, has_netem),
-                 ["tc", "qdisc", "del", "dev", dev, "root"])  # fmt: skip
+        plan.add(
+            f"shape {dev}",
+            _qdisc_argv(dev, direction, link.mtu, has_netem),
+            ["tc", "qdisc", "del", "dev", dev, "root"],
+        )
     return plan

@@ -430,7 +430,9 @@ def run_in_vm(
         config = vm_argv.VmConfig(
             kernel=staged.image,
             share_dir=share,
-            script=vm_argv.guest_script(argv_inside, share, env=guest_env, timeout_s=timeout),
+            # The kernel command line (which carries virtme's script) is limited to 2 KiB: pass a short
+            # command that runs the real script from the shared directory.
+            script=f"sh {share / vm_argv.SCRIPT_FILE}",
             name=name,
             accel=chosen,
             cpus=cpus,
@@ -440,6 +442,9 @@ def run_in_vm(
             kernel_args=tuple(kernel_args),
             virtme_run=virtme_run,
             qemu=qemu,
+        )
+        (share / vm_argv.SCRIPT_FILE).write_text(
+            vm_argv.guest_script(argv_inside, share, env=guest_env, timeout_s=timeout)
         )
         argv = vm_argv.virtme_run_argv(config)
         console_path = workdir / "console.log"
@@ -524,10 +529,19 @@ def _wait(
     console_path: Path,
     staged: StagedKernel,
 ) -> float:
-    """Wait for the guest to boot (release file appears) and then to power off; returns the boot time."""
+    """Wait for the guest to boot (release file appears) and then to power off; returns the boot time.
+
+    A kernel panic on the console ends the wait at once: an early panic leaves QEMU running forever.
+    """
     booted: float | None = None
+    console = _ConsoleWatch(console_path)
     while True:
         now = time.monotonic() - started
+        panic = console.panic()
+        if panic:
+            _kill_group(proc)
+            stage = "while booting" if booted is None else "while running the command"
+            raise LabError(f"the guest kernel panicked {stage} ({panic})\n" + _console_excerpt(console_path))
         if booted is None and (share / vm_argv.RELEASE_FILE).exists():
             booted = now
         code = proc.poll()
@@ -552,6 +566,27 @@ def _wait(
                 f"the guest command did not finish within {timeout:.0f} s\n" + _console_excerpt(console_path)
             )
         time.sleep(0.2)
+
+
+class _ConsoleWatch:
+    """Reads only what was appended to the console log since the last look."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.tail = ""
+
+    def panic(self) -> str | None:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return None
+        self.offset += len(chunk)
+        text = self.tail + chunk.decode(errors="replace")
+        self.tail = text[-200:]
+        return vm_argv.find_panic(text)
 
 
 def _console_excerpt(path: Path) -> str:

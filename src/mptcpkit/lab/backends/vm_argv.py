@@ -40,6 +40,7 @@ GUEST_MODULES: tuple[str, ...] = (
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: Files the guest script writes into the shared directory.
+SCRIPT_FILE = "run.sh"
 RELEASE_FILE = "release"  # written first: its appearance means "the guest booted"
 STDOUT_FILE = "stdout"
 STDERR_FILE = "stderr"
@@ -217,6 +218,18 @@ def find_module_dir(modules: Path, release: str | None, listing: Mapping[Path, S
         releases = [e for e in entries if re.match(r"^\d+\.\d+", e)]
         if release is None and len(releases) == 1:
             return parent / releases[0]
+    return None
+
+
+PANIC_MARKERS = ("Kernel panic - not syncing", "PANIC: early exception", "kernel BUG at")
+
+
+def find_panic(console: str) -> str | None:
+    """The console line that shows the guest kernel died, if any."""
+    for line in console.splitlines():
+        for marker in PANIC_MARKERS:
+            if marker in line:
+                return line[line.index(marker) :].strip()[:200]
     return None
 
 

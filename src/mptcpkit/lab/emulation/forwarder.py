@@ -112,42 +112,121 @@ def open_tap(name: str, gso: bool, txqueuelen: int) -> int:
     return fd
 
 
+VNET_GSO_NONE = 0
+VNET_HDR = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+
+
+def wire_size(frame: bytes | bytearray | memoryview, n: int) -> tuple[int, int]:
+    """(bytes on the wire, packets) of one frame read with its virtio-net header.
+
+    A GSO frame stands for ``segs`` packets that each repeat the headers; wire bytes count Ethernet
+    header + packet, as tbf does (no FCS/preamble). Headers end after the transport header, found from
+    csum_start (the transport header's offset) plus the TCP data offset, or 8 for UDP.
+    """
+    length = n - VNET_HDR_LEN
+    _flags, gso_type, _hdr_len, gso_size, csum_start, _off = VNET_HDR.unpack_from(frame, 0)
+    if gso_type == VNET_GSO_NONE or gso_size == 0:
+        return length, 1
+    if gso_type & 0x7F in (1, 4):  # TCPv4, TCPv6
+        doff = frame[VNET_HDR_LEN + csum_start + 12] >> 4
+        hdr = csum_start + doff * 4
+    else:  # UDP (UFO/USO)
+        hdr = csum_start + 8
+    payload = length - hdr
+    if payload <= 0 or hdr <= 0:
+        return length, 1
+    segs = -(-payload // gso_size)
+    return length + (segs - 1) * hdr, segs
+
+
+class LinkModel:
+    """Bottleneck queue + serialization at ``rate_bps`` (FIFO, drop-tail), then delay with uniform jitter.
+
+    Pure timing, no I/O. Serialization times are computed exactly from the previous departure, so a
+    late wake-up never loses capacity (a token bucket whose timer fires late does). Release times are
+    kept non-decreasing: jitter never reorders.
+    """
+
+    def __init__(
+        self,
+        rate_bps: float | None,
+        queue_packets: int,
+        delay_s: float,
+        jitter_s: float,
+        loss: float,
+        seed: int,
+    ) -> None:
+        self.rate_bps = rate_bps
+        self.queue_packets = queue_packets
+        self.delay = delay_s
+        self.jitter = jitter_s
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.link_free_at = 0.0
+        self.backlog: collections.deque[tuple[float, int]] = collections.deque()  # (departure, packets)
+        self.backlog_packets = 0
+        self.last_release = 0.0
+        self.lost = 0
+        self.queue_drops = 0
+
+    def admit(self, now: float, wire_bytes: int, packets: int) -> float | None:
+        """When the frame leaves the far end, or None if the queue is full or the frame is lost."""
+        departure = now
+        if self.rate_bps:
+            backlog = self.backlog
+            while backlog and backlog[0][0] <= now:
+                self.backlog_packets -= backlog.popleft()[1]
+            if self.backlog_packets + packets > self.queue_packets and self.backlog_packets:
+                self.queue_drops += packets
+                return None
+            start = self.link_free_at if self.link_free_at > now else now
+            departure = start + wire_bytes * 8 / self.rate_bps
+            self.link_free_at = departure
+            backlog.append((departure, packets))
+            self.backlog_packets += packets
+        if self.loss and self.rng.random() < self.loss:  # lost on the wire: it used the link's time
+            self.lost += packets
+            return None
+        release = departure + self.delay
+        if self.jitter:
+            release += self.rng.uniform(-self.jitter, self.jitter)
+        if release < self.last_release:
+            release = self.last_release
+        self.last_release = release
+        return release
+
+
 class Direction:
-    """One emulated direction: a TAP, its delay line and its counters."""
+    """One emulated direction: a TAP, its link model, the frames in flight and counters."""
 
     def __init__(self, spec: dict[str, Any], fd: int) -> None:
         self.tap: str = spec["tap"]
         self.fd = fd
-        self.delay: float = float(spec["delay_s"])
-        self.jitter: float = float(spec["jitter_s"])
-        self.loss: float = float(spec["loss"])
-        self.rng = random.Random(int(spec["seed"]))
+        rate = spec.get("rate_bps")
+        self.model = LinkModel(
+            float(rate) if rate else None,
+            int(spec.get("queue_packets", 1000)),
+            float(spec["delay_s"]),
+            float(spec["jitter_s"]),
+            float(spec["loss"]),
+            int(spec["seed"]),
+        )
         self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
-        self.last_release = 0.0
         self.frames_in = 0
-        self.frames_lost = 0
         self.frames_out = 0
         self.write_errors = 0
         self.bytes_out = 0
         self.queued_bytes = 0
         self.frames_overflow = 0
 
-    def release_time(self, now: float) -> float:
-        t = now + self.delay
-        if self.jitter:
-            t += self.rng.uniform(-self.jitter, self.jitter)
-        if t < self.last_release:
-            t = self.last_release
-        self.last_release = t
-        return t
-
     def stats(self) -> dict[str, Any]:
         return {
             "tap": self.tap,
             "frames_in": self.frames_in,
-            "frames_lost": self.frames_lost,
             "frames_out": self.frames_out,
             "bytes_out": self.bytes_out,
+            "packets_lost": self.model.lost,
+            "packets_queue_dropped": self.model.queue_drops,
             "write_errors": self.write_errors,
             "frames_overflow": self.frames_overflow,
             "queued": len(self.queue),
@@ -230,15 +309,15 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
                         continue
                     return {"exit": f"tap {d.tap}: {e}", "directions": [d.stats() for d in dirs]}
                 d.frames_in += 1
-                if d.loss and d.rng.random() < d.loss:
-                    d.frames_lost += 1
-                    continue
                 now = monotonic()
+                size, packets = wire_size(buf, n)
+                t = d.model.admit(now, size, packets)
+                if t is None:
+                    continue
                 if d.queued_bytes + n > max_queue:
                     d.frames_overflow += 1  # the delay line is full: drop, like a full router buffer
                     continue
                 frame = bytes(view[:n])
-                t = d.release_time(now)
                 if t <= now and not d.queue:
                     try:
                         write(fd, frame)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from mptcpkit.errors import UsageError
 
-Mode = Literal["auto", "netem", "userspace"]
+Mode = Literal["auto", "netem", "userspace", "tc"]
 WireMode = Literal["none", "tc", "netem", "userspace"]
 Stage = Literal["none", "tc", "netem", "userspace"]
 
@@ -21,6 +21,9 @@ ETH_HEADER = 14
 # a few milliseconds (accuracy), big enough that timer slack does not starve the bucket at Gbit rates.
 BURST_TIME_S = 0.001
 MIN_BURST_FRAMES = 2
+NETEM_UNSHAPED_LIMIT = 100_000
+# Above this rate the emulator takes whole GSO frames; below it the kernel segments them (see tap_gso).
+GSO_MIN_RATE_BPS = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,11 @@ class LinkShape:
             raise UsageError(f"link queue_packets must be a positive integer, got {self.queue_packets!r}")
 
     @property
+    def shaped(self) -> bool:
+        """True when this direction differs from a plain cable."""
+        return self.rate_bps is not None or self.needs_delay_line
+
+    @property
     def needs_delay_line(self) -> bool:
         """True when rate shaping alone (tbf) is not enough."""
         return bool(self.delay_s or self.jitter_s or self.loss or self.reorder)
@@ -84,12 +92,32 @@ def tbf_params(shape: LinkShape, mtu: int = 1500) -> TbfParams | None:
     return TbfParams(rate_bps=shape.rate_bps, burst_bytes=burst, limit_bytes=shape.queue_packets * frame)
 
 
+def netem_limit(shape: LinkShape, mtu: int = 1500) -> int:
+    """netem's limit counts every packet it holds, in the rate queue and in the delay line alike.
+
+    With a rate: queue_packets plus what the link carries during delay + jitter. Without a rate the
+    delay line alone must hold a Gbit/s BDP, so the limit is generous.
+    """
+    if shape.rate_bps is None:
+        return max(shape.queue_packets, NETEM_UNSHAPED_LIMIT)
+    in_flight = shape.rate_bps * (shape.delay_s + shape.jitter_s) / 8 / (mtu + ETH_HEADER)
+    return shape.queue_packets + math.ceil(in_flight) + 1
+
+
 def choose_mode(a_to_b: LinkShape, b_to_a: LinkShape, requested: Mode, has_netem: bool | None) -> WireMode:
-    """The emulation a wire uses. ``has_netem`` may be None when it was not needed to decide."""
-    needs_line = a_to_b.needs_delay_line or b_to_a.needs_delay_line
+    """The emulation a wire uses. ``has_netem`` may be None when it was not needed to decide.
+
+    auto: nothing to shape -> "none"; otherwise netem when the kernel has it, else the userspace emulator.
+    Rate-only links are shaped by netem or the emulator too, not by a bare tbf: see ``tc`` mode's caveat.
+    """
+    if requested not in ("auto", "netem", "userspace", "tc"):
+        raise UsageError(f"emulation mode must be auto, netem, userspace or tc, got {requested!r}")
+    shaped = a_to_b.shaped or b_to_a.shaped
     reorder = bool(a_to_b.reorder or b_to_a.reorder)
-    if requested not in ("auto", "netem", "userspace"):
-        raise UsageError(f"emulation mode must be auto, netem or userspace, got {requested!r}")
+    if requested == "tc":
+        if a_to_b.needs_delay_line or b_to_a.needs_delay_line:
+            raise UsageError("mode 'tc' shapes rate only; delay, jitter and loss need netem or userspace")
+        return "tc" if shaped else "none"
     if requested == "netem" or (requested == "auto" and reorder):
         if not has_netem:
             what = "reordering needs" if reorder and requested == "auto" else "mode 'netem' needs"
@@ -97,25 +125,30 @@ def choose_mode(a_to_b: LinkShape, b_to_a: LinkShape, requested: Mode, has_netem
                 f"{what} the kernel's netem qdisc, which this kernel does not have",
                 hint="drop 'reorder' (the userspace emulator never reorders) or use a kernel with sch_netem",
             )
-        return "netem"
+        return "netem" if shaped else "none"
+    if reorder:
+        raise UsageError("the userspace emulator cannot reorder packets; use a kernel with netem")
+    if not shaped:
+        return "none"
     if requested == "userspace":
-        if reorder:
-            raise UsageError("the userspace emulator cannot reorder packets; use a kernel with netem")
-        return "userspace" if needs_line else ("tc" if _any_rate(a_to_b, b_to_a) else "none")
-    if not needs_line:
-        return "tc" if _any_rate(a_to_b, b_to_a) else "none"
+        return "userspace"
     return "netem" if has_netem else "userspace"
 
 
-def _any_rate(a: LinkShape, b: LinkShape) -> bool:
-    return a.rate_bps is not None or b.rate_bps is not None
-
-
 def direction_stage(shape: LinkShape, mode: WireMode) -> Stage:
-    """How one direction is handled inside a wire of ``mode``."""
-    if mode in ("netem", "userspace") and shape.needs_delay_line:
-        return mode
-    return "tc" if shape.rate_bps is not None else "none"
+    """How one direction is handled inside a wire of ``mode``: unshaped directions are a plain redirect."""
+    return mode if shape.shaped else "none"
+
+
+def tap_gso(shape: LinkShape) -> bool:
+    """Let GSO frames (up to 64 KiB) through the TAP, or have the kernel segment them first.
+
+    Whole GSO frames keep the emulator at a few thousand frames/s even at Gbit/s. Segmenting is needed
+    when loss is per packet, and wanted at low rates, where one GSO frame would be a visible burst.
+    """
+    if shape.loss:
+        return False
+    return shape.rate_bps is None or shape.rate_bps > GSO_MIN_RATE_BPS
 
 
 def tap_name(a_if: str, b_if: str, direction: Literal["ab", "ba"]) -> str:

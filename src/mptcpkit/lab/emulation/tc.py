@@ -9,7 +9,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from mptcpkit.errors import LabError
-from mptcpkit.lab.emulation.shape import LinkShape, TbfParams
+from mptcpkit.lab.emulation.shape import LinkShape, TbfParams, netem_limit
 
 ETH_P_ALL = 0x0003
 TC_H_ROOT = 0xFFFFFFFF
@@ -73,16 +73,18 @@ def add_tbf(
     ipr.tc("replace", "tbf", **kwargs)
 
 
-def add_netem(ipr: IPRoute, index: int, shape: LinkShape) -> None:
-    """netem for delay/jitter/loss/reorder; its limit holds the queue (packets)."""
+def add_netem(ipr: IPRoute, index: int, shape: LinkShape, mtu: int) -> None:
+    """netem for rate/delay/jitter/loss/reorder; its limit is the queue (packets). It orphans the skb."""
     kwargs: dict[str, Any] = {
         "index": index,
         "handle": ROOT_HANDLE,
         "delay": round(shape.delay_s * 1e6),
         "jitter": round(shape.jitter_s * 1e6),
         "loss": shape.loss * 100,
-        "limit": max(shape.queue_packets, 1000),
+        "limit": netem_limit(shape, mtu),
     }
+    if shape.rate_bps is not None:
+        kwargs["rate"] = f"{shape.rate_bps}bit"
     if shape.reorder:
         kwargs["prob_reorder"] = shape.reorder * 100
     ipr.tc("replace", "netem", **kwargs)

@@ -3,13 +3,15 @@
 Per direction X -> Y (X's wire end ``in_if``, Y's wire end ``out_if``):
 
     stage none       in_if ingress --mirred--> out_if egress
-    stage tc         in_if ingress --mirred--> out_if egress [tbf]
-    stage netem      in_if ingress --mirred--> out_if egress [netem 1: -> tbf 10:]
-    stage userspace  in_if ingress --mirred--> tap egress [tbf] -> forwarder (delay/jitter/loss)
+    stage netem      in_if ingress --mirred--> out_if egress [netem: rate, delay, jitter, loss, reorder]
+    stage userspace  in_if ingress --mirred--> tap egress -> forwarder (rate queue, delay, jitter, loss)
                      -> tap ingress --mirred--> out_if egress
+    stage tc         in_if ingress --mirred--> out_if egress [tbf]   (only on request: mode="tc")
 
-Shaping happens in the wire namespace, after the sender's veth has orphaned the skb, so the sender's
-TCP Small Queues and qdisc do not see the bottleneck (as with a real link).
+Shaping happens in the wire namespace, not on the sender's own egress. The skb keeps its socket
+reference across veth (since Linux 4.19), so a bottleneck queue must let go of it, as netem
+(skb_orphan_partial) and the TAP read do; a bare tbf does not, and TCP Small Queues would then keep the
+"router" queue nearly empty and a UDP sender would be throttled instead of losing packets.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from mptcpkit.lab.emulation.shape import (
     choose_mode,
     direction_stage,
     seed_for,
+    tap_gso,
     tap_name,
     tbf_params,
 )
@@ -120,8 +123,8 @@ def build_wire(
     ``seed`` seeds the userspace emulator's loss/jitter PRNG. ``emulator_priority``: the forwarder runs
     SCHED_RR by default so frames leave on time on a busy machine ("nice" = nice -10, "normal").
     """
-    needs_netem_answer = mode == "netem" or a_to_b.needs_delay_line or b_to_a.needs_delay_line
-    has_netem = netem_available() if needs_netem_answer and mode != "userspace" else None
+    shaped = a_to_b.shaped or b_to_a.shaped
+    has_netem = netem_available() if mode == "netem" or (mode == "auto" and shaped) else None
     wire_mode = choose_mode(a_to_b, b_to_a, mode, has_netem)
     state_dir.mkdir(parents=True, exist_ok=True)
     directions: list[tuple[str, str, str, LinkShape, Stage]] = [
@@ -176,31 +179,24 @@ def _plumb(
     stage: Stage,
     mtu: int,
 ) -> dict[str, Any]:
-    tbf = tbf_params(shape, mtu)
-    info: dict[str, Any] = {
-        "shape": shape.as_dict(),
-        "stage": stage,
-        "tbf": None if tbf is None else vars(tbf),
-    }
+    tbf = tbf_params(shape, mtu) if stage == "tc" else None
+    info: dict[str, Any] = {"shape": shape.as_dict(), "stage": stage}
     tc.add_clsact(ipr, index[in_if])
     if stage == "userspace":
         tap = tap_name(wire.a_if, wire.b_if, key)  # type: ignore[arg-type]
         tc.redirect_ingress(ipr, index[in_if], index[tap])
-        if tbf is not None:
-            tc.add_tbf(ipr, index[tap], tbf)
         tc.add_clsact(ipr, index[tap])
         tc.redirect_ingress(ipr, index[tap], index[out_if])
-        info.update(tap=tap, gso=shape.loss == 0)
+        info.update(tap=tap, gso=tap_gso(shape))
         return info
     tc.redirect_ingress(ipr, index[in_if], index[out_if])
     if stage == "netem":
         wire._qdisc_ifs.append(out_if)
-        tc.add_netem(ipr, index[out_if], shape)
-        if tbf is not None:
-            tc.add_tbf(ipr, index[out_if], tbf, parent=tc.CHILD_PARENT, handle=tc.CHILD_HANDLE)
+        tc.add_netem(ipr, index[out_if], shape, mtu)
     elif stage == "tc" and tbf is not None:
         wire._qdisc_ifs.append(out_if)
         tc.add_tbf(ipr, index[out_if], tbf)
+        info["tbf"] = vars(tbf)
     return info
 
 
@@ -224,7 +220,9 @@ def _start_emulator(
         "directions": [
             {
                 "tap": tap_name(wire.a_if, wire.b_if, key),  # type: ignore[arg-type]
-                "gso": shape.loss == 0,
+                "gso": tap_gso(shape),
+                "rate_bps": shape.rate_bps,
+                "queue_packets": shape.queue_packets,
                 "delay_s": shape.delay_s,
                 "jitter_s": shape.jitter_s,
                 "loss": shape.loss,

@@ -3,4 +3,13 @@
 from mptcpkit.lab.scenarios.base import Action, Flow, Measurement, RepOutcome, Rule, Scenario
 from mptcpkit.lab.scenarios.suite import default_suite, scenario_names
 
-__all__ = ["Action", "Flow", "Measurement", "RepOutcome", "Rule", "Scenario", "default_suite", "scenario_names"]
+__all__ = [
+    "Action",
+    "Flow",
+    "Measurement",
+    "RepOutcome",
+    "Rule",
+    "Scenario",
+    "default_suite",
+    "scenario_names",
+]

@@ -7,6 +7,7 @@ storage. Flows run as separate traffic-engine processes on the lab hosts, so a s
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import threading
@@ -36,8 +37,11 @@ class Rule:
 
     def text(self, expected: float, unit: str) -> str:
         sign = ">=" if self.kind == "ge" else "<="
-        scaled = f"{self.factor:.3g} x expected ({self.factor * expected:.4g} {unit})" if self.factor != 1 else (
-            f"expected ({expected:.4g} {unit})")
+        scaled = (
+            f"{self.factor:.3g} x expected ({self.factor * expected:.4g} {unit})"
+            if self.factor != 1
+            else (f"expected ({expected:.4g} {unit})")
+        )
         return f"median {sign} {scaled}"
 
 
@@ -69,8 +73,19 @@ class Flow:
     server_address: str | None = None  # default: the server's first IPv4 address
 
     def client_argv(self, address: str, port: int, interval: float) -> list[str]:
-        argv = ["client", "--connect", address, "--port", str(port), "--proto", self.proto, "--mode", self.mode,
-                "--interval", str(interval)]
+        argv = [
+            "client",
+            "--connect",
+            address,
+            "--port",
+            str(port),
+            "--proto",
+            self.proto,
+            "--mode",
+            self.mode,
+            "--interval",
+            str(interval),
+        ]
         if self.bytes is not None:
             argv += ["--bytes", str(self.bytes)]
         if self.duration is not None:
@@ -175,20 +190,41 @@ def run_flows(
         for index, flow in enumerate(flows):
             host = lab.host(flow.server)
             port = BASE_PORT + index
-            proc = host.spawn([*host.python_argv(), "-m", "mptcpkit.lab.traffic", "server", "--bind", "0.0.0.0",
-                               "--port", str(port), "--proto", flow.proto, "--once", "--interval", str(interval),
-                               "--timeout", str(timeout)])
+            proc = host.spawn(
+                [
+                    *host.python_argv(),
+                    "-m",
+                    "mptcpkit.lab.traffic",
+                    "server",
+                    "--bind",
+                    "0.0.0.0",
+                    "--port",
+                    str(port),
+                    "--proto",
+                    flow.proto,
+                    "--once",
+                    "--interval",
+                    str(interval),
+                    "--timeout",
+                    str(timeout),
+                ]
+            )
             servers.append(proc)
             line = proc.readline(timeout=20)
             if line is None or "ready" not in line:
-                raise LabError(f"traffic server on {flow.server} did not start: {proc.wait(5).stderr.strip()}")
+                raise LabError(
+                    f"traffic server on {flow.server} did not start: {proc.wait(5).stderr.strip()}"
+                )
             ports.append(json.loads(line).get("port", port))
         t0 = time.monotonic()
         for flow, port in zip(flows, ports, strict=True):
             host = lab.host(flow.client)
             argv = flow.client_argv(_server_address(lab, flow), port, interval)
-            clients.append(host.spawn([*host.python_argv(), "-m", "mptcpkit.lab.traffic", *argv,
-                                       "--timeout", str(timeout)]))
+            clients.append(
+                host.spawn(
+                    [*host.python_argv(), "-m", "mptcpkit.lab.traffic", *argv, "--timeout", str(timeout)]
+                )
+            )
             started.append(time.time())
         stop = threading.Event()
         errors: list[BaseException] = []
@@ -218,7 +254,9 @@ def run_flows(
     for flow, client, server, start in zip(flows, results, server_results, started, strict=True):
         client_result = _parse_result(client.stdout, f"traffic client on {flow.client}")
         try:
-            server_result: TrafficResult | None = _parse_result(server.stdout, f"traffic server on {flow.server}")
+            server_result: TrafficResult | None = _parse_result(
+                server.stdout, f"traffic server on {flow.server}"
+            )
         except LabError:
             server_result = None
         outcomes.append(FlowOutcome(flow, client_result, server_result, start))
@@ -232,7 +270,9 @@ def flow_failure(outcomes: Sequence[FlowOutcome]) -> str | None:
         if res.error is not None:
             return f"{flow.client}->{flow.server}: {res.error.kind}: {res.error.message}"
         if flow.proto == "mptcp" and res.fallback:
-            return f"{flow.client}->{flow.server}: fell back to TCP ({res.fallback_reason or 'no reason given'})"
+            return (
+                f"{flow.client}->{flow.server}: fell back to TCP ({res.fallback_reason or 'no reason given'})"
+            )
         for stream in res.streams:
             if stream.integrity_ok is False:
                 offset = f" at byte {stream.first_bad_offset}" if stream.first_bad_offset is not None else ""
@@ -287,10 +327,10 @@ def subflow_bytes_by_link(lab: Lab, result: TrafficResult, host: str) -> dict[st
         for sample in conn.subflow_samples:
             per_link: dict[str, int] = {}
             for sub in sample.subflows:
-                link = owner.get(sub.local, sub.local)
-                per_link[link] = per_link.get(link, 0) + sub.bytes_received + sub.bytes_acked
-            for link, value in per_link.items():
-                series.setdefault(link, []).append((sample.t, value))
+                link_name = owner.get(sub.local, sub.local)
+                per_link[link_name] = per_link.get(link_name, 0) + sub.bytes_received + sub.bytes_acked
+            for link_name, value in per_link.items():
+                series.setdefault(link_name, []).append((sample.t, value))
     return series
 
 
@@ -301,13 +341,19 @@ def per_link_rate_series(by_link: dict[str, list[tuple[float, int]]]) -> list[tu
         if len(points) < 2:
             continue
         values = []
-        for (t0, b0), (t1, b1) in zip(points, points[1:], strict=False):
+        for (t0, b0), (t1, b1) in itertools.pairwise(points):
             values.append(8 * (b1 - b0) / max(t1 - t0, 1e-6) / 1e6)
-        interval = statistics.median(t1 - t0 for (t0, _), (t1, _) in zip(points, points[1:], strict=False))
+        interval = statistics.median(t1 - t0 for (t0, _), (t1, _) in itertools.pairwise(points))
         out.append((f"subflow:{link}", interval, values))
     return out
 
 
-def metric(name: str, unit: str, better: Better, value: float, expected: float | None = None,
-           rule: Rule | None = None) -> Measurement:
+def metric(
+    name: str,
+    unit: str,
+    better: Better,
+    value: float,
+    expected: float | None = None,
+    rule: Rule | None = None,
+) -> Measurement:
     return Measurement(name, unit, better, value, expected, rule)

@@ -26,7 +26,9 @@ def goodput_limit(rate_bps: float, mss: int, mtu: int = 1500, mptcp: bool = True
     return rate_bps * payload_per_segment(mss, mptcp) / (mtu + ETHERNET_HEADER)
 
 
-def aggregate_goodput_limit(rates_bps: Sequence[float], mss: int, mtu: int = 1500, mptcp: bool = True) -> float:
+def aggregate_goodput_limit(
+    rates_bps: Sequence[float], mss: int, mtu: int = 1500, mptcp: bool = True
+) -> float:
     """Sum of the per-path goodput limits."""
     return sum(goodput_limit(rate, mss, mtu, mptcp) for rate in rates_bps)
 

@@ -41,23 +41,43 @@ DEFAULT_MSS = 1448
 MBIT = 1e6
 
 
-def two_paths(rate1: float, rate2: float, delay1: float = 0.0, delay2: float = 0.0, *,
-              backup_path2: bool = False, signal_server: bool = False) -> Topology:
+def two_paths(
+    rate1: float,
+    rate2: float,
+    delay1: float = 0.0,
+    delay2: float = 0.0,
+    *,
+    backup_path2: bool = False,
+    signal_server: bool = False,
+) -> Topology:
     """The built-in two-paths topology with both links reshaped (rates in Mbit/s, delays in ms one-way)."""
     topo = load_topology("two-paths")
-    topo = topo.with_link("path1", a_to_b=Direction(int(rate1 * MBIT), delay1 / 1e3),
-                          b_to_a=Direction(int(rate1 * MBIT), delay1 / 1e3))
-    topo = topo.with_link("path2", a_to_b=Direction(int(rate2 * MBIT), delay2 / 1e3),
-                          b_to_a=Direction(int(rate2 * MBIT), delay2 / 1e3))
+    topo = topo.with_link(
+        "path1",
+        a_to_b=Direction(int(rate1 * MBIT), delay1 / 1e3),
+        b_to_a=Direction(int(rate1 * MBIT), delay1 / 1e3),
+    )
+    topo = topo.with_link(
+        "path2",
+        a_to_b=Direction(int(rate2 * MBIT), delay2 / 1e3),
+        b_to_a=Direction(int(rate2 * MBIT), delay2 / 1e3),
+    )
     if backup_path2:
         client = topo.host("client")
-        endpoints = tuple(dataclasses.replace(ep, flags=frozenset({"subflow", "backup"}))
-                          for ep in client.mptcp.endpoints)
+        endpoints = tuple(
+            dataclasses.replace(ep, flags=frozenset({"subflow", "backup"})) for ep in client.mptcp.endpoints
+        )
         topo = topo.with_host("client", mptcp=dataclasses.replace(client.mptcp, endpoints=endpoints))
     if signal_server:
         topo = topo.with_host("client", mptcp=MptcpSettings(subflows=2, add_addr_accepted=2))
-        topo = topo.with_host("server", mptcp=MptcpSettings(subflows=2, add_addr_accepted=2, endpoints=(
-            Endpoint(ipaddress.ip_address("10.0.2.2"), frozenset({"signal"}), dev="eth1"),)))
+        topo = topo.with_host(
+            "server",
+            mptcp=MptcpSettings(
+                subflows=2,
+                add_addr_accepted=2,
+                endpoints=(Endpoint(ipaddress.ip_address("10.0.2.2"), frozenset({"signal"}), dev="eth1"),),
+            ),
+        )
     return dataclasses.replace(topo, name=f"two-paths {rate1:g}/{rate2:g} Mbit/s {delay1:g}/{delay2:g} ms")
 
 
@@ -68,7 +88,9 @@ def one_path(rate: float, delay: float = 5.0) -> Topology:
     shape = Direction(int(rate * MBIT), delay / 1e3)
     link = dataclasses.replace(link, a_to_b=shape, b_to_a=shape)
     hosts = tuple(dataclasses.replace(h, mptcp=MptcpSettings()) for h in topo.hosts)
-    return dataclasses.replace(topo, name=f"one-path {rate:g} Mbit/s {delay:g} ms", hosts=hosts, links=(link,))
+    return dataclasses.replace(
+        topo, name=f"one-path {rate:g} Mbit/s {delay:g} ms", hosts=hosts, links=(link,)
+    )
 
 
 def shared_bottleneck(core_rate: float) -> Topology:
@@ -105,7 +127,8 @@ def _single_path(proto: str, rate: float) -> Callable[..., RepOutcome]:
         measured = steady_goodput(outcome.client)
         return RepOutcome(
             [metric("goodput", "Mbit/s", "higher", measured / MBIT, limit / MBIT, Rule("ge", 0.97))],
-            series=_series(lab, outcome), details={"mss": mss},
+            series=_series(lab, outcome),
+            details={"mss": mss},
         )
 
     return evaluate
@@ -114,8 +137,9 @@ def _single_path(proto: str, rate: float) -> Callable[..., RepOutcome]:
 # ---- aggregation: the simult_flows cases --------------------------------------------------------------
 
 
-def _aggregation(rate1: float, rate2: float, size: int, min_score: float | None = None
-                 ) -> Callable[..., RepOutcome]:
+def _aggregation(
+    rate1: float, rate2: float, size: int, min_score: float | None = None
+) -> Callable[..., RepOutcome]:
     def evaluate(scn: Scenario, lab: Lab, outcomes: list[FlowOutcome], _t: dict[str, float]) -> RepOutcome:
         (outcome,) = outcomes
         mss = connection_mss(outcome.client) or DEFAULT_MSS
@@ -126,8 +150,14 @@ def _aggregation(rate1: float, rate2: float, size: int, min_score: float | None 
         goodput_rule = Rule("ge", min_score) if min_score else None
         measurements = [
             metric("transfer_time", "s", "lower", elapsed, bound, Rule("le")),
-            metric("goodput", "Mbit/s", "higher", steady_goodput(outcome.client) / MBIT, limit / MBIT,
-                   goodput_rule),
+            metric(
+                "goodput",
+                "Mbit/s",
+                "higher",
+                steady_goodput(outcome.client) / MBIT,
+                limit / MBIT,
+                goodput_rule,
+            ),
         ]
         subflows = max((len(c.subflows) for c in outcome.client.connections), default=0)
         measurements.append(metric("subflows", "", "higher", float(subflows), 2.0, Rule("ge")))
@@ -136,8 +166,16 @@ def _aggregation(rate1: float, rate2: float, size: int, min_score: float | None 
     return evaluate
 
 
-def aggregation(name: str, rate1: float, rate2: float, delay1: float, delay2: float, description: str,
-                seconds: float, min_score: float | None = None) -> Scenario:
+def aggregation(
+    name: str,
+    rate1: float,
+    rate2: float,
+    delay1: float,
+    delay2: float,
+    description: str,
+    seconds: float,
+    min_score: float | None = None,
+) -> Scenario:
     size = _size_for(rate1 + rate2, seconds)
     return Scenario(
         name=name,
@@ -239,8 +277,12 @@ def _add_addr_eval(scn: Scenario, lab: Lab, outcomes: list[FlowOutcome], _t: dic
         [
             metric("subflows", "", "higher", float(len(subflows)), 2.0, Rule("ge")),
             metric("joined_announced", "", "higher", 1.0 if joined else 0.0, 1.0, Rule("ge")),
-            metric("add_addr_accepted", "", "higher", float(info.get("add_addr_accepted", 0)), 1.0, Rule("ge")),
-            metric("goodput", "Mbit/s", "higher", steady_goodput(outcome.client) / MBIT, limit, Rule("ge", 0.9)),
+            metric(
+                "add_addr_accepted", "", "higher", float(info.get("add_addr_accepted", 0)), 1.0, Rule("ge")
+            ),
+            metric(
+                "goodput", "Mbit/s", "higher", steady_goodput(outcome.client) / MBIT, limit, Rule("ge", 0.9)
+            ),
         ],
         series=_series(lab, outcome),
     )
@@ -249,8 +291,9 @@ def _add_addr_eval(scn: Scenario, lab: Lab, outcomes: list[FlowOutcome], _t: dic
 # ---- fairness -------------------------------------------------------------------------------------------
 
 
-def _fairness_parallel_eval(scn: Scenario, lab: Lab, outcomes: list[FlowOutcome], _t: dict[str, float]
-                            ) -> RepOutcome:
+def _fairness_parallel_eval(
+    scn: Scenario, lab: Lab, outcomes: list[FlowOutcome], _t: dict[str, float]
+) -> RepOutcome:
     (outcome,) = outcomes
     per_flow = [s.goodput_bps / MBIT for s in outcome.client.streams]
     return RepOutcome(
@@ -262,7 +305,9 @@ def _fairness_parallel_eval(scn: Scenario, lab: Lab, outcomes: list[FlowOutcome]
     )
 
 
-def _fairness_tcp_eval(scn: Scenario, lab: Lab, outcomes: list[FlowOutcome], _t: dict[str, float]) -> RepOutcome:
+def _fairness_tcp_eval(
+    scn: Scenario, lab: Lab, outcomes: list[FlowOutcome], _t: dict[str, float]
+) -> RepOutcome:
     mptcp, tcp = outcomes
     mptcp_rate, tcp_rate = steady_goodput(mptcp.client) / MBIT, steady_goodput(tcp.client) / MBIT
     share = tcp_rate / (mptcp_rate + tcp_rate) if mptcp_rate + tcp_rate else float("nan")
@@ -283,40 +328,84 @@ def default_suite(scale: float = 1.0) -> list[Scenario]:
     backup_fail_at = 2.0 * scale
     failover_size = _size_for(20, 2 * s)
     scenarios = [
-        Scenario("tcp-baseline", "plain TCP over one 50 Mbit/s path: the reference for MPTCP's overhead",
-                 lambda: one_path(50), (Flow(proto="tcp", mode="bulk-download", duration=s),),
-                 _single_path("tcp", 50), tags=("single",)),
-        Scenario("mptcp-single", "MPTCP over one 50 Mbit/s path: same limit minus the DSS option",
-                 lambda: one_path(50), (Flow(mode="bulk-download", duration=s),), _single_path("mptcp", 50),
-                 tags=("single",)),
+        Scenario(
+            "tcp-baseline",
+            "plain TCP over one 50 Mbit/s path: the reference for MPTCP's overhead",
+            lambda: one_path(50),
+            (Flow(proto="tcp", mode="bulk-download", duration=s),),
+            _single_path("tcp", 50),
+            tags=("single",),
+        ),
+        Scenario(
+            "mptcp-single",
+            "MPTCP over one 50 Mbit/s path: same limit minus the DSS option",
+            lambda: one_path(50),
+            (Flow(mode="bulk-download", duration=s),),
+            _single_path("mptcp", 50),
+            tags=("single",),
+        ),
         aggregation("simult-balanced", 10, 10, 0, 0, "simult_flows: balanced 10/10 Mbit/s", s),
         aggregation("simult-unbalanced-15-5", 15, 5, 0, 0, "simult_flows: unbalanced 15/5 Mbit/s", s),
         aggregation("simult-unbalanced-10-3", 10, 3, 0, 0, "simult_flows: unbalanced 10/3 Mbit/s", s),
         aggregation("simult-delay-1-25", 10, 10, 1, 25, "simult_flows: 10/10 Mbit/s, 1/25 ms one-way", s),
         aggregation("simult-delay-25-1", 10, 10, 25, 1, "simult_flows: 10/10 Mbit/s, 25/1 ms one-way", s),
-        aggregation("aggregate-50-50", 50, 50, 5, 5, "two 50 Mbit/s paths: goodput >= 98.5 % of the limit",
-                    s * 1.5, min_score=0.985),
-        Scenario("backup", "a backup path carries nothing while the primary works, and takes over when it fails",
-                 lambda: two_paths(20, 20, 5, 5, backup_path2=True),
-                 (Flow(mode="bulk-download", duration=backup_fail_at + 4.0),), _backup_eval(backup_fail_at, 20),
-                 actions=(Action(backup_fail_at, "path1 down", _link_down("path1")),), restore=_links_up,
-                 tags=("resilience",)),
-        Scenario("failover", "a link goes down mid-transfer: stall time, completion, integrity",
-                 lambda: two_paths(20, 20, 5, 5), (Flow(mode="bulk-download", bytes=failover_size),),
-                 _failover_eval(failover_size, 20),
-                 actions=(Action(1.0 * scale, "path1 down", _link_down("path1")),), restore=_links_up,
-                 tags=("resilience",)),
-        Scenario("add-addr", "the server announces its second address (signal endpoint); the client joins it",
-                 lambda: two_paths(20, 20, 5, 5, signal_server=True), (Flow(mode="bulk-download", duration=s),),
-                 _add_addr_eval, tags=("pm",)),
-        Scenario("fairness", "4 parallel MPTCP connections over two paths share them fairly (Jain index)",
-                 lambda: two_paths(20, 20, 5, 5), (Flow(mode="bulk-download", duration=s, parallel=4),),
-                 _fairness_parallel_eval, tags=("fairness",)),
-        Scenario("fairness-tcp", "MPTCP (2 subflows) against one TCP flow through a shared 20 Mbit/s bottleneck",
-                 lambda: shared_bottleneck(20),
-                 (Flow(mode="bulk-download", duration=s + 1),
-                  Flow(proto="tcp", mode="bulk-download", duration=s + 1)),
-                 _fairness_tcp_eval, tags=("fairness",)),
+        aggregation(
+            "aggregate-50-50",
+            50,
+            50,
+            5,
+            5,
+            "two 50 Mbit/s paths: goodput >= 98.5 % of the limit",
+            s * 1.5,
+            min_score=0.985,
+        ),
+        Scenario(
+            "backup",
+            "a backup path carries nothing while the primary works, and takes over when it fails",
+            lambda: two_paths(20, 20, 5, 5, backup_path2=True),
+            (Flow(mode="bulk-download", duration=backup_fail_at + 4.0),),
+            _backup_eval(backup_fail_at, 20),
+            actions=(Action(backup_fail_at, "path1 down", _link_down("path1")),),
+            restore=_links_up,
+            tags=("resilience",),
+        ),
+        Scenario(
+            "failover",
+            "a link goes down mid-transfer: stall time, completion, integrity",
+            lambda: two_paths(20, 20, 5, 5),
+            (Flow(mode="bulk-download", bytes=failover_size),),
+            _failover_eval(failover_size, 20),
+            actions=(Action(1.0 * scale, "path1 down", _link_down("path1")),),
+            restore=_links_up,
+            tags=("resilience",),
+        ),
+        Scenario(
+            "add-addr",
+            "the server announces its second address (signal endpoint); the client joins it",
+            lambda: two_paths(20, 20, 5, 5, signal_server=True),
+            (Flow(mode="bulk-download", duration=s),),
+            _add_addr_eval,
+            tags=("pm",),
+        ),
+        Scenario(
+            "fairness",
+            "4 parallel MPTCP connections over two paths share them fairly (Jain index)",
+            lambda: two_paths(20, 20, 5, 5),
+            (Flow(mode="bulk-download", duration=s, parallel=4),),
+            _fairness_parallel_eval,
+            tags=("fairness",),
+        ),
+        Scenario(
+            "fairness-tcp",
+            "MPTCP (2 subflows) against one TCP flow through a shared 20 Mbit/s bottleneck",
+            lambda: shared_bottleneck(20),
+            (
+                Flow(mode="bulk-download", duration=s + 1),
+                Flow(proto="tcp", mode="bulk-download", duration=s + 1),
+            ),
+            _fairness_tcp_eval,
+            tags=("fairness",),
+        ),
     ]
     return scenarios
 
