@@ -235,7 +235,7 @@ def main() -> int:
 
     def marginal(name: str, r: dict[str, Any], side: str) -> float:
         fixed = float(baseline["iperf3" if name.startswith("iperf3") else "engine"][side])
-        return max(0.0, float(r[f"cpu_s_{side}"]) - fixed) / max(r["bytes"] / 1e9, 1e-9)
+        return max(0.0, float(r[f"cpu_s_{side}"]) - fixed) / max(float(r["bytes"]) / 1e9, 1e-9)
 
     cpu = {
         name: {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -90,7 +89,9 @@ def test_one_subflow_per_interface(two_paths: tuple[str, str], run_pm: Callable[
         try:
             wait_for(lambda: locals_() == ["10.10.1.1", "10.10.2.1"], 5, "the extra c0 subflow closed")
         except AssertionError:
-            raise AssertionError(f"{locals_()} {[e.to_dict() for e in watcher.read_events()]}\n{d.output()}")
+            raise AssertionError(
+                f"{locals_()} {[e.to_dict() for e in watcher.read_events()]}\n{d.output()}"
+            ) from None
         assert "Closing new subflow" in d.output() or "closing new subflow" in d.output()
         assert d.alive()
     finally:

@@ -252,3 +252,44 @@ def test_check_target_against_serve_and_plain_server(start_serve: Start) -> None
     finally:
         plain.close()
     assert res.returncode == 1 and "no (fallback to TCP)" in res.stdout
+
+
+def test_client_that_never_reads_is_dropped(start_serve: Start) -> None:
+    proc, port = start_serve("--idle-timeout", "1")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    pending = request * 20000  # ~6 MB of answers: far beyond every buffer on the way
+    deadline = time.monotonic() + 3
+    while pending and time.monotonic() < deadline:
+        try:
+            pending = pending[s.send(pending) :]
+        except BlockingIOError:
+            time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    time.sleep(2.5)  # the server paused reading; after --idle-timeout without progress it aborts
+    server_side = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert server_side.strip() == "", server_side  # the server's end of the connection is gone
+    s.setblocking(True)
+    s.settimeout(5)
+    received = b""
+    ended = False
+    try:
+        while chunk := s.recv(65536):
+            received += chunk
+        ended = True
+    except ConnectionResetError:
+        ended = True
+    s.close()
+    assert ended
+    assert received.count(b"HTTP/1.1 200 OK") < 20000
+    assert proc.poll() is None
+    assert curl(f"http://127.0.0.1:{port}/") == "You are not using MPTCP.\n"

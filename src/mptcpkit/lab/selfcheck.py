@@ -157,6 +157,49 @@ def rate_check(link: Link, forward: bool, sink_output: str) -> Check:
     )
 
 
+def _start_rate_probe(lab: Lab, link: Link, forward: bool, duration: float, port: int) -> HostProcess | None:
+    """Start the sink (returned) and the source of one direction's rate probe."""
+    direction = link.a_to_b if forward else link.b_to_a
+    sender, receiver = (link.a, link.b) if forward else (link.b, link.a)
+    src, dst = _first_address(link, sender.host, 4), _first_address(link, receiver.host, 4)
+    if not direction.rate_bps or src is None or dst is None:
+        return None
+    probe = ["-m", "mptcpkit.lab.probe"]
+    sink_host, source_host = lab.host(receiver.host), lab.host(sender.host)
+    sink = sink_host.spawn(
+        [
+            *sink_host.python_argv(),
+            *probe,
+            "sink",
+            "--bind",
+            dst,
+            "--port",
+            str(port),
+            "--duration",
+            str(duration),
+        ]
+    )
+    ready = sink.readline(timeout=15)
+    if not ready or "ready" not in ready:
+        raise LabError(f"self-check: rate probe did not start for {link.name}: {sink.wait(5).stderr}")
+    source_host.spawn(
+        [
+            *source_host.python_argv(),
+            *probe,
+            "source",
+            "--connect",
+            dst,
+            "--port",
+            str(port),
+            "--duration",
+            str(duration),
+            "--bind",
+            src,
+        ]
+    )
+    return sink
+
+
 def self_check(
     lab: Lab, *, rate_duration: float = 2.0, progress: Callable[[str], None] | None = None
 ) -> list[Check]:
@@ -180,58 +223,21 @@ def self_check(
         for kind, link, _forward, proc in probes:
             output = proc.wait(timeout=60).stdout
             checks.append(rtt_check(link, output) if kind == "rtt" else loss_check(link, output))
-        sinks = []
-        for index, link in enumerate(links):
-            for forward in (True, False):
-                direction = link.a_to_b if forward else link.b_to_a
-                sender, receiver = (link.a, link.b) if forward else (link.b, link.a)
-                src, dst = _first_address(link, sender.host, 4), _first_address(link, receiver.host, 4)
-                if not direction.rate_bps or src is None or dst is None:
-                    continue
-                port = 47000 + 2 * index + (0 if forward else 1)
-                host = lab.host(receiver.host)
-                sink = host.spawn(
-                    [
-                        *host.python_argv(),
-                        "-m",
-                        "mptcpkit.lab.probe",
-                        "sink",
-                        "--bind",
-                        dst,
-                        "--port",
-                        str(port),
-                        "--duration",
-                        str(rate_duration),
-                    ]
+        # Rates: every link at once, but one direction at a time: a saturated reverse direction queues the
+        # probe's ACKs behind its data and would make the forward probe ACK-limited, not link-limited.
+        for forward in (True, False):
+            batch = []
+            for index, link in enumerate(links):
+                probe = _start_rate_probe(lab, link, forward, rate_duration, 47000 + index)
+                if probe is not None:
+                    probes.append(("rate", link, forward, probe))
+                    batch.append((link, probe))
+            if batch:
+                say(
+                    f"self-check: rate {'a->b' if forward else 'b->a'} of {len(batch)} link(s), {rate_duration:g} s"
                 )
-                sinks.append((link, forward, sink, sender.host, src, dst, port))
-        if sinks:
-            say(f"self-check: rate of {len(sinks)} direction(s), {rate_duration:g} s")
-        for link, forward, sink, sender_host, src, dst, port in sinks:
-            ready = sink.readline(timeout=15)
-            if not ready or "ready" not in ready:
-                raise LabError(f"self-check: rate probe did not start for {link.name}: {sink.wait(5).stderr}")
-            host = lab.host(sender_host)
-            host.spawn(
-                [
-                    *host.python_argv(),
-                    "-m",
-                    "mptcpkit.lab.probe",
-                    "source",
-                    "--connect",
-                    dst,
-                    "--port",
-                    str(port),
-                    "--duration",
-                    str(rate_duration),
-                    "--bind",
-                    src,
-                ]
-            )
-            probes.append(("rate", link, forward, sink))
-        for kind, link, forward, proc in probes:
-            if kind == "rate":
-                checks.append(rate_check(link, forward, proc.wait(timeout=rate_duration + 60).stdout))
+            for link, probe in batch:
+                checks.append(rate_check(link, forward, probe.wait(timeout=rate_duration + 60).stdout))
         return checks
     finally:
         for _kind, _link, _forward, proc in probes:

@@ -93,7 +93,7 @@ class CheckProtocol(asyncio.Protocol):
         self.paused = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
-            self._arm(self.server.config.idle_timeout, "write")
+            pass
 
     def resume_writing(self) -> None:
         self.paused = False

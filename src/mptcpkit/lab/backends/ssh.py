@@ -311,11 +311,11 @@ async def _teardown_all(states: list[_HostState]) -> dict[str, list[str]]:
 
 
 async def _has_netem(host: SshHost) -> bool:
-    """Detect netem by trying: add it on a throwaway dummy interface (then delete the interface)."""
+    """Detect netem by trying: add it on a throwaway veth pair (deleted again at once)."""
     probe = f"mkt{uuid.uuid4().hex[:8]}"
     script = (
-        f"ip link add {probe} type dummy 2>/dev/null || exit 2; "
-        f"tc qdisc add dev {probe} root netem delay 1ms 2>/dev/null; rc=$?; ip link del {probe}; exit $rc"
+        f"ip link add {probe}a type veth peer name {probe}b 2>/dev/null || exit 2; "
+        f"tc qdisc add dev {probe}a root netem delay 1ms 2>/dev/null; rc=$?; ip link del {probe}a; exit $rc"
     )
     result = await host.arun(["sh", "-c", script], timeout=20)
     return result.returncode == 0

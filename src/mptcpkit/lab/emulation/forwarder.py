@@ -168,6 +168,8 @@ class LinkModel:
         self.last_release = 0.0
         self.lost = 0
         self.queue_drops = 0
+        self.max_idle_s = 0.0  # longest time the link sat idle between two frames (sender-limited)
+        self.max_idle_at = 0.0
 
     def admit(self, now: float, wire_bytes: int, packets: int) -> float | None:
         """When the frame leaves the far end, or None if the queue is full or the frame is lost."""
@@ -179,7 +181,14 @@ class LinkModel:
             if self.backlog_packets + packets > self.queue_packets and self.backlog_packets:
                 self.queue_drops += packets
                 return None
-            start = self.link_free_at if self.link_free_at > now else now
+            if self.link_free_at >= now:
+                start = self.link_free_at
+            else:
+                start = now
+                gap = now - self.link_free_at
+                if self.link_free_at and gap > self.max_idle_s:
+                    self.max_idle_s = gap
+                    self.max_idle_at = now
             departure = start + wire_bytes * 8 / self.rate_bps
             self.link_free_at = departure
             backlog.append((departure, packets))
@@ -227,6 +236,8 @@ class Direction:
             "bytes_out": self.bytes_out,
             "packets_lost": self.model.lost,
             "packets_queue_dropped": self.model.queue_drops,
+            "max_idle_s": self.model.max_idle_s,
+            "max_idle_at": self.model.max_idle_at,
             "write_errors": self.write_errors,
             "frames_overflow": self.frames_overflow,
             "queued": len(self.queue),

@@ -228,7 +228,7 @@ def scenarios_of(results: Sequence[Result], series: Sequence[Series]) -> list[Sc
                 description=str(details.get("description") or ""),
                 results=[],
                 failures=[str(f) for f in details.get("failures") or []],
-                self_check=[c for c in details.get("self_check") or [] if isinstance(c, dict)],
+                self_check=[_check_row(c) for c in details.get("self_check") or [] if isinstance(c, dict)],
                 reps=[],
             )
         data.results.append(r)
@@ -239,6 +239,19 @@ def scenarios_of(results: Sequence[Result], series: Sequence[Series]) -> list[Sc
         if name in out:
             out[name].reps = group_series(rows)
     return list(out.values())
+
+
+_CHECK_KEYS = ("link", "quantity", "direction", "configured", "measured", "error_pct", "tolerance", "unit", "note")
+
+
+def _check_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A self-check row with every column the table shows (older or foreign rows may lack some)."""
+    out: dict[str, Any] = dict.fromkeys(_CHECK_KEYS, None)
+    out.update(row)
+    out["ok"] = bool(row.get("ok", False))
+    out["unit"] = out["unit"] or ""
+    out["note"] = out["note"] or ""
+    return out
 
 
 def _show(value: Any) -> str:
