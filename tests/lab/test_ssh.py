@@ -92,6 +92,20 @@ def _wait_port(address: str, port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"sshd on {address}:{port} did not start")
 
 
+def _wait_settled(namespaces: list[str], timeout: float = 10.0) -> None:
+    """Wait until the kernel has finished configuring the new links (IPv6 link-local addresses past DAD), so
+    the "before" state of a machine is stable, as a real machine's is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = "".join(sh("ip", "-n", ns, "-6", "addr", "show") for ns in namespaces)
+        links = sum(sh("ip", "-n", ns, "-o", "link", "show").count("state UP") for ns in namespaces)
+        local = text.count("scope link")
+        if "tentative" not in text and local >= links:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("links did not settle")
+
+
 @pytest.fixture(scope="module")
 def privsep_dir() -> Iterator[None]:
     """sshd insists on its privilege-separation directory; create it only if missing, remove it if we did."""
@@ -160,6 +174,7 @@ def machines(tmp_path: Path, privsep_dir: None) -> Iterator[Machines]:
             sh("ip", "-n", b.ns, "link", "set", f"mkr{tag}{i}", "name", f"eth{i}")
             for m in (a, b):
                 sh("ip", "-n", m.ns, "link", "set", f"eth{i}", "up")
+        _wait_settled([a.ns, b.ns])
         known = keys / "known_hosts"
         known.write_text("\n".join(known_lines) + "\n")
         options = SshOptions(known_hosts=known, client_keys=(keys / "client",), connect_timeout=5)
@@ -299,7 +314,10 @@ def test_unreachable_host_is_a_clean_error(machines: Machines) -> None:
 
 
 def test_delay_without_netem_is_refused_and_nothing_changes(machines: Machines) -> None:
-    if subprocess.run(["tc", "qdisc", "add", "dev", "lo", "root", "netem"], capture_output=True).returncode == 0:
+    if (
+        subprocess.run(["tc", "qdisc", "add", "dev", "lo", "root", "netem"], capture_output=True).returncode
+        == 0
+    ):
         subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
         pytest.skip("this kernel has netem")
     before = {m.ns: raw_state(m.ns) for m in (machines.a, machines.b)}
@@ -346,7 +364,10 @@ def test_parse_target() -> None:
 
 
 def test_parse_limits_and_sections() -> None:
-    assert ssh_plan.parse_limits("add_addr_accepted 0 subflows 2 \n") == {"add_addr_accepted": 0, "subflows": 2}
+    assert ssh_plan.parse_limits("add_addr_accepted 0 subflows 2 \n") == {
+        "add_addr_accepted": 0,
+        "subflows": 2,
+    }
     with pytest.raises(LabError, match="incomplete state snapshot"):
         ssh_plan.split_sections("@@link\n[]\n")
 
@@ -373,12 +394,21 @@ def _plan_topology() -> Topology:
     return Topology(
         "t",
         hosts=(
-            Host("a", mptcp=MptcpSettings(subflows=4, endpoints=(Endpoint(ipaddress.ip_address("10.0.2.1")),))),
+            Host(
+                "a", mptcp=MptcpSettings(subflows=4, endpoints=(Endpoint(ipaddress.ip_address("10.0.2.1")),))
+            ),
             Host("b"),
         ),
         links=(
-            Link("p1", LinkEnd("a", "eth0", (ip("10.0.1.1/24"),)), LinkEnd("b", "eth0", (ip("10.0.1.2/24"),)), rate),
-            Link("p2", LinkEnd("a", "eth1", (ip("10.0.2.1/24"),)), LinkEnd("b", "eth1", (ip("10.0.2.2/24"),))),
+            Link(
+                "p1",
+                LinkEnd("a", "eth0", (ip("10.0.1.1/24"),)),
+                LinkEnd("b", "eth0", (ip("10.0.1.2/24"),)),
+                rate,
+            ),
+            Link(
+                "p2", LinkEnd("a", "eth1", (ip("10.0.2.1/24"),)), LinkEnd("b", "eth1", (ip("10.0.2.2/24"),))
+            ),
         ),
     )
 
@@ -410,7 +440,9 @@ def test_plan_refuses_to_replace_a_configured_qdisc_or_reuse_an_endpoint() -> No
 
 def test_diff_snapshots_names_what_changed() -> None:
     before = _snapshot()
-    after = _snapshot(addresses=["eth0 10.0.1.1/24", "eth1 10.0.2.1/24"], limits={"subflows": 4, "add_addr_accepted": 0})
+    after = _snapshot(
+        addresses=["eth0 10.0.1.1/24", "eth1 10.0.2.1/24"], limits={"subflows": 4, "add_addr_accepted": 0}
+    )
     diff = ssh_plan.diff_snapshots(before, after)
     assert "addresses: left behind eth1 10.0.2.1/24" in diff
     assert "limits: subflows was 2, now 4" in diff

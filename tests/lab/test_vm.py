@@ -83,7 +83,11 @@ def test_virtme_argv_kvm_omits_disable_kvm(tmp_path: Path) -> None:
 def test_guest_script_quotes_and_runs_command_in_order(tmp_path: Path) -> None:
     share = tmp_path / "share dir"
     script = vm_argv.guest_script(
-        ["python", "-c", "print('a b')"], share, env={"LABEL": "my kernel"}, modules=("sch_netem",), timeout_s=90
+        ["python", "-c", "print('a b')"],
+        share,
+        env={"LABEL": "my kernel"},
+        modules=("sch_netem",),
+        timeout_s=90,
     )
     assert "export LABEL='my kernel'" in script
     assert f"S='{share}'" in script
@@ -127,7 +131,10 @@ def test_bzimage_release_of_the_debian_kernel() -> None:
 
 def test_find_module_dir_layouts() -> None:
     root = Path("/m")
-    install = {root / "lib" / "modules": ["6.9.0"], root / "lib" / "modules" / "6.9.0": ["kernel", "modules.dep"]}
+    install = {
+        root / "lib" / "modules": ["6.9.0"],
+        root / "lib" / "modules" / "6.9.0": ["kernel", "modules.dep"],
+    }
     assert vm_argv.find_module_dir(root, "6.9.0", install) == root / "lib/modules/6.9.0"
     assert vm_argv.find_module_dir(root, None, install) == root / "lib/modules/6.9.0"
     assert vm_argv.find_module_dir(root, "6.10.0", install) is None
@@ -251,7 +258,11 @@ def test_cleanup_after_kill_9_of_the_owner(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         states: list[Path] = []
         while time.monotonic() < deadline and not states:
-            states = [p for p in vm.STATE_DIR.glob("mkt-vm-*.json") if json.loads(p.read_text())["owner"] == owner.pid]
+            states = [
+                p
+                for p in vm.STATE_DIR.glob("mkt-vm-*.json")
+                if json.loads(p.read_text())["owner"] == owner.pid
+            ]
             time.sleep(0.2)
         assert states, "the guest's state file should appear"
         name = json.loads(states[0].read_text())["name"]

@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import httpx
@@ -26,15 +25,21 @@ def mptcpkit(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_monitor_json_decodes_listener_events(pm_ns: str) -> None:
+def start_monitor(*args: str) -> subprocess.Popen[str]:
     mon = subprocess.Popen(
-        [sys.executable, "-m", "mptcpkit", "pm", "monitor", "--json", "--netns", pm_ns, "--timeout", "6"],
+        [sys.executable, "-m", "mptcpkit", "pm", "monitor", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert mon.stderr is not None
+    assert "monitoring mptcp_pm events" in mon.stderr.readline()  # subscribed
+    return mon
+
+
+def test_monitor_json_decodes_listener_events(pm_ns: str) -> None:
+    mon = start_monitor("--json", "--netns", pm_ns, "--timeout", "4")
     try:
-        time.sleep(1.0)  # let it subscribe
         real_connection(pm_ns)
         out, err = mon.communicate(timeout=20)
     finally:
@@ -58,12 +63,7 @@ def test_monitor_json_decodes_listener_events(pm_ns: str) -> None:
 
 
 def test_monitor_text(pm_ns: str) -> None:
-    mon = subprocess.Popen(
-        [sys.executable, "-m", "mptcpkit", "pm", "monitor", "--netns", pm_ns, "--timeout", "4"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(1.0)
+    mon = start_monitor("--netns", pm_ns, "--timeout", "2")
     with MptcpPmClient(netns=pm_ns) as pm:
         pm.add_endpoint("10.1.0.1", flags="signal", port=10010)
         pm.flush_endpoints()
@@ -80,7 +80,7 @@ def test_status_and_metrics(pm_ns: str, run_pm: Callable[..., Daemon]) -> None:
         pm_ns, "--addr-flags=subflow", "--notify-flags=existing,skip_link_local", f"--metrics-port={port}"
     )
     ip(pm_ns, "addr", "add", "10.2.0.1/24", "dev", "v1")
-    real_connection(pm_ns)
+    real_connection(pm_ns, signal_addr="127.0.0.3")
     res = mptcpkit("pm", "status", "--json", "--netns", pm_ns, "--state-file", str(d.state_file))
     assert res.returncode == 0, res.stderr
     st = json.loads(res.stdout)

@@ -34,13 +34,13 @@ def records(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def real_connection(ns: str) -> None:
+def real_connection(ns: str, signal_addr: str = "10.1.0.1") -> None:
     """One MPTCP connection over loopback with an announced address, an extra subflow, a priority change
     and an address removal: every kind of mptcp_pm event."""
     with MptcpPmClient(netns=ns) as pm:
         pm.set_limits(subflows=4, add_addr_accepted=4)
-        pm.add_endpoint("10.1.0.1", id=2, flags="signal", port=10002)  # a PM listener: listener_created
-        pm.add_endpoint("127.0.0.2", id=3, flags="subflow")
+        pm.add_endpoint(signal_addr, id=20, flags="signal", port=10002)  # a PM listener: listener_created
+        pm.add_endpoint("127.0.0.2", id=21, flags="subflow")
         ready = threading.Event()
 
         def server() -> None:
@@ -67,13 +67,13 @@ def real_connection(ns: str) -> None:
 
         c = run_in_netns(ns, client)
         time.sleep(0.4)
-        pm.set_flags(id=3, flags="backup")
+        pm.set_flags(id=21, flags="backup")
         time.sleep(0.1)
-        pm.del_endpoint(2)
+        pm.del_endpoint(20)
         time.sleep(0.2)
         c.close()
         t.join(5)
-        pm.flush_endpoints()
+        pm.del_endpoint(21)
 
 
 def test_example_plugin_gets_every_event(pm_ns: str, run_pm: Callable[..., Daemon], tmp_path: Path) -> None:

@@ -197,6 +197,12 @@ def run_cmd(
     self_check: bool = typer.Option(
         True, "--self-check/--no-self-check", help="Check each lab's links first."
     ),
+    engine: str = typer.Option(
+        "mptcpkit",
+        "--engine",
+        help="Traffic generator: mptcpkit (default) or iperf3 "
+        "(bulk scenarios only; MPTCP through --mptcp, mptcpize or `mptcpkit run`).",
+    ),
     list_only: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
 ) -> None:
     """Run the scenario suite (default: all scenarios), compare each with its analytic expectation, store it.
@@ -222,6 +228,12 @@ def run_cmd(
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UsageError(f"unknown scenario '{name}'{hint}; see `mptcpkit lab run --list`")
         chosen.append(suite[name])
+    if engine not in ("mptcpkit", "iperf3"):
+        raise UsageError(f"--engine must be mptcpkit or iperf3, not '{engine}'")
+    if engine != "mptcpkit":
+        from mptcpkit.lab.scenarios import with_engine
+
+        chosen = [with_engine(s, engine) for s in chosen]
     from mptcpkit.lab.runview import run_with_progress
 
     report = run_with_progress(

@@ -185,6 +185,8 @@ def monitor(
 
     with MptcpPmClient(netns=netns) as pm:
         pm.subscribe()
+        sys.stderr.write("monitoring mptcp_pm events" + (f" in {netns}" if netns else "") + "\n")
+        sys.stderr.flush()
         try:
             for e in pm.events(timeout=timeout):
                 line = json.dumps(e.to_dict()) if as_json else event_line(e)

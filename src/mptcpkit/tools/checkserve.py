@@ -93,7 +93,7 @@ class CheckProtocol(asyncio.Protocol):
         self.paused = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
-            pass
+            self._arm(self.server.config.idle_timeout, "write")
 
     def resume_writing(self) -> None:
         self.paused = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shlex
 import threading
 import uuid
@@ -31,6 +32,7 @@ from mptcpkit.lab.backends.ssh_plan import (
     Snapshot,
     SshTarget,
     diff_snapshots,
+    implicit_leftovers,
     parse_snapshot,
     parse_target,
     plan_host,
@@ -292,6 +294,9 @@ async def _teardown_host(state: _HostState) -> list[str]:
         if result.returncode != 0:
             problems.append(f"undo of {step.what} failed: {result.stderr.strip()}")
     try:
+        listed = await host.arun(["ip", "-j", "mptcp", "endpoint", "show"], timeout=30)
+        for eid in implicit_leftovers(state.before.endpoints, _json_list(listed.stdout)):
+            await host.arun(["ip", "mptcp", "endpoint", "delete", "id", str(eid)], timeout=30)
         after = await host.snapshot(state.keys)
     except LabError as exc:
         return [*problems, f"no final snapshot ({exc})"]
@@ -300,6 +305,14 @@ async def _teardown_host(state: _HostState) -> list[str]:
     with contextlib.suppress(Exception):
         await host.conn.wait_closed()
     return problems
+
+
+def _json_list(text: str) -> list[dict[str, Any]]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
 
 
 async def _teardown_all(states: list[_HostState]) -> dict[str, list[str]]:

@@ -175,6 +175,21 @@ def parse_snapshot(text: str) -> Snapshot:
     )
 
 
+IMPLICIT_FLAG = 0x10  # MPTCP_PM_ADDR_FLAG_IMPLICIT: endpoint the kernel created itself for a subflow
+
+
+def implicit_leftovers(before: list[dict[str, Any]], now: list[dict[str, Any]]) -> list[int]:
+    """Ids of endpoints the kernel created implicitly during the lab (subflows from addresses that had no
+    endpoint): they outlive the connections, so teardown deletes them like its own."""
+    old = {json.dumps(e, sort_keys=True) for e in before}
+    ids = []
+    for e in now:
+        flags = int(str(e.get("rawflags", "0")), 16) if "rawflags" in e else 0
+        if json.dumps(e, sort_keys=True) not in old and (flags & IMPLICIT_FLAG or e.get("implicit")):
+            ids.append(int(e["id"]))
+    return ids
+
+
 def diff_snapshots(before: Snapshot, after: Snapshot) -> list[str]:
     """Human-readable differences (empty when the machine is exactly as before)."""
     a, b = before.comparable(), after.comparable()

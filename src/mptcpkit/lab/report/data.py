@@ -241,7 +241,17 @@ def scenarios_of(results: Sequence[Result], series: Sequence[Series]) -> list[Sc
     return list(out.values())
 
 
-_CHECK_KEYS = ("link", "quantity", "direction", "configured", "measured", "error_pct", "tolerance", "unit", "note")
+_CHECK_KEYS = (
+    "link",
+    "quantity",
+    "direction",
+    "configured",
+    "measured",
+    "error_pct",
+    "tolerance",
+    "unit",
+    "note",
+)
 
 
 def _check_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,9 @@ VERDICT_COLORS = {
     "unchanged": "#78909c",
     "inconclusive": "#e69f00",
 }
-FONT = "system-ui, -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif"
+FONT = (
+    "-apple-system, Segoe UI, Roboto, Noto Sans, DejaVu Sans, Liberation Sans, Helvetica, Arial, sans-serif"
+)
 
 
 def _layout(fig: go.Figure, height: int, **extra: object) -> None:
@@ -81,7 +83,6 @@ def goodput_figure(scenario: ScenarioData) -> str | None:
                 )
             )
             owners.append(rep.rep)
-    title = f"repetition {typical.rep + 1} of {len(scenario.reps)} (the median one)" if typical else ""
     buttons = [
         {
             "label": f"rep {rep.rep + 1}" + (" (median)" if rep is typical else ""),
@@ -94,7 +95,6 @@ def goodput_figure(scenario: ScenarioData) -> str | None:
     _layout(
         fig,
         330,
-        title={"text": title, "font": {"size": 12, "color": "#607d8b"}, "x": 1, "xanchor": "right"},
         xaxis_title="time [s]",
         yaxis_title="Mbit/s",
         updatemenus=(
@@ -118,6 +118,7 @@ def goodput_figure(scenario: ScenarioData) -> str | None:
         ),
     )
     fig.update_layout(margin={"b": 80})
+    fig.update_yaxes(rangemode="tozero")
     return str(fig.to_json())
 
 
@@ -174,17 +175,11 @@ def expected_figure(scenario: ScenarioData) -> str | None:
             )
         rule = parse_rule(r.rule, r.expected)
         if rule is not None:
-            fig.add_trace(
-                go.Scatter(
-                    x=["measured", "expected"],
-                    y=[rule.threshold, rule.threshold],
-                    mode="lines",
-                    line={"color": "#37474f", "dash": "dash", "width": 1.5},
-                    showlegend=False,
-                    hovertemplate=f"pass if median {rule.op} %{{y:.4g}} {r.unit}<extra>rule</extra>",
-                ),
-                row=1,
-                col=col,
+            fig.add_hline(
+                y=rule.threshold,
+                line={"color": "#37474f", "dash": "dash", "width": 1.5},
+                row=1,  # type: ignore[arg-type]
+                col=col,  # type: ignore[arg-type]
             )
     fig.update_annotations(font_size=12)
     _layout(fig, 300, bargap=0.3, showlegend=False)
@@ -314,7 +309,13 @@ def compare_figure(rows: Sequence[MetricComparison]) -> str | None:
                 mode="markers",
                 name=verdict,
                 marker={"color": color, "size": 10, "symbol": "diamond"},
-                error_x={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "color": color},
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": plus,
+                    "arrayminus": minus,
+                    "color": color,
+                },
                 text=[
                     f"{lab}<br>{fmt(r.comparison.base_median)} -> {fmt(r.comparison.new_median)} {r.unit}"
                     f"<br>{r.direction} is better<br>{r.comparison.reason}"
