@@ -197,7 +197,7 @@ def test_modules_are_staged_beside_the_image(tmp_path: Path) -> None:
     assert staged.image.resolve() == kernel.resolve()
     # virtme-run walks up from the image to lib/modules/<release>: the staged tree must lead to the modules
     assert (staged.image.parent / "lib" / "modules" / "6.99.0-test").resolve() == moddir.resolve()
-    with pytest.raises(UsageError, match="are for kernel 6.98.0"):
+    with pytest.raises(UsageError, match=r"are for kernel 6\.98\.0"):
         other = tmp_path / "other" / "lib" / "modules" / "6.98.0"
         (other / "kernel").mkdir(parents=True)
         vm.stage_kernel(kernel, other, tmp_path / "work2")

@@ -97,7 +97,9 @@ def expected_png(scenario: ScenarioData, path: Path) -> bool:
         ax.set_xticks(range(len(labels)), labels)
         ax.set_title(metric_label(r), color="#263238" if r.passed else FAIL)
         ax.grid(axis="x", visible=False)
-    fig.suptitle(f"{scenario.name}: expected vs measured ({'pass' if scenario.passed else 'FAIL'})", fontsize=10)
+    fig.suptitle(
+        f"{scenario.name}: expected vs measured ({'pass' if scenario.passed else 'FAIL'})", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -114,7 +116,9 @@ def history_png(histories: Sequence[MetricHistory], title: str, path: Path) -> b
         xs = list(range(1, len(h.points) + 1))
         med = [p.median for p in h.points]
         err = [[p.median - p.minimum for p in h.points], [p.maximum - p.median for p in h.points]]
-        ax.errorbar(xs, med, yerr=err, color=NEUTRAL, ecolor="#90a4ae", marker="o", markersize=4, linewidth=1.2)
+        ax.errorbar(
+            xs, med, yerr=err, color=NEUTRAL, ecolor="#90a4ae", marker="o", markersize=4, linewidth=1.2
+        )
         for x, p in zip(xs, h.points, strict=True):
             if p.current:
                 ax.plot([x], [p.median], marker="o", markersize=11, markerfacecolor="none", color="#263238")

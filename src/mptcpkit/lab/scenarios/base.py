@@ -73,6 +73,7 @@ class Flow:
     count: int | None = None
     server_address: str | None = None  # default: the server's first IPv4 address
     engine: Literal["mptcpkit", "iperf3"] = "mptcpkit"
+    server_proto: Literal["mptcp", "tcp"] | None = None  # a plain-TCP peer: the client must fall back
 
     def client_argv(self, address: str, port: int, interval: float) -> list[str]:
         argv = [
@@ -273,7 +274,7 @@ def _start_server(
             "--port",
             str(port),
             "--proto",
-            flow.proto,
+            flow.server_proto or flow.proto,
             "--once",
             "--interval",
             str(interval),
@@ -283,7 +284,8 @@ def _start_server(
     )
     line = proc.readline(timeout=20)
     if line is None or "ready" not in line:
-        raise LabError(f"traffic server on {flow.server} did not start: {proc.wait(5).stderr.strip()}")
+        done = proc.wait(5)
+        raise LabError(f"traffic server on {flow.server} did not start: {(line or '') + done.stdout + done.stderr}")
     return proc, int(json.loads(line).get("port", port))
 
 
