@@ -26,13 +26,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     base = next(s for s in default_suite() if s.name == "aggregate-50-50")
     iperf = dataclasses.replace(with_engine(base, "iperf3"), name="aggregate-50-50-iperf3")
     with tempfile.TemporaryDirectory() as tmp, open_store(f"{tmp}/bench.db") as store:
-        report = run(RunOptions(scenarios=[base, iperf], reps=args.reps, label="benchmark"), NetnsBackend(), store)
+        report = run(
+            RunOptions(scenarios=[base, iperf], reps=args.reps, label="benchmark"), NetnsBackend(), store
+        )
     engines = {}
     for result in report.results:
         if result.metric != "goodput":

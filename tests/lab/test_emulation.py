@@ -183,8 +183,9 @@ def test_netem_detection_matches_the_kernel_and_cleans_up() -> None:
 def test_frames_pass_both_ways_unshaped(bed: Testbed, wires: list[Wire], tmp_path: Path) -> None:
     wire = build(bed, wires, tmp_path, LinkShape(None), LinkShape(None))
     assert wire.mode == "none" and wire.pids == []
-    probe = bed.udp_rtt(20, 0.01)
+    probe = bed.udp_rtt(20, 0.01)  # UDP both ways through user processes
     assert probe["received"] == 20
+    assert bed.ping(10, 0.01)["received"] == 10
 
 
 @needs_root
@@ -193,7 +194,7 @@ def test_delay_is_accurate(bed: Testbed, wires: list[Wire], tmp_path: Path) -> N
     wire = build(bed, wires, tmp_path, shape, shape, mode="userspace")
     assert wire.mode == "userspace" and len(wire.pids) == 1
     assert wire.description["a_to_b"]["stage"] == "userspace"
-    probe = bed.udp_rtt(60, 0.01)
+    probe = bed.ping(60, 0.01)
     assert probe["received"] == 60
     rtt = statistics.median(probe["rtt_s"])
     assert min(probe["rtt_s"]) >= 0.010  # never early
@@ -243,7 +244,7 @@ def test_tc_mode_uses_tbf_without_a_process(bed: Testbed, wires: list[Wire], tmp
 def test_loss_is_roughly_as_set(bed: Testbed, wires: list[Wire], tmp_path: Path) -> None:
     wire = build(bed, wires, tmp_path, LinkShape(None, delay_s=0.001, loss=0.10), LinkShape(None), seed=7)
     assert wire.description["a_to_b"]["gso"] is False  # per-packet loss: frames are segmented
-    probe = bed.udp_rtt(500, 0.001, wait_s=0.3)
+    probe = bed.ping(500, 0.001, wait_s=0.3)
     measured = 1 - probe["received"] / probe["sent"]
     assert 0.06 <= measured <= 0.14, f"measured loss {measured:.1%}"
     wire.close()
@@ -256,7 +257,7 @@ def test_jitter_stays_in_bounds_without_reordering(bed: Testbed, wires: list[Wir
     build(
         bed, wires, tmp_path, LinkShape(None, delay_s=0.005, jitter_s=0.002), LinkShape(None, delay_s=0.005)
     )
-    probe = bed.udp_rtt(300, 0.0005, wait_s=0.3)  # probes 0.5 ms apart, jitter range 4 ms
+    probe = bed.ping(300, 0.0005, wait_s=0.3)  # probes 0.5 ms apart, jitter range 4 ms
     rtts = probe["rtt_s"]
     assert probe["received"] == 300
     assert probe["reordered"] == 0

@@ -51,7 +51,9 @@ def test_aggregate_rule_and_failures() -> None:
     scenario = default_suite()[0]
     status = ScenarioStatus(scenario)
     for value in (47.0, 47.5, 46.0):
-        status.measurements["goodput"].append(Measurement("goodput", "Mbit/s", "higher", value, 47.82, Rule("ge", 0.97)))
+        status.measurements["goodput"].append(
+            Measurement("goodput", "Mbit/s", "higher", value, 47.82, Rule("ge", 0.97))
+        )
     (result,) = aggregate("r1", status)
     assert result.samples == [47.0, 47.5, 46.0] and result.passed
     assert result.score == pytest.approx(47.0 / 47.82)
@@ -70,8 +72,11 @@ def test_every_scenario_small_scale(tmp_path: Path) -> None:
         stored = store.results(report.run_id)
         assert store.get_run(report.run_id).status == "complete"
     assert {r.scenario for r in stored} == {s.name for s in scenarios}
-    failed = [(r.scenario, r.metric, r.samples, r.expected, r.rule, r.details.get("failures")) for r in stored
-              if not r.passed]
+    failed = [
+        (r.scenario, r.metric, r.samples, r.expected, r.rule, r.details.get("failures"))
+        for r in stored
+        if not r.passed
+    ]
     assert not failed, failed
     by_key = {(r.scenario, r.metric): r for r in stored}
     assert by_key[("failover", "integrity")].samples == [1.0]
@@ -96,8 +101,28 @@ def test_fallback_is_a_failure(tmp_path: Path) -> None:
 @pytest.mark.needs_root
 def test_cli_run_json_and_exit_codes(tmp_path: Path) -> None:
     db = str(tmp_path / "r.db")
-    proc = subprocess.run([*MPTCPKIT, "lab", "run", "-s", "mptcp-single", "--reps", "2", "--scale", "0.4", "--db",
-                           db, "--json", "-", "--label", "test-label"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            *MPTCPKIT,
+            "lab",
+            "run",
+            "-s",
+            "mptcp-single",
+            "--reps",
+            "2",
+            "--scale",
+            "0.4",
+            "--db",
+            db,
+            "--json",
+            "-",
+            "--label",
+            "test-label",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     document = json.loads(proc.stdout)
     assert document["run_id"] and document["environment"]["kernel_release"]
@@ -108,12 +133,21 @@ def test_cli_run_json_and_exit_codes(tmp_path: Path) -> None:
     for key in ("scenario", "metric", "unit", "samples", "median", "expected", "score", "passed"):
         assert key in result
     assert len(result["samples"]) == 2
-    shown = subprocess.run([*MPTCPKIT, "lab", "show", "test-label", "--db", db], capture_output=True, text=True)
+    shown = subprocess.run(
+        [*MPTCPKIT, "lab", "show", "test-label", "--db", db], capture_output=True, text=True
+    )
     assert shown.returncode == 0 and "mptcp-single" in shown.stdout
     runs = subprocess.run([*MPTCPKIT, "lab", "runs", "--db", db], capture_output=True, text=True)
     assert document["run_id"] in runs.stdout
-    bad = subprocess.run([*MPTCPKIT, "lab", "run", "-s", "mptcp-singel", "--db", db], capture_output=True, text=True)
-    assert bad.returncode == 2 and "did you mean 'mptcp-single'" in bad.stderr and "Traceback" not in bad.stderr
-    empty = subprocess.run([*MPTCPKIT, "lab", "show", "latest", "--db", str(tmp_path / "empty.db")],
-                           capture_output=True, text=True)
+    bad = subprocess.run(
+        [*MPTCPKIT, "lab", "run", "-s", "mptcp-singel", "--db", db], capture_output=True, text=True
+    )
+    assert (
+        bad.returncode == 2 and "did you mean 'mptcp-single'" in bad.stderr and "Traceback" not in bad.stderr
+    )
+    empty = subprocess.run(
+        [*MPTCPKIT, "lab", "show", "latest", "--db", str(tmp_path / "empty.db")],
+        capture_output=True,
+        text=True,
+    )
     assert empty.returncode == 2 and "Traceback" not in empty.stderr

@@ -328,7 +328,9 @@ def test_delay_without_netem_is_refused_and_nothing_changes(machines: Machines) 
 
 def test_machine_dropping_mid_run_is_recorded(machines: Machines) -> None:
     before_a = raw_state(machines.a.ns)
+    t0 = time.monotonic()
     lab = SshBackend(machines.options).up(topology(machines))
+    print("UP", time.monotonic() - t0)
     # machine b "crashes": its sshd and every session die
     machines.b.sshd.kill()
     for pid in sh("ip", "netns", "pids", machines.b.ns).split():
@@ -336,8 +338,10 @@ def test_machine_dropping_mid_run_is_recorded(machines: Machines) -> None:
     time.sleep(0.5)
     with pytest.raises(LabError, match="b: connection lost"):
         lab.host("b").run(["true"])
+    t0 = time.monotonic()
     with pytest.raises(LabError, match="teardown did not restore every machine exactly: b"):
         lab.close()
+    print("CLOSE", time.monotonic() - t0, lab.teardown_report)
     assert lab.teardown_report["a"] == []
     assert lab.teardown_report["b"]
     assert raw_state(machines.a.ns) == before_a

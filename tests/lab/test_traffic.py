@@ -506,3 +506,41 @@ def test_iperf3_via_mptcpize_lands_in_the_same_schema(veth_pair: tuple[str, str]
     res = iperf3.parse(cp.stdout, mode="bulk-upload")
     assert res.ok and res.bytes_total == 5 << 20 and res.streams[0].samples
     assert json.loads(res.to_json())["engine"] == "iperf3"
+
+
+@pytest.mark.needs_root
+def test_ipv6_loopback_session(make_netns: Callable[[str], str], procs: Procs) -> None:
+    ns = make_netns("trv6")
+    p, port = procs.server(ns, ServerOptions(bind="::1", port=0, once=True, timeout=30))
+    rc, res = run_client(
+        ns, ClientOptions(connect="::1", port=port, mode="bulk-both", bytes=300_000, timeout=30)
+    )
+    assert rc == 0 and res.ok, res.error
+    assert res.connections[0].remote == f"[::1]:{port}"
+    assert res.connections[0].subflows[0].local == "::1"
+    assert server_result(p).ok
+
+
+def test_usage_errors_are_json_with_exit_2() -> None:
+    for argv in (["client", "--connect", "x", "--port", "1", "--mode", "warp"], ["client", "--port", "1"]):
+        cp = subprocess.run([*PY, "-m", "mptcpkit.lab.traffic", *argv], capture_output=True, text=True)
+        assert cp.returncode == 2 and "Traceback" not in cp.stderr
+        err = engine.parse_result(cp.stdout).error
+        assert err is not None and err.kind == "usage"
+    cp = subprocess.run(
+        [
+            *PY,
+            "-m",
+            "mptcpkit.lab.traffic",
+            "client",
+            "--connect",
+            "127.0.0.1",
+            "--port",
+            "1",
+            "--mode",
+            "bulk-upload",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert cp.returncode == 2 and "--bytes" in cp.stdout

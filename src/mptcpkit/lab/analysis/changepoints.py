@@ -1,15 +1,15 @@
 """Change points in a history series (one value per run, oldest first).
 
 Three stages, so noise and single outliers do not raise alarms:
-  0. single outliers (a value far from the runs on *both* sides of it, by more than 4 noise sigmas) are
+  1. single outliers (a value far from the runs on *both* sides of it, by more than 4 noise sigmas) are
      replaced by the median of their neighbours; a value at a real step matches one side, so it stays;
-  1. ruptures' PELT with a median-based (L1) cost proposes candidate change points generously, each segment
+  2. ruptures' PELT with a median-based (L1) cost proposes candidate change points generously, each segment
      at least `min_size` runs long, so one odd run can never form a segment of its own;
-  2. every candidate must then hold up on the raw values between its neighbours: a rank (Mann-Whitney)
+  3. every candidate must then hold up between its neighbouring change points: a rank (Mann-Whitney)
      statistic whose p-value comes from a permutation test of the *best* split anywhere in that stretch
      (so picking the best-looking split does not make noise look significant), and a change of the medians
-     of at least `min_effect`. The weakest failing candidate is dropped and its neighbours re-tested, until
-     every remaining one holds.
+     (of the raw values) of at least `min_effect`. The weakest failing candidate is dropped and its
+     neighbours re-tested, until every remaining one holds.
 """
 
 from __future__ import annotations
@@ -114,9 +114,9 @@ def change_points(
 ) -> list[ChangePoint]:
     """Change points of `values` (one number per run, oldest first), each with before/after medians."""
     x = np.asarray(values, dtype=float)
-    if x.size < 2 * min_size or not np.isfinite(x).all():
-        if x.size and not np.isfinite(x).all():
-            raise ValueError("history values must be finite numbers")
+    if not np.isfinite(x).all():
+        raise ValueError("history values must be finite numbers")
+    if x.size < 2 * min_size:
         return []
     scale = float(np.median(np.abs(x))) or 1.0
     y = x / scale

@@ -34,9 +34,11 @@ from mptcpkit.lab.backends.ssh_plan import (
     diff_snapshots,
     implicit_leftovers,
     parse_snapshot,
+    parse_steps_output,
     parse_target,
     plan_host,
     snapshot_script,
+    steps_script,
     sysctl_keys,
 )
 from mptcpkit.lab.model import Topology
@@ -284,15 +286,15 @@ async def _teardown_host(state: _HostState) -> list[str]:
         if proc.running:
             with contextlib.suppress(Exception):
                 await host.arun(["kill", "-KILL", str(proc._pid)], timeout=10)
-    for step in reversed(state.plan.steps[: state.applied]):
-        if step.undo is None:
-            continue
+    undo = [s for s in reversed(state.plan.steps[: state.applied]) if s.undo is not None]
+    if undo:
+        script = steps_script([s.undo for s in undo if s.undo is not None], stop_on_error=False)
         try:
-            result = await host.arun(step.undo, timeout=30)
+            result = await host.arun(["sh", "-c", script], timeout=120)
         except LabError as exc:
             return [f"cannot undo ({exc})"]
-        if result.returncode != 0:
-            problems.append(f"undo of {step.what} failed: {result.stderr.strip()}")
+        _, failed = parse_steps_output(result.stdout)
+        problems += [f"undo of {undo[i].what} failed: {message}" for i, message in sorted(failed.items())]
     try:
         listed = await host.arun(["ip", "-j", "mptcp", "endpoint", "show"], timeout=30)
         for eid in implicit_leftovers(state.before.endpoints, _json_list(listed.stdout)):
@@ -348,13 +350,18 @@ async def _setup_host(host: SshHost, topology: Topology) -> _HostState:
 
 
 async def _apply(state: _HostState) -> None:
-    for step in state.plan.steps:
-        result = await state.host.arun(step.apply, timeout=30)
-        if result.returncode != 0:
-            raise LabError(
-                f"{state.host.name}: {step.what} failed: {result.stderr.strip() or result.stdout.strip()}"
-            )
-        state.applied += 1
+    """Apply the whole plan in one round trip; stop at the first failing step (the rest is never applied)."""
+    steps = state.plan.steps
+    if not steps:
+        return
+    script = steps_script([s.apply for s in steps], stop_on_error=True)
+    result = await state.host.arun(["sh", "-c", script], timeout=120)
+    ok, failed = parse_steps_output(result.stdout)
+    state.applied = len(ok)
+    if failed or len(ok) != len(steps):
+        index = min(failed) if failed else len(ok)
+        message = failed.get(index) or result.stderr.strip() or "no output"
+        raise LabError(f"{state.host.name}: {steps[index].what} failed: {message}")
 
 
 async def _gather_all(aws: Sequence[Awaitable[T]]) -> list[T | BaseException]:

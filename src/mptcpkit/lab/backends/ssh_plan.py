@@ -210,6 +210,37 @@ def diff_snapshots(before: Snapshot, after: Snapshot) -> list[str]:
     return out
 
 
+# --- running steps in one round trip ---------------------------------------------------------------------------
+
+
+def steps_script(commands: list[Argv], *, stop_on_error: bool) -> str:
+    """A shell script running `commands` in order, reporting `@@ok I` or `@@fail I message` for each.
+
+    One SSH round trip for a whole plan instead of one per step; with `stop_on_error` (applying) it stops at
+    the first failure, so exactly the reported steps are the ones to undo.
+    """
+    lines = []
+    for index, argv in enumerate(commands):
+        fail = f"printf '@@fail {index} %s\\n' \"$(printf '%s' \"$out\" | tr '\\n' ' ')\""
+        if stop_on_error:
+            fail = "{ " + fail + "; exit 1; }"
+        lines.append(f"out=$({shlex.join(argv)} 2>&1) && echo '@@ok {index}' || {fail}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_steps_output(text: str) -> tuple[list[int], dict[int, str]]:
+    """`steps_script` output -> (indexes that succeeded, {index: error message})."""
+    ok: list[int] = []
+    failed: dict[int, str] = {}
+    for line in text.splitlines():
+        if line.startswith("@@ok "):
+            ok.append(int(line.split()[1]))
+        elif line.startswith("@@fail "):
+            _, index, *message = line.split(" ", 2)
+            failed[int(index)] = (message[0] if message else "").strip()
+    return ok, failed
+
+
 # --- planning -----------------------------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ def inet_checksum(data: bytes) -> int:
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return int(~total & 0xFFFF)
 
 
 def kernel_time(ancdata: list[tuple[int, int, bytes]]) -> float | None:

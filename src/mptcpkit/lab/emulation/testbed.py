@@ -65,6 +65,15 @@ class Testbed:
         self._spawned.append(proc)
         return proc
 
+    def ping(self, count: int, interval_s: float, *, wait_s: float = 1.0, size: int = 56) -> dict[str, Any]:
+        """ICMP echo from A to B with kernel receive timestamps: sent/received, RTT samples (s), reorders."""
+        argv = [sys.executable, "-I", str(PROBE_PATH), "ping", B_ADDR, str(count), str(interval_s)]
+        res = self.run(self.a, [*argv, str(wait_s), str(size)])
+        if res.returncode != 0:
+            raise LabError(f"ping probe failed: {res.stderr.strip()}")
+        result: dict[str, Any] = json.loads(res.stdout)
+        return result
+
     def udp_rtt(
         self, count: int, interval_s: float, *, wait_s: float = 1.0, size: int = 64, port: int = 7777
     ) -> dict[str, Any]:

@@ -209,10 +209,13 @@ def write_png(
     run = collect_run(store, run_id)
     for s in run.scenarios:
         base = _safe(s.name)
-        plots = (
-            (out / f"{base}-goodput.png", lambda p, s=s: goodput_png(s, p)),
-            (out / f"{base}-expected.png", lambda p, s=s: expected_png(s, p)),
-            (out / f"{base}-history.png", lambda p, s=s: history_png(s.history, f"{s.name}: history", p)),
+        goodput, expected, history = (
+            out / f"{base}-{kind}.png" for kind in ("goodput", "expected", "history")
         )
-        written += [path for path, draw in plots if draw(path)]
+        if goodput_png(s, goodput):
+            written.append(goodput)
+        if expected_png(s, expected):
+            written.append(expected)
+        if history_png(s.history, f"{s.name}: history on this machine", history):
+            written.append(history)
     return written

@@ -12,4 +12,5 @@ __all__ = [
     "Scenario",
     "default_suite",
     "scenario_names",
+    "with_engine",
 ]

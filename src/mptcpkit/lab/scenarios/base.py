@@ -7,8 +7,8 @@ storage. Flows run as separate traffic-engine processes on the lab hosts, so a s
 
 from __future__ import annotations
 
-import itertools
 import dataclasses
+import itertools
 import json
 import statistics
 import threading
@@ -285,7 +285,9 @@ def _start_server(
     line = proc.readline(timeout=20)
     if line is None or "ready" not in line:
         done = proc.wait(5)
-        raise LabError(f"traffic server on {flow.server} did not start: {(line or '') + done.stdout + done.stderr}")
+        raise LabError(
+            f"traffic server on {flow.server} did not start: {(line or '') + done.stdout + done.stderr}"
+        )
     return proc, int(json.loads(line).get("port", port))
 
 

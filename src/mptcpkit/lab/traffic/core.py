@@ -206,6 +206,12 @@ def subflow_stats(sock: socket.socket) -> list[SubflowStats]:
     return out
 
 
+def format_addr(addr: tuple[Any, ...]) -> str:
+    """`10.0.1.1:5201` or `[fd00::1]:5201`."""
+    host, port = str(addr[0]), int(addr[1])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def socket_mss(sock: socket.socket, subflows: list[SubflowStats]) -> int | None:
     try:
         return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))
@@ -219,8 +225,8 @@ def connection_stats(
     fb, reason, info = fallback_state(sock, proto)
     subs = subflow_stats(sock) if proto == "mptcp" and not fb else []
     try:
-        local = "{}:{}".format(*sock.getsockname()[:2])
-        remote = "{}:{}".format(*sock.getpeername()[:2])
+        local = format_addr(sock.getsockname())
+        remote = format_addr(sock.getpeername())
     except OSError:
         local = remote = ""
     return ConnectionStats(
@@ -280,8 +286,8 @@ class Sampler:
                         t=round(t, 6),
                         subflows=[
                             SubflowBytes(
-                                local=f"{s.local}:{s.local_port}",
-                                remote=f"{s.remote}:{s.remote_port}",
+                                local=format_addr((s.local, s.local_port)),
+                                remote=format_addr((s.remote, s.remote_port)),
                                 bytes_sent=s.bytes_sent,
                                 bytes_received=s.bytes_received,
                                 bytes_acked=s.bytes_acked,
@@ -409,6 +415,9 @@ def run_bulk(sock: socket.socket, spec: BulkSpec, proto: str, index: int) -> Bul
                 "start": rstart,
                 "end": rend,
             }
+    except BaseException:
+        _shutdown(sock)  # unblocks our sender thread, which may be stuck in sendall
+        raise
     finally:
         if sender is not None:
             sender.join()
