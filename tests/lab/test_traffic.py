@@ -418,14 +418,24 @@ def test_refused_and_reset_are_errors_not_tracebacks(veth_pair: tuple[str, str],
     rc, res = run_client(cli_ns, ClientOptions(connect="10.0.1.2", port=9, mode="rr", count=1, timeout=5))
     assert rc == 1 and res.error is not None and res.error.kind == "refused"
     p, port = procs.server(srv_ns, ServerOptions(bind="10.0.1.2", port=0))
-    killer = subprocess.Popen(["sh", "-c", f"sleep 0.7; kill -9 {p.pid}"])
-    try:
-        rc, res = run_client(
-            cli_ns, ClientOptions(connect="10.0.1.2", port=port, mode="bulk-upload", duration=10, timeout=20)
-        )
-    finally:
-        killer.wait()
-    assert rc == 1 and res.error is not None and res.error.kind in ("reset", "io"), res.error
+    copts = ClientOptions(connect="10.0.1.2", port=port, mode="bulk-upload", duration=10, timeout=6)
+    client = subprocess.Popen(
+        _ns(cli_ns, engine.client_argv(copts, python=PY)), stdout=subprocess.PIPE, text=True
+    )
+    procs.procs.append(client)
+    ss = ["ip", "netns", "exec", srv_ns, "ss", "-Htn", "state", "established", f"( sport = :{port} )"]
+    deadline = time.monotonic() + 15
+    while not subprocess.run(ss, capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "client never connected"
+        time.sleep(0.05)
+    time.sleep(0.3)  # mid-stream
+    p.kill()
+    out, _ = client.communicate(timeout=30)
+    res = engine.parse_result(out)
+    # usually a reset; sometimes the kernel keeps the MPTCP connection open after the peer died (no
+    # MP_FASTCLOSE seen), and only --timeout ends it: both must be a clean error, never a hang
+    assert client.returncode == 1 and res.error is not None and res.error.kind in ("reset", "io", "timeout")
+    assert "Traceback" not in out
 
 
 @pytest.mark.needs_root

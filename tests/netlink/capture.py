@@ -30,6 +30,38 @@ def sh(*args: str) -> None:
     subprocess.run(["ip", "-n", NS, *args], check=True)
 
 
+def capture_rtnl() -> list[dict[str, str]]:
+    """A link dump, address dump and a route lookup from the capture namespace."""
+    import ipaddress
+
+    from mptcpkit.netlink import rtnl
+    from mptcpkit.netlink.socket import NETLINK_ROUTE, ifindex, open_netlink
+
+    sh("route", "add", "default", "via", "10.9.0.2", "dev", "a0")
+    sh("addr", "add", "2001:db8:9::1/64", "dev", "a0", "nodad")
+    sock = open_netlink(NETLINK_ROUTE, NS)
+    out: list[dict[str, str]] = []
+    a0 = ifindex("a0", NS)
+    assert a0 is not None
+    for name, mtype, body, flags in (
+        ("rtnl_links", rtnl.RTM_GETLINK, rtnl.req_dump_links(), wire.NLM_F_DUMP),
+        ("rtnl_addrs", rtnl.RTM_GETADDR, rtnl.req_dump_addrs(), wire.NLM_F_DUMP),
+        ("rtnl_route", rtnl.RTM_GETROUTE, rtnl.req_route_lookup(ipaddress.ip_address("192.0.2.1"), a0), 0),
+    ):
+        sock.send(wire.pack_nlmsg(mtype, wire.NLM_F_REQUEST | flags, 7, body))
+        done = False
+        while not done:
+            for msg in wire.iter_nlmsgs(sock.recv(1 << 16)):
+                if msg.type in (wire.NLMSG_DONE, wire.NLMSG_ERROR):
+                    done = True
+                    continue
+                raw = wire.pack_nlmsg(msg.type, msg.flags, msg.seq, msg.payload, msg.pid)
+                out.append({"name": f"{name}_{len(out)}", "hex": raw.hex()})
+                done = done or not flags
+    sock.close()
+    return out
+
+
 def main() -> None:
     subprocess.run(["ip", "netns", "del", NS], check=False, capture_output=True)
     subprocess.run(["ip", "netns", "add", NS], check=True)
@@ -141,6 +173,7 @@ def main() -> None:
                     if any(m.type in (wire.NLMSG_DONE, wire.NLMSG_ERROR) for m in msgs) or flags == 1:
                         break
             c.flush_endpoints()
+        records += capture_rtnl()
         OUT.parent.mkdir(exist_ok=True)
         OUT.write_text(json.dumps(records, indent=1) + "\n")
         print(f"wrote {len(records)} messages to {OUT}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mptcpkit.netlink import genl_ctrl, wire
+from mptcpkit.netlink import genl_ctrl, rtnl, wire
 from mptcpkit.netlink import mptcp_pm as pm
 from mptcpkit.netlink.errors import DecodeError
 
@@ -21,6 +21,8 @@ SEEDS = [
 
 def decode_all(data: bytes) -> None:
     for m in wire.iter_nlmsgs(data):
+        with contextlib.suppress(DecodeError):
+            rtnl.decode_message(m)
         if m.type == wire.NLMSG_ERROR:
             wire.parse_error(m)
             continue

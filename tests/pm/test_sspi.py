@@ -77,6 +77,7 @@ def test_one_subflow_per_interface(two_paths: tuple[str, str], run_pm: Callable[
     try:
 
         def locals_() -> list[str]:
+            c.send(b"x")  # keep packets flowing: the announcement rides on them
             return sorted(a.local[0] for a in subflow_addrs(c))
 
         try:

@@ -1,39 +1,18 @@
 """rtnetlink I/O for the network monitor: dumps, notifications and mptcpd's default-route check.
 
-Messages are decoded with pyroute2's rtnetlink marshal; the socket is ours (non-blocking, usable from asyncio
-with `loop.add_reader`) so a namespace can be chosen per socket and lost notifications (ENOBUFS) are visible.
+The codec is `mptcpkit.netlink.rtnl`; the sockets are ours (non-blocking, usable with `loop.add_reader`), so a
+namespace can be chosen per socket and lost notifications (ENOBUFS) are visible.
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
-import socket
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
-from mptcpkit.netlink import wire
+from mptcpkit.netlink import rtnl, wire
 from mptcpkit.netlink.errors import KernelError
 from mptcpkit.netlink.socket import NETLINK_ROUTE, add_membership, open_netlink
 from mptcpkit.pm.netmon import ROUTE_TEST_V4, ROUTE_TEST_V6, Interface, LocalAddress
-
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV6_ROUTE = (
-    1,
-    5,
-    7,
-    9,
-    11,
-)
-RTM_F_LOOKUP_TABLE = 0x1000
-RTM_F_FIB_MATCH = 0x2000
-RTA_DST, RTA_OIF = 1, 4
 
 
 @dataclass(frozen=True)
@@ -60,52 +39,32 @@ class ResyncNeeded(Exception):
     """Notifications were lost (ENOBUFS): dump everything again."""
 
 
-def decode(data: bytes) -> Iterator[Fact]:
-    """rtnetlink bytes -> link/address/route facts (other messages are skipped)."""
-    for msg in MarshalRtnl().parse(data):
-        fact = _fact(msg)
-        if fact is not None:
-            yield fact
+def to_fact(m: rtnl.RtnlMsg) -> Fact:
+    if isinstance(m, rtnl.LinkMsg):
+        return LinkFact(Interface(m.index, m.name, m.flags, m.type), m.removed)
+    if isinstance(m, rtnl.AddrMsg):
+        return AddrFact(LocalAddress(m.index, m.addr, m.scope), m.removed)
+    return RouteFact()
 
 
-def _fact(msg: Any) -> Fact | None:
-    mtype = msg["header"]["type"]
-    if mtype in (RTM_NEWLINK, RTM_DELLINK):
-        link = Interface(
-            index=int(msg["index"]),
-            name=str(msg.get_attr("IFLA_IFNAME") or f"if{msg['index']}"),
-            flags=int(msg["flags"]),
-            type=int(msg["ifi_type"]),
-        )
-        return LinkFact(link, removed=mtype == RTM_DELLINK)
-    if mtype in (RTM_NEWADDR, RTM_DELADDR):
-        if msg["family"] not in (socket.AF_INET, socket.AF_INET6):
-            return None
-        # IFA_LOCAL is the local address on point-to-point links; IFA_ADDRESS otherwise
-        raw = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-        if raw is None:
-            return None
-        addr = LocalAddress(
-            ifindex=int(msg["index"]), addr=ipaddress.ip_address(raw), scope=int(msg["scope"])
-        )
-        return AddrFact(addr, removed=mtype == RTM_DELADDR)
-    if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
-        return RouteFact()
-    return None
+def decode(data: bytes) -> list[Fact]:
+    return [to_fact(m) for m in rtnl.decode(data)]
 
 
 class RtnlMonitor:
     """Two rtnetlink sockets in one namespace: one for notifications, one for dumps and route lookups."""
 
+    GROUPS = (
+        rtnl.RTNLGRP_LINK,
+        rtnl.RTNLGRP_IPV4_IFADDR,
+        rtnl.RTNLGRP_IPV6_IFADDR,
+        rtnl.RTNLGRP_IPV4_ROUTE,
+        rtnl.RTNLGRP_IPV6_ROUTE,
+    )
+
     def __init__(self, netns: str | None = None) -> None:
         self.events = open_netlink(NETLINK_ROUTE, netns)
-        for group in (
-            RTNLGRP_LINK,
-            RTNLGRP_IPV4_IFADDR,
-            RTNLGRP_IPV6_IFADDR,
-            RTNLGRP_IPV4_ROUTE,
-            RTNLGRP_IPV6_ROUTE,
-        ):
+        for group in self.GROUPS:
             add_membership(self.events, group)
         self.events.setblocking(False)
         self.req = open_netlink(NETLINK_ROUTE, netns)
@@ -133,15 +92,15 @@ class RtnlMonitor:
                 raise
             out.extend(decode(data))
 
-    def _request(self, msg_type: int, flags: int, body: bytes) -> list[bytes]:
+    def _request(self, msg_type: int, body: bytes, *, dump: bool) -> list[rtnl.RtnlMsg]:
         self._seq += 1
         seq = self._seq
-        self.req.send(wire.pack_nlmsg(msg_type, wire.NLM_F_REQUEST | flags, seq, body))
-        chunks: list[bytes] = []
+        flags = wire.NLM_F_REQUEST | (wire.NLM_F_DUMP if dump else 0)
+        self.req.send(wire.pack_nlmsg(msg_type, flags, seq, body))
+        out: list[rtnl.RtnlMsg] = []
         while True:
-            data = self.req.recv(1 << 20)
             done = False
-            for m in wire.iter_nlmsgs(data):
+            for m in wire.iter_nlmsgs(self.req.recv(1 << 20)):
                 if m.seq != seq:
                     continue
                 if m.type == wire.NLMSG_ERROR:
@@ -152,54 +111,35 @@ class RtnlMonitor:
                 elif m.type == wire.NLMSG_DONE:
                     done = True
                 else:
-                    chunks.append(wire.pack_nlmsg(m.type, m.flags, m.seq, m.payload, m.pid))
-                    if not flags & wire.NLM_F_DUMP:
-                        done = True
+                    r = rtnl.decode_message(m)
+                    if r is not None:
+                        out.append(r)
+                    done = done or not dump
             if done:
-                return chunks
+                return out
 
     def dump(self) -> tuple[list[Interface], list[LocalAddress]]:
         links = [
             f.link
-            for c in self._request(RTM_GETLINK, wire.NLM_F_DUMP, struct.pack("=BxHiII", 0, 0, 0, 0, 0))
-            for f in decode(c)
-            if isinstance(f, LinkFact)
+            for m in self._request(rtnl.RTM_GETLINK, rtnl.req_dump_links(), dump=True)
+            if isinstance(f := to_fact(m), LinkFact)
         ]
         addrs = [
             f.addr
-            for c in self._request(RTM_GETADDR, wire.NLM_F_DUMP, struct.pack("=BBBBI", 0, 0, 0, 0, 0))
-            for f in decode(c)
-            if isinstance(f, AddrFact)
+            for m in self._request(rtnl.RTM_GETADDR, rtnl.req_dump_addrs(), dump=True)
+            if isinstance(f := to_fact(m), AddrFact)
         ]
         return links, addrs
 
     def default_route_via(self, a: LocalAddress) -> bool:
-        """mptcpd's check: the FIB entry matching a documentation address out of this link has no destination
-        (it is a default route) and leaves through the address's own interface."""
-        v4 = a.addr.version == 4
-        target = ROUTE_TEST_V4 if v4 else ROUTE_TEST_V6
-        body = struct.pack(
-            "=BBBBBBBBI",
-            socket.AF_INET if v4 else socket.AF_INET6,
-            32 if v4 else 128,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            RTM_F_LOOKUP_TABLE | RTM_F_FIB_MATCH,
-        )
-        body += wire.pack_attr(RTA_OIF, wire.u32(a.ifindex)) + wire.pack_attr(RTA_DST, target.packed)
+        """mptcpd's check: the FIB entry matched by a documentation address (192.0.2.1 / 2001:db8::) out of
+        this link has no destination (a default route) and leaves through the address's own interface."""
+        target = ROUTE_TEST_V4 if a.addr.version == 4 else ROUTE_TEST_V6
         try:
-            replies = self._request(RTM_GETROUTE, 0, body)
+            replies = self._request(rtnl.RTM_GETROUTE, rtnl.req_route_lookup(target, a.ifindex), dump=False)
         except (KernelError, TimeoutError):
             return False
-        for chunk in replies:
-            for msg in MarshalRtnl().parse(chunk):
-                if msg["header"]["type"] != RTM_NEWROUTE:
-                    continue
-                if msg.get_attr("RTA_DST") is not None or msg["dst_len"] != 0:
-                    return False
-                return int(msg.get_attr("RTA_OIF") or -1) == a.ifindex
+        for r in replies:
+            if isinstance(r, rtnl.RouteMsg) and not r.removed:
+                return r.dst is None and r.dst_len == 0 and r.oif == a.ifindex
         return False

@@ -46,6 +46,12 @@ from mptcpkit.lab.model import Topology
 T = TypeVar("T")
 
 
+def _short(argv: Sequence[str], limit: int = 80) -> str:
+    """A command for an error message (scripts are long)."""
+    text = " ".join(shlex.join(argv).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _Loop:
     """A private asyncio loop in a daemon thread; `call` runs a coroutine there and waits for its result."""
 

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -382,6 +382,200 @@ def guest_python_argv() -> list[str]:
     return [sys.executable]
 
 
+class Guest:
+    """One virtme-ng guest running one command: start, wait for boot, wait for the end, always clean up.
+
+    `run_in_vm` runs a command to completion with it; `VmBackend` keeps it running an agent for a whole lab.
+    """
+
+    def __init__(
+        self,
+        kernel: Path | None,
+        modules: Path | None,
+        argv_inside: Sequence[str],
+        *,
+        timeout: float,
+        accel: AccelChoice = "auto",
+        label: str | None = None,
+        env: Mapping[str, str] | None = None,
+        outdir: Path | None = None,
+        cpus: int = 2,
+        memory: str = "1G",
+        kernel_args: Sequence[str] = (),
+        extra_qemu_opts: Sequence[str] = (),
+    ) -> None:
+        if not argv_inside:
+            raise UsageError("no command to run in the VM")
+        self.qemu = find_qemu()
+        self.virtme_run = find_virtme_run()
+        self.kernel = Path(kernel) if kernel is not None else default_kernel()
+        self.modules = modules
+        self.argv_inside = list(argv_inside)
+        self.timeout = timeout
+        self.accel_choice: AccelChoice = accel
+        self.label = label
+        self.env = dict(env or {})
+        self.outdir = outdir
+        self.cpus = cpus
+        self.memory = memory
+        self.kernel_args = tuple(kernel_args)
+        self.extra_qemu_opts = tuple(extra_qemu_opts)
+        self.name = NAME_PREFIX + uuid.uuid4().hex[:8]
+        self.workdir = Path(tempfile.mkdtemp(prefix=self.name + "-", dir=WORK_PARENT))
+        self.share = self.workdir / "share"
+        self.console_path = self.workdir / "console.log"
+        self.state_file = STATE_DIR / f"{self.name}.json"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.staged: StagedKernel | None = None
+        self.accel: Accel = "tcg"
+        self.accel_reason = ""
+        self.started = 0.0
+        self.boot_seconds = 0.0
+
+    def start(self) -> None:
+        """Check kernel/modules, choose KVM or TCG, launch virtme-run in its own process group."""
+        staged = self.staged = stage_kernel(self.kernel, self.modules, self.workdir)
+        self.accel, self.accel_reason = choose_accel(self.qemu, staged.image, self.accel_choice)
+        self.share.mkdir()
+        guest_env = {
+            "MPTCPKIT_KERNEL_LABEL": self.label or staged.release or self.kernel.name,
+            "MPTCPKIT_VM_ACCEL": self.accel,
+            "MPTCPKIT_VM": self.name,
+            "PYTHONUNBUFFERED": "1",
+            **({"MPTCPKIT_VM_OUTDIR": str(self.outdir)} if self.outdir is not None else {}),
+            **self.env,
+        }
+        config = vm_argv.VmConfig(
+            kernel=staged.image,
+            share_dir=self.share,
+            # The kernel command line (which carries virtme's script) is limited to 2 KiB: pass a short
+            # command that runs the real script from the shared directory.
+            script=f"sh {self.share / vm_argv.SCRIPT_FILE}",
+            name=self.name,
+            accel=self.accel,
+            cpus=self.cpus,
+            memory=self.memory,
+            pidfile=self.workdir / "qemu.pid",
+            extra_rwdirs=(self.outdir,) if self.outdir is not None else (),
+            kernel_args=self.kernel_args,
+            virtme_run=self.virtme_run,
+            qemu=self.qemu,
+            extra_qemu_opts=self.extra_qemu_opts,
+        )
+        (self.share / vm_argv.SCRIPT_FILE).write_text(
+            vm_argv.guest_script(self.argv_inside, self.share, env=guest_env, timeout_s=self.timeout)
+        )
+        argv = vm_argv.virtme_run_argv(config)
+        path_env = os.pathsep.join(
+            [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        )
+        with self.console_path.open("wb") as console:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=console,
+                start_new_session=True,
+                cwd="/",
+                env={**os.environ, "PATH": path_env},
+            )
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(
+            json.dumps(
+                {
+                    "name": self.name,
+                    "pgid": self.proc.pid,
+                    "pidfile": str(config.pidfile),
+                    "workdir": str(self.workdir),
+                    "owner": os.getpid(),
+                    "owner_start": _start_time(os.getpid()),
+                    "kernel": str(self.kernel),
+                    "started": time.time(),
+                }
+            )
+        )
+        self._console = _ConsoleWatch(self.console_path)
+
+    def _check(self, booted: bool) -> int | None:
+        """Raise on a kernel panic; return virtme-run's exit code once it ended."""
+        assert self.proc is not None
+        panic = self._console.panic()
+        if panic:
+            _kill_group(self.proc)
+            stage = "while running the command" if booted else "while booting"
+            raise LabError(f"the guest kernel panicked {stage} ({panic})\n" + self.console_excerpt())
+        return self.proc.poll()
+
+    def wait_booted(self, boot_timeout: float, ready: Callable[[], bool] | None = None) -> float:
+        """Wait until the guest script started (and `ready()` holds); returns the boot time in seconds."""
+        assert self.proc is not None and self.staged is not None
+        while True:
+            now = time.monotonic() - self.started
+            if (self.share / vm_argv.RELEASE_FILE).exists() and (ready is None or ready()):
+                self.boot_seconds = now
+                return now
+            code = self._check(booted=False)
+            if code is not None:
+                hint = ""
+                if self.staged.modules is None:
+                    hint = f"\n(no modules found for this kernel: {self.staged.modules_source}; try --modules DIR)"
+                raise LabError(
+                    f"the guest did not boot (virtme-run exited with {code}){hint}\n" + self.console_excerpt()
+                )
+            if now > boot_timeout:
+                _kill_group(self.proc)
+                raise LabError(
+                    f"the guest did not boot within {boot_timeout:.0f} s\n" + self.console_excerpt()
+                )
+            time.sleep(0.2)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the guest to power off; returns virtme-run's exit code."""
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self._check(booted=True)
+            if code is not None:
+                return code
+            if time.monotonic() > deadline:
+                assert self.proc is not None
+                _kill_group(self.proc)
+                raise LabError(
+                    f"the guest command did not finish within {self.timeout:.0f} s\n" + self.console_excerpt()
+                )
+            time.sleep(0.2)
+
+    @property
+    def release(self) -> str:
+        return _read_text(self.share / vm_argv.RELEASE_FILE).strip()
+
+    def info(self) -> VmInfo:
+        assert self.staged is not None
+        staged = self.staged
+        return VmInfo(
+            accel=self.accel,
+            accel_reason=self.accel_reason,
+            kernel_image=str(self.kernel),
+            kernel_release=self.release,
+            kernel_label=self.label or self.release,
+            modules=str(staged.modules) if staged.modules is not None else staged.modules_source,
+            modules_loaded=_read_lines(self.share / vm_argv.MODULES_FILE),
+            boot_seconds=round(self.boot_seconds, 2),
+            run_seconds=round(time.monotonic() - self.started - self.boot_seconds, 2),
+            warnings=list(staged.warnings),
+        )
+
+    def console_excerpt(self) -> str:
+        return _console_excerpt(self.console_path)
+
+    def close(self) -> None:
+        """Kill the process group (if still there), forget the state file, remove the work directory."""
+        if self.proc is not None:
+            _kill_group(self.proc)
+        self.state_file.unlink(missing_ok=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 def run_in_vm(
     kernel: Path | None,
     modules: Path | None,
@@ -405,167 +599,38 @@ def run_in_vm(
     Raises EnvironmentProblem (QEMU/virtme-ng missing), UsageError (kernel/modules missing), LabError (boot
     failure or timeout, with the tail of the kernel console).
     """
-    if not argv_inside:
-        raise UsageError("no command to run in the VM")
-    qemu = find_qemu()
-    virtme_run = find_virtme_run()
-    kernel = Path(kernel) if kernel is not None else default_kernel()
-    name = NAME_PREFIX + uuid.uuid4().hex[:8]
-    workdir = Path(tempfile.mkdtemp(prefix=name + "-", dir=WORK_PARENT))
-    state_file = STATE_DIR / f"{name}.json"
-    proc: subprocess.Popen[bytes] | None = None
+    guest = Guest(
+        kernel,
+        modules,
+        argv_inside,
+        timeout=timeout,
+        accel=accel,
+        label=label,
+        env=env,
+        outdir=outdir,
+        cpus=cpus,
+        memory=memory,
+        kernel_args=kernel_args,
+    )
     try:
-        staged = stage_kernel(kernel, modules, workdir)
-        chosen, reason = choose_accel(qemu, staged.image, accel)
-        share = workdir / "share"
-        share.mkdir()
-        guest_env = {
-            "MPTCPKIT_KERNEL_LABEL": label or staged.release or kernel.name,
-            "MPTCPKIT_VM_ACCEL": chosen,
-            "MPTCPKIT_VM": name,
-            "PYTHONUNBUFFERED": "1",
-            **({"MPTCPKIT_VM_OUTDIR": str(outdir)} if outdir is not None else {}),
-            **(env or {}),
-        }
-        config = vm_argv.VmConfig(
-            kernel=staged.image,
-            share_dir=share,
-            # The kernel command line (which carries virtme's script) is limited to 2 KiB: pass a short
-            # command that runs the real script from the shared directory.
-            script=f"sh {share / vm_argv.SCRIPT_FILE}",
-            name=name,
-            accel=chosen,
-            cpus=cpus,
-            memory=memory,
-            pidfile=workdir / "qemu.pid",
-            extra_rwdirs=(outdir,) if outdir is not None else (),
-            kernel_args=tuple(kernel_args),
-            virtme_run=virtme_run,
-            qemu=qemu,
-        )
-        (share / vm_argv.SCRIPT_FILE).write_text(
-            vm_argv.guest_script(argv_inside, share, env=guest_env, timeout_s=timeout)
-        )
-        argv = vm_argv.virtme_run_argv(config)
-        console_path = workdir / "console.log"
-        path_env = os.pathsep.join(
-            [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
-        )
-        with _sigterm_raises(), console_path.open("wb") as console:
-            started = time.monotonic()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=console,
-                start_new_session=True,
-                cwd="/",
-                env={**os.environ, "PATH": path_env},
-            )
-            STATE_DIR.mkdir(parents=True, exist_ok=True)
-            state_file.write_text(
-                json.dumps(
-                    {
-                        "name": name,
-                        "pgid": proc.pid,
-                        "pidfile": str(config.pidfile),
-                        "workdir": str(workdir),
-                        "owner": os.getpid(),
-                        "owner_start": _start_time(os.getpid()),
-                        "kernel": str(kernel),
-                        "started": time.time(),
-                    }
-                )
-            )
-            boot_seconds = _wait(
-                proc,
-                share,
-                started,
-                timeout=timeout + 60,
-                boot_timeout=boot_timeout,
-                console_path=console_path,
-                staged=staged,
-            )
-            run_seconds = time.monotonic() - started - boot_seconds
-        release = (share / vm_argv.RELEASE_FILE).read_text().strip()
-        rc_path = share / vm_argv.RC_FILE
+        with _sigterm_raises():
+            guest.start()
+            guest.wait_booted(boot_timeout)
+            guest.wait_exit(timeout + 60)
+        rc_path = guest.share / vm_argv.RC_FILE
         if not rc_path.exists():
             raise LabError(
-                f"the guest ({release}) stopped before the command finished (kernel crash or OOM?)\n"
-                + _console_excerpt(console_path)
+                f"the guest ({guest.release}) stopped before the command finished (kernel crash or OOM?)\n"
+                + guest.console_excerpt()
             )
-        info = VmInfo(
-            accel=chosen,
-            accel_reason=reason,
-            kernel_image=str(kernel),
-            kernel_release=release,
-            kernel_label=label or release,
-            modules=str(staged.modules) if staged.modules is not None else staged.modules_source,
-            modules_loaded=_read_lines(share / vm_argv.MODULES_FILE),
-            boot_seconds=round(boot_seconds, 2),
-            run_seconds=round(run_seconds, 2),
-            warnings=list(staged.warnings),
-        )
         return VmRunResult(
             int(rc_path.read_text().strip() or 255),
-            _read_text(share / vm_argv.STDOUT_FILE),
-            _read_text(share / vm_argv.STDERR_FILE),
-            info.as_dict(),
+            _read_text(guest.share / vm_argv.STDOUT_FILE),
+            _read_text(guest.share / vm_argv.STDERR_FILE),
+            guest.info().as_dict(),
         )
     finally:
-        if proc is not None:
-            _kill_group(proc)
-        state_file.unlink(missing_ok=True)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _wait(
-    proc: subprocess.Popen[bytes],
-    share: Path,
-    started: float,
-    *,
-    timeout: float,
-    boot_timeout: float,
-    console_path: Path,
-    staged: StagedKernel,
-) -> float:
-    """Wait for the guest to boot (release file appears) and then to power off; returns the boot time.
-
-    A kernel panic on the console ends the wait at once: an early panic leaves QEMU running forever.
-    """
-    booted: float | None = None
-    console = _ConsoleWatch(console_path)
-    while True:
-        now = time.monotonic() - started
-        panic = console.panic()
-        if panic:
-            _kill_group(proc)
-            stage = "while booting" if booted is None else "while running the command"
-            raise LabError(f"the guest kernel panicked {stage} ({panic})\n" + _console_excerpt(console_path))
-        if booted is None and (share / vm_argv.RELEASE_FILE).exists():
-            booted = now
-        code = proc.poll()
-        if code is not None:
-            if booted is None:
-                hint = ""
-                if staged.modules is None:
-                    hint = f"\n(no modules found for this kernel: {staged.modules_source}; try --modules DIR)"
-                raise LabError(
-                    f"the guest did not boot (virtme-run exited with {code}){hint}\n"
-                    + _console_excerpt(console_path)
-                )
-            return booted
-        if booted is None and now > boot_timeout:
-            _kill_group(proc)
-            raise LabError(
-                f"the guest did not boot within {boot_timeout:.0f} s\n" + _console_excerpt(console_path)
-            )
-        if now > timeout:
-            _kill_group(proc)
-            raise LabError(
-                f"the guest command did not finish within {timeout:.0f} s\n" + _console_excerpt(console_path)
-            )
-        time.sleep(0.2)
+        guest.close()
 
 
 class _ConsoleWatch:
@@ -603,3 +668,51 @@ def _read_text(path: Path) -> str:
 
 def _read_lines(path: Path) -> list[str]:
     return [line for line in _read_text(path).splitlines() if line.strip()]
+
+
+@dataclass
+class VmLabRun:
+    """A `lab run` done inside a guest: the run as the runner wrote it (JSON), and how the guest ran."""
+
+    returncode: int
+    run: dict[str, Any] | None
+    stdout: str
+    stderr: str
+    vm_info: dict[str, Any]
+
+
+def run_lab_in_vm(
+    kernel: Path | None,
+    modules: Path | None,
+    lab_run_args: Sequence[str],
+    *,
+    label: str | None = None,
+    timeout: float = 3600.0,
+    accel: AccelChoice = "auto",
+) -> VmLabRun:
+    """Run `mptcpkit lab run LAB_RUN_ARGS` inside a guest booted on `kernel` and bring the run back as JSON.
+
+    The guest stores into a private SQLite file (its /tmp is a guest-only tmpfs) and writes the run as JSON into
+    a shared directory; the caller stores that run in the real results database, tagged with `vm_info`
+    (kernel release, label, accel). Pass scenario/repetition/emulation options in `lab_run_args`, not --db or
+    --json. The exit code is the runner's (0 pass, 1 a scenario failed, 2 bad input).
+    """
+    for forbidden in ("--db", "--json"):
+        if forbidden in lab_run_args:
+            raise UsageError(
+                f"{forbidden} is chosen by the VM backend; leave it out of the guest's arguments"
+            )
+    outdir = Path(tempfile.mkdtemp(prefix=NAME_PREFIX + "out-", dir=WORK_PARENT))
+    try:
+        out_json = outdir / "run.json"
+        argv = [*guest_python_argv(), "-m", "mptcpkit", "lab", "run", *lab_run_args]
+        argv += ["--db", "/tmp/mptcpkit-vm-results.sqlite", "--json", str(out_json)]
+        if label is not None and "--label" not in lab_run_args and "-l" not in lab_run_args:
+            argv += ["--label", label]
+        result = run_in_vm(kernel, modules, argv, timeout=timeout, accel=accel, label=label, outdir=outdir)
+        run: dict[str, Any] | None = None
+        with contextlib.suppress(OSError, ValueError):
+            run = json.loads(out_json.read_text())
+        return VmLabRun(result.returncode, run, result.stdout, result.stderr, result.vm_info)
+    finally:
+        shutil.rmtree(outdir, ignore_errors=True)

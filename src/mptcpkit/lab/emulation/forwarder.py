@@ -42,6 +42,8 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCSIFTXQLEN = 0x8913, 0x8914, 0x8943
 IFF_UP = 0x1
 CLONE_NEWNET = 0x40000000
 PR_SET_TIMERSLACK = 29
+SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}.get(os.uname().machine)
+FAIR_SLICE_NS = 100_000
 VNET_HDR_LEN = 10
 READ_BUF = 256 * 1024
 WATCH_INTERVAL_S = 0.25
@@ -62,22 +64,78 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
-def precise_timers(priority: str) -> None:
-    """Release frames on time even when the machine is busy.
-
-    1 ns timer slack: select() timeouts fire within a few us instead of the default 50 us. ``priority``:
-    "rr" = SCHED_RR priority 1 (wake-ups preempt ordinary tasks; the kernel's RT throttling still leaves
-    other tasks >= 5 % of each CPU), "nice" = nice -10, "normal" = leave it.
-    """
+def precise_timers() -> None:
+    """1 ns timer slack: select() timeouts fire within a few us instead of the default 50 us."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
-    try:
-        if priority == "rr":
-            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
-        elif priority == "nice":
-            os.setpriority(os.PRIO_PROCESS, 0, -10)
-    except OSError as e:  # not permitted (no CAP_SYS_NICE): run with normal priority, say so in the log
-        print(f"forwarder: cannot raise priority ({priority}): {e}", file=sys.stderr)
+
+
+def set_priority(priority: str) -> None:
+    """Scheduling class, so frames leave on time on a busy machine.
+
+    "rr" = SCHED_RR 1: wake-ups preempt ordinary tasks at once (tightest timing), but a saturated
+    emulator would then starve every ordinary task on its CPU (up to the kernel's RT throttling).
+    "fair" = nice -20 with a 0.1 ms EEVDF slice: quick wake-ups, still sharing the CPU fairly.
+    "normal" = nice 0. ("adaptive" switches between rr and fair, see Priority.)
+    """
+    if priority == "rr":
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        return
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    if priority == "fair":
+        os.setpriority(os.PRIO_PROCESS, 0, -20)
+        if SYS_SCHED_SETATTR is not None:
+            # struct sched_attr VER0 (48 bytes): size, policy, flags, nice, priority, runtime, deadline, period
+            attr = struct.pack("IIQiIQQQ", 48, os.SCHED_OTHER, 0, -20, 0, FAIR_SLICE_NS, 0, 0)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall(SYS_SCHED_SETATTR, 0, attr, 0)  # before 6.12 slices are ignored: nice still helps
+    else:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+
+
+class Priority:
+    """The "adaptive" policy: SCHED_RR while the emulator is lightly loaded (probes, Mbit/s links), where
+    timing matters; fair nice -20 once it uses more than half a CPU (Gbit/s bulk), so it never
+    monopolises a core. Re-evaluated every watch interval from the process's own CPU time.
+    """
+
+    BUSY, IDLE = 0.5, 0.25
+
+    def __init__(self, policy: str) -> None:
+        self.policy = policy
+        self.current = ""
+        self.switches = 0
+        self.last_cpu = self._cpu()
+        self.last_wall = time.monotonic()
+        self.apply("rr" if policy == "adaptive" else policy)
+
+    @staticmethod
+    def _cpu() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def apply(self, priority: str) -> None:
+        if priority == self.current:
+            return
+        try:
+            set_priority(priority)
+        except OSError as e:  # no CAP_SYS_NICE: keep running at normal priority
+            print(f"forwarder: cannot set priority {priority}: {e}", file=sys.stderr)
+            self.policy = "normal"
+            return
+        self.current = priority
+        self.switches += 1
+
+    def tick(self, now: float) -> None:
+        if self.policy != "adaptive":
+            return
+        cpu = self._cpu()
+        busy = (cpu - self.last_cpu) / max(now - self.last_wall, 1e-3)
+        self.last_cpu, self.last_wall = cpu, now
+        if self.current == "rr" and busy > self.BUSY:
+            self.apply("fair")
+        elif self.current == "fair" and busy < self.IDLE:
+            self.apply("rr")
 
 
 def open_tap(name: str, gso: bool, txqueuelen: int) -> int:
@@ -168,8 +226,6 @@ class LinkModel:
         self.last_release = 0.0
         self.lost = 0
         self.queue_drops = 0
-        self.max_idle_s = 0.0  # longest time the link sat idle between two frames (sender-limited)
-        self.max_idle_at = 0.0
 
     def admit(self, now: float, wire_bytes: int, packets: int) -> float | None:
         """When the frame leaves the far end, or None if the queue is full or the frame is lost."""
@@ -181,14 +237,7 @@ class LinkModel:
             if self.backlog_packets + packets > self.queue_packets and self.backlog_packets:
                 self.queue_drops += packets
                 return None
-            if self.link_free_at >= now:
-                start = self.link_free_at
-            else:
-                start = now
-                gap = now - self.link_free_at
-                if self.link_free_at and gap > self.max_idle_s:
-                    self.max_idle_s = gap
-                    self.max_idle_at = now
+            start = self.link_free_at if self.link_free_at > now else now
             departure = start + wire_bytes * 8 / self.rate_bps
             self.link_free_at = departure
             backlog.append((departure, packets))
@@ -236,8 +285,6 @@ class Direction:
             "bytes_out": self.bytes_out,
             "packets_lost": self.model.lost,
             "packets_queue_dropped": self.model.queue_drops,
-            "max_idle_s": self.model.max_idle_s,
-            "max_idle_at": self.model.max_idle_at,
             "write_errors": self.write_errors,
             "frames_overflow": self.frames_overflow,
             "queued": len(self.queue),
@@ -281,6 +328,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     readv, write, monotonic, sel = os.readv, os.write, time.monotonic, select.select
     max_queue = int(config.get("max_queue_bytes", MAX_QUEUE_BYTES))
     next_watch = monotonic() + WATCH_INTERVAL_S
+    priority: Priority = config["_priority"]
     while True:
         now = monotonic()
         # Send what is due; compute how long we may sleep.
@@ -304,6 +352,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
             if not netns_alive(netns_path, own_ino) or not interfaces_alive(watch):
                 return {"exit": "wire gone", "directions": [d.stats() for d in dirs]}
             next_watch = now + WATCH_INTERVAL_S
+            priority.tick(now)
         readable = sel(fds, [], [], timeout)[0]
         if not readable:
             continue
@@ -349,7 +398,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the terminal/process that built the lab
     try:
         enter_netns(config["netns"])
-        precise_timers(str(config.get("priority", "rr")))
+        precise_timers()
+        config["_priority"] = Priority(str(config.get("priority", "adaptive")))
         dirs = []
         for spec in config["directions"]:
             fd = open_tap(spec["tap"], bool(spec["gso"]), int(config.get("txqueuelen", 10000)))
@@ -365,6 +415,7 @@ def main(argv: list[str]) -> int:
         result = run(config)
     except Stop:
         result = {"exit": "signal", "directions": [d.stats() for d in config["_dirs"]]}
+    result["priority"] = {"policy": config["_priority"].policy, "switches": config["_priority"].switches}
     stats_path = config.get("stats_path")
     if stats_path:
         try:

@@ -46,7 +46,7 @@ from mptcpkit.lab.emulation.shape import (
     tbf_params,
 )
 
-Priority = Literal["rr", "nice", "normal"]
+Priority = Literal["adaptive", "rr", "fair", "normal"]
 FORWARDER_PATH = Path(forwarder.__file__).resolve()
 READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 3.0
@@ -116,12 +116,13 @@ def build_wire(
     mode: Mode = "auto",
     state_dir: Path,
     seed: int = 0,
-    emulator_priority: Priority = "rr",
+    emulator_priority: Priority = "adaptive",
 ) -> Wire:
     """Join ``a_if`` and ``b_if`` (both UP, in ``wire_netns``) so each direction is shaped as given.
 
-    ``seed`` seeds the userspace emulator's loss/jitter PRNG. ``emulator_priority``: the forwarder runs
-    SCHED_RR by default so frames leave on time on a busy machine ("nice" = nice -10, "normal").
+    ``seed`` seeds the userspace emulator's loss/jitter PRNG. ``emulator_priority``: "adaptive" runs the
+    forwarder SCHED_RR while it is lightly loaded (on-time frames on a busy machine) and nice -20 once it
+    uses over half a CPU (never monopolises a core); "rr", "fair" (nice -20) or "normal" pin one policy.
     """
     shaped = a_to_b.shaped or b_to_a.shaped
     has_netem = netem_available() if mode == "netem" or (mode == "auto" and shaped) else None

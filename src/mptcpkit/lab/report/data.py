@@ -372,6 +372,8 @@ def fmt(value: float | None, digits: int = 4) -> str:
 def fmt_pct(value: float | None, signed: bool = True) -> str:
     if value is None or not math.isfinite(value):
         return "-"
+    if abs(value) < 0.05:
+        value = 0.0  # no "-0.0 %"
     return f"{value:+.1f} %" if signed else f"{value:.1f} %"
 
 

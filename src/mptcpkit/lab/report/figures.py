@@ -34,7 +34,7 @@ def _layout(fig: go.Figure, height: int, **extra: object) -> None:
         font={"family": FONT, "size": 12, "color": "#263238"},
         paper_bgcolor="white",
         plot_bgcolor="#fafbfc",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "traceorder": "normal"},
         hoverlabel={"font": {"family": FONT}},
         **extra,
     )
@@ -260,6 +260,11 @@ def history_figure(histories: Sequence[MetricHistory]) -> str | None:
                 yanchor="top",
                 bgcolor="rgba(255,255,255,0.8)",
             )
+        low, high = min(p.minimum for p in h.points), max(p.maximum for p in h.points)
+        centre = (low + high) / 2
+        floor = 0.02 * abs(centre)  # never magnify noise below +-2 % of the level into a dramatic picture
+        if high - low < 2 * floor:
+            fig.update_yaxes(range=[centre - floor * 1.2, centre + floor * 1.2], row=row, col=1)
         fig.update_xaxes(
             tickmode="array",
             tickvals=xs,

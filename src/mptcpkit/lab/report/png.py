@@ -133,6 +133,10 @@ def history_png(histories: Sequence[MetricHistory], title: str, path: Path) -> b
                 color=color,
                 fontsize=8,
             )
+        low, high = min(p.minimum for p in h.points), max(p.maximum for p in h.points)
+        centre, floor = (low + high) / 2, 0.02 * abs((low + high) / 2)
+        if high - low < 2 * floor:
+            ax.set_ylim(centre - floor * 1.2, centre + floor * 1.2)
         step = max(1, len(xs) // 12)
         ax.set_xticks(xs[::step], [p.name for p in h.points][::step], rotation=30 if len(xs) > 6 else 0)
         ax.set_title(f"{h.metric} [{h.unit}]" if h.unit else h.metric)
