@@ -14,6 +14,7 @@ benchmarks/results/pm_latency.json with the raw samples and, per daemon, the med
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -174,13 +175,20 @@ def main() -> None:
             )
         clients = {d: MptcpPmClient(netns=names[d]) for d in daemons}
         setters = {d: AddrSetter(names[d], "v0") for d in daemons}
-        # ready = the daemon has set its initial limits (both do at start)
+        # ready = a probe address gets its endpoint (the kernel's default limits say nothing about the daemon)
+        probe = ipaddress.IPv4Address("10.76.0.1")
         for d in daemons:
-            deadline = time.time() + 15
-            while clients[d].get_limits().subflows < 2:
+            deadline = time.time() + 20
+            while True:
+                with contextlib.suppress(OSError):
+                    setters[d].add(probe)
+                if wait_endpoint(clients[d], probe, True, timeout=0.5):
+                    break
+                setters[d].delete(probe)
                 if time.time() > deadline or procs[d].poll() is not None:
                     sys.exit(f"{d} did not start")
-                time.sleep(0.05)
+            setters[d].delete(probe)
+            wait_endpoint(clients[d], probe, False)
         time.sleep(0.5)
         rss_start = {d: rss_kb(procs[d].pid) for d in daemons}
         for i in range(args.samples + 5):  # 5 warm-up rounds, discarded

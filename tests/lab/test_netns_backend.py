@@ -217,6 +217,15 @@ def test_kill9_then_down_all(tmp_path: object) -> None:
         time.sleep(0.2)
         assert [p for p in left if os.path.exists(f"/proc/{p}") and not _zombie(p)] == []
         assert decoy in nsutil.list_netns(), "down --all must not touch what mptcpkit did not create"
+        from mptcpkit.lab.store import open_store
+
+        with open_store(f"{tmp_path}/r.db") as store:
+            (killed,) = store.list_runs()
+            assert killed.status == "incomplete", "a killed run must read as incomplete"
+        runs = subprocess.run(
+            [*MPTCPKIT, "lab", "runs", "--db", f"{tmp_path}/r.db"], capture_output=True, text=True
+        )
+        assert runs.returncode == 0 and "incomplete" in runs.stdout
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -237,6 +237,8 @@ def _execute(
         for series_name, interval, values in outcome.series:
             store.add_series(Series(run_id, name, index, series_name, interval, values))
         status.reps_done += 1
+        for result in aggregate(run_id, status):  # upsert: a killed run keeps what it measured
+            store.add_result(result)
         rep.rep_done(name, index, outcome)
 
 
