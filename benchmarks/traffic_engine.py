@@ -189,48 +189,42 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--duration", type=float, default=3.0)
-    ap.add_argument("--modes", default="sha256,verify,none", help="engine integrity modes to measure")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "traffic_engine.json")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (network namespaces)", file=sys.stderr)
-        return 2
+def measure(a: str, b: str, args: argparse.Namespace, cc: str) -> dict[str, Any]:
+    """One interleaved series in namespaces a (client) and b (server) with congestion control `cc`."""
+    if cc != "default":
+        for ns in (a, b):
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={cc}")
+    used = subprocess.run(
+        ["ip", "netns", "exec", a, "sysctl", "-n", "net.ipv4.tcp_congestion_control"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     modes = args.modes.split(",")
-    cost = checking_cost()
-    print("in-memory receiver checking cost (GB/s, one core):", cost, flush=True)
-    a, b = setup()
     # fixed per-process cost (interpreter start, handshake): a 1-byte transfer; subtracted for CPU per GB
     base = {
         "engine": [run_engine(a, b, 1.0, "none", size=1) for _ in range(3)],
         "iperf3": [run_iperf3(a, b, 1.0, 5290 + i, size=1) for i in range(3)],
     }
     baseline = {
-        k: {side: statistics.median(r[f"cpu_s_{side}"] for r in v) for side in ("sender", "receiver")}
+        k: {side: min(float(r[f"cpu_s_{side}"]) for r in v) for side in ("sender", "receiver")}
         for k, v in base.items()
     }
-    print("fixed CPU seconds per process (1-byte run):", baseline, flush=True)
     raw: dict[str, list[dict[str, Any]]] = {f"engine-{m}": [] for m in modes}
     raw["iperf3-mptcpize"] = []
-    try:
-        for rep in range(args.reps):
-            order = [*[f"engine-{m}" for m in modes], "iperf3-mptcpize"]
-            random.Random(rep).shuffle(order)
-            for name in order:
-                if name == "iperf3-mptcpize":
-                    r = run_iperf3(a, b, args.duration, 5300 + rep)
-                else:
-                    r = run_engine(a, b, args.duration, name.removeprefix("engine-"))
-                raw[name].append(r)
-                print(
-                    f"rep {rep + 1}/{args.reps} {name:16s} {r['goodput_bps'] / 1e9:7.3f} Gbit/s ok={r['ok']}",
-                    flush=True,
-                )
-    finally:
-        teardown((a, b))
+    for rep in range(args.reps):
+        order = [*[f"engine-{m}" for m in modes], "iperf3-mptcpize"]
+        random.Random(rep).shuffle(order)
+        for name in order:
+            if name == "iperf3-mptcpize":
+                r = run_iperf3(a, b, args.duration, 5300 + rep)
+            else:
+                r = run_engine(a, b, args.duration, name.removeprefix("engine-"))
+            raw[name].append(r)
+            print(
+                f"[{used}] rep {rep + 1}/{args.reps} {name:16s} {r['goodput_bps'] / 1e9:7.3f} Gbit/s",
+                flush=True,
+            )
     stats = {name: summary([r["goodput_bps"] for r in runs]) for name, runs in raw.items()}
 
     def marginal(name: str, r: dict[str, Any], side: str) -> float:
@@ -247,6 +241,44 @@ def main() -> int:
     ratios = {
         name: (s["median"] / ref if ref else None) for name, s in stats.items() if name.startswith("engine")
     }
+    head = f"{'engine [' + used + ']':18s} {'median Gbit/s':>13s} {'min':>7s} {'max':>7s} {'cv':>5s} {'ratio':>6s}"
+    print(head + " CPU s/GB sender/receiver")
+    for name, st in stats.items():
+        ratio = ratios.get(name)
+        line = f"{name:18s} {st['median'] / 1e9:13.3f} {st['min'] / 1e9:7.3f} {st['max'] / 1e9:7.3f} {st['cv']:5.2f}"
+        line += f" {'' if ratio is None else f'{ratio:6.2f}':>6s}"
+        line += f" {cpu[name]['sender']:.3f}/{cpu[name]['receiver']:.3f}"
+        print(line, flush=True)
+    return {
+        "congestion_control": used,
+        "goodput_bps": stats,
+        "ratio_vs_iperf3": ratios,
+        "cpu_seconds_per_gb_median": cpu,
+        "cpu_fixed_seconds_per_process": baseline,
+        "raw": raw,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--modes", default="sha256,verify,none", help="engine integrity modes to measure")
+    ap.add_argument(
+        "--cc", default="default,cubic", help="congestion controls to run with (default = system's)"
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "traffic_engine.json")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+    cost = checking_cost()
+    print("in-memory receiver checking cost (GB/s, one core):", cost, flush=True)
+    a, b = setup()
+    try:
+        series = [measure(a, b, args, cc) for cc in args.cc.split(",")]
+    finally:
+        teardown((a, b))
     doc = {
         "benchmark": "traffic_engine",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -256,24 +288,10 @@ def main() -> int:
         "reps": args.reps,
         "link": "unshaped veth between two namespaces, MPTCP, 1 subflow, upload",
         "checking_cost_gbytes_per_s": cost,
-        "goodput_bps": stats,
-        "ratio_vs_iperf3": ratios,
-        "cpu_seconds_per_gb_median": cpu,
-        "cpu_fixed_seconds_per_process": baseline,
-        "raw": raw,
+        "series": series,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    head = f"{'engine':18s} {'median Gbit/s':>13s} {'min':>7s} {'max':>7s} {'cv':>5s} {'ratio':>6s}"
-    print(head + " CPU s/GB sender/receiver")
-    for name, s in stats.items():
-        ratio = ratios.get(name)
-        line = (
-            f"{name:18s} {s['median'] / 1e9:13.3f} {s['min'] / 1e9:7.3f} {s['max'] / 1e9:7.3f} {s['cv']:5.2f}"
-        )
-        line += f" {'' if ratio is None else f'{ratio:6.2f}':>6s}"
-        line += f" {cpu[name]['sender']:.3f}/{cpu[name]['receiver']:.3f}"
-        print(line)
     print(f"wrote {args.out}")
     return 0
 

@@ -473,5 +473,29 @@ def test_real_lab_run_reports_its_subflows(tmp_path: Path, artifacts_dir: Path, 
     seen = chromium_page_check(browser, out.as_uri(), artifacts_dir / "report-real-run.png")
     assert seen["errors"] == []
     assert seen["plots"] == 2
-    # the goodput figure first: 2 repetitions x (2 subflows + the goodput line)
-    assert seen["traces"][0] == 6
+    # the goodput figure first: per repetition with series, 2 subflows + the goodput line
+    with open_store(db) as store:
+        reps = {s.rep for s in store.series(store.get_run("real").run_id)}
+        failures = [
+            f for r in store.results(store.get_run("real").run_id) for f in r.details.get("failures", [])
+        ]
+    assert reps and seen["traces"][0] == 3 * len(reps)
+    for failure in failures:  # a failed repetition (a busy box) is shown, not hidden
+        assert failure.split(":")[0] in seen["text"]
+
+
+def test_run_without_results_renders_its_state(tmp_path: Path) -> None:
+    """A run that died before its first result (status failed) still gets a report, JUnit and Markdown."""
+    db = str(tmp_path / "r.db")
+    with open_store(db) as store:
+        run = store.create_run("broken", ENV, {"reps": 3})
+        store.finish_run(run.run_id, "failed")
+        html = build_html(store, "broken")
+        xml = ET.fromstring(junit_xml(store, "broken"))
+        md = markdown_summary(store, "broken")
+    assert "This run has no results: it did not finish (failed)." in html
+    suite = xml.find("testsuite")
+    assert suite is not None and suite.get("tests") == "0"
+    assert "FAILED, 0 of 0 scenarios passed" in md and "status `failed`" in md
+    outcome = report_cmd("broken", markdown=tmp_path / "m.md", db=db, say=lambda _: None)
+    assert outcome.exit_code == 1

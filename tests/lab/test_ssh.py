@@ -8,6 +8,7 @@ key, an unreachable machine, a missing netem and a machine dropping mid-run all 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import shutil
@@ -309,11 +310,14 @@ def test_unknown_host_key_is_refused(machines: Machines) -> None:
 
 
 def test_unreachable_host_is_a_clean_error(machines: Machines) -> None:
-    topo = topology(machines).with_host("b", ssh=f"root@{machines.b.address}:2299")
+    # the target comes from SshOptions.targets, which overrides the topology's ssh field
+    options = dataclasses.replace(machines.options, targets={"b": f"root@{machines.b.address}:2299"})
     started = time.monotonic()
     with pytest.raises(LabError, match=r"b: cannot reach root@.*:2299"):
-        SshBackend(machines.options).up(topo)
+        SshBackend(options).up(topology(machines))
     assert time.monotonic() - started < 15
+    with pytest.raises(UsageError, match="unknown hosts: c"):
+        SshBackend(dataclasses.replace(machines.options, targets={"c": "root@x"})).up(topology(machines))
 
 
 def test_delay_without_netem_is_refused_and_nothing_changes(machines: Machines) -> None:

@@ -122,3 +122,22 @@ def test_events_of_a_real_connection(ns: str) -> None:
     assert {ListenerCreated, ConnectionCreated, ConnectionClosed, ListenerClosed} <= kinds
     lc = next(e for e in seen if isinstance(e, ListenerCreated))
     assert lc.sport == port and str(lc.saddr) == "127.0.0.1"
+
+
+def test_async_events(ns: str) -> None:
+    import asyncio
+
+    async def main() -> list[str]:
+        with MptcpPmClient(netns=ns) as pm:
+            agen = pm.aevents()
+            first = asyncio.ensure_future(agen.__anext__())
+            await asyncio.sleep(0.1)
+            with MptcpPmClient(netns=ns) as other:
+                other.add_endpoint("10.7.0.1", flags="signal", port=10020)
+                other.flush_endpoints()
+            got = [await asyncio.wait_for(first, 5)]
+            got.append(await asyncio.wait_for(agen.__anext__(), 5))
+            await agen.aclose()
+            return [e.name() for e in got]
+
+    assert asyncio.run(main()) == ["listener_created", "listener_closed"]

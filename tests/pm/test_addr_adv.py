@@ -184,3 +184,13 @@ def test_full_endpoint_table_retried(pm_ns: str, run_pm: Callable[..., Daemon]) 
     ip(pm_ns, "addr", "del", "10.1.0.1/24", "dev", "v0")
     ip(pm_ns, "addr", "del", "10.30.0.1/32", "dev", "v1")
     wait_for(lambda: addrs(pm_ns) == {f"10.30.0.{i + 1}" for i in range(1, 9)}, what="the 9th address added")
+
+
+def test_debian_mptcpd_conf_works_unchanged(pm_ns: str, run_pm: Callable[..., Daemon]) -> None:
+    """Drop-in: Debian's /etc/mptcpd/mptcpd.conf (plugin-dir full of C plugins, path-manager=addr_adv)."""
+    debian = Path("/etc/mptcpd/mptcpd.conf")
+    if not debian.exists():
+        pytest.skip("mptcpd not installed")
+    d = run_pm(pm_ns, "--notify-flags=existing,skip_link_local", conf=debian)
+    wait_for(lambda: addrs(pm_ns) == {"10.1.0.1"}, what="endpoint from addr_adv")
+    assert "default addr_adv" in d.output()

@@ -24,7 +24,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "pm-plugins.md"
 
 def example_plugin_source() -> str:
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    (src,) = [b for b in blocks if "class EventLogPlugin" in b]
+    (src,) = [str(b) for b in blocks if "class EventLogPlugin" in b]
     return src
 
 

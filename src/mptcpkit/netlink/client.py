@@ -11,11 +11,12 @@ The codec lives in `mptcp_pm`, the socket in `socket`; this module only sends, r
 
 from __future__ import annotations
 
+import asyncio
 import errno as _errno
 import itertools
 import select
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from types import TracebackType
 
 from mptcpkit.errors import EnvironmentProblem, UsageError
@@ -285,6 +286,21 @@ class MptcpPmClient:
             ready, _, _ = select.select([ev.sock], [], [], left)
             if ready:
                 yield from self.read_events()
+
+    async def aevents(self) -> AsyncGenerator[MptcpEvent, None]:
+        """Async iterator over events for asyncio programs (the socket is watched with loop.add_reader)."""
+        ev = self.subscribe()
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        loop.add_reader(ev.fileno(), ready.set)
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                for e in self.read_events():
+                    yield e
+        finally:
+            loop.remove_reader(ev.fileno())
 
     # -- helpers
     def ifindex(self, dev: str) -> int:

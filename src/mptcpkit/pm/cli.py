@@ -12,7 +12,7 @@ import typer
 from mptcpkit.errors import UsageError
 
 app = typer.Typer(
-    help="Path-manager daemon, a drop-in for mptcpd: `mptcpkit pm [mptcpd flags]` runs it in the foreground.",
+    help="Path-manager daemon, a drop-in for mptcpd: `mptcpkit pm` (with mptcpd's flags) runs it in the foreground.",
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

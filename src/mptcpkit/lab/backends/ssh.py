@@ -18,7 +18,7 @@ import json
 import shlex
 import threading
 import uuid
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,6 +86,8 @@ class SshOptions:
     """private key files (default: ~/.ssh/id_* and the agent)."""
     connect_timeout: float = 10.0
     keepalive_s: float = 5.0
+    targets: Mapping[str, str] = field(default_factory=dict)
+    """host name -> "user@host[:port]", overriding the topology's `ssh` fields (e.g. for built-in scenarios)."""
     python: tuple[str, ...] | None = None
     """argv prefix of a Python with mptcpkit on the machines (default: the same path as here)."""
 
@@ -394,11 +396,15 @@ class SshBackend(Backend):
     def up(self, topology: Topology, *, emulation: str = "auto") -> Lab:
         targets: dict[str, SshTarget] = {}
         for host in topology.hosts:
-            if host.ssh is None:
+            text = self.options.targets.get(host.name, host.ssh)
+            if text is None:
                 raise UsageError(
                     f"host '{host.name}' has no `ssh = \"user@host\"`: the SSH backend needs one"
                 )
-            targets[host.name] = parse_target(host.ssh)
+            targets[host.name] = parse_target(text)
+        unknown = set(self.options.targets) - {h.name for h in topology.hosts}
+        if unknown:
+            raise UsageError(f"ssh targets for unknown hosts: {', '.join(sorted(unknown))}")
         if emulation not in ("auto", "netem", "tc"):
             raise UsageError(f"the SSH backend shapes with tc/netem on the machines, not with '{emulation}'")
         loop = _Loop()

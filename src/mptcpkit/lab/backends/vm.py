@@ -13,14 +13,17 @@ process killed with SIGKILL.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import pickle
 import platform
 import re
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,9 +35,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from mptcpkit.errors import EnvironmentProblem, LabError, UsageError
+from mptcpkit.errors import EnvironmentProblem, LabError, MptcpkitError, UsageError
 from mptcpkit.lab.backends import vm_argv
+from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
 from mptcpkit.lab.backends.vm_argv import Accel
+from mptcpkit.lab.model import Topology
 
 STATE_DIR = Path("/run/mptcpkit/vm")
 WORK_PARENT = Path("/tmp")  # visible inside the guest (the host root is its lower layer)
@@ -716,3 +721,234 @@ def run_lab_in_vm(
         return VmLabRun(result.returncode, run, result.stdout, result.stderr, result.vm_info)
     finally:
         shutil.rmtree(outdir, ignore_errors=True)
+
+
+# --- the Lab interface over a guest agent -------------------------------------------------------------------
+
+AGENT_PORT = "mptcpkit.agent"
+_ERRORS: dict[str, type[MptcpkitError]] = {
+    "LabError": LabError,
+    "UsageError": UsageError,
+    "TopologyError": UsageError,
+    "EnvironmentProblem": EnvironmentProblem,
+}
+
+
+class _Channel:
+    """JSON-lines requests to the guest agent over QEMU's virtio-serial socket; one request at a time."""
+
+    def __init__(self, conn: socket.socket, guest: Guest) -> None:
+        self.conn = conn
+        self.guest = guest
+        self.buffer = b""
+        self.lock = threading.Lock()
+        self.conn.settimeout(0.5)
+
+    def read_line(self, timeout: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            if time.monotonic() > deadline:
+                raise LabError(f"the guest agent did not answer {what} within {timeout:.0f} s")
+            try:
+                chunk = self.conn.recv(65536)
+            except TimeoutError:
+                if self.guest._check(booted=True) is not None:
+                    raise LabError(
+                        f"the guest stopped during {what}\n" + self.guest.console_excerpt()
+                    ) from None
+                continue
+            if not chunk:
+                raise LabError(f"the guest agent went away during {what}\n" + self.guest.console_excerpt())
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def call(self, request: dict[str, Any], timeout: float) -> Any:
+        with self.lock:
+            try:
+                self.conn.sendall(json.dumps(request).encode() + b"\n")
+            except OSError as exc:
+                raise LabError(f"the guest agent is gone ({exc})") from None
+            reply = self.read_line(timeout, f"'{request['op']}'")
+        if "error" in reply:
+            error = reply["error"]
+            raise _ERRORS.get(error["type"], LabError)(error["message"], hint=error.get("hint"))
+        return reply.get("ok")
+
+
+class VmProcess(HostProcess):
+    """A process started on a lab host inside the guest."""
+
+    def __init__(self, channel: _Channel, pid: int) -> None:
+        self._channel = channel
+        self._id = pid
+        self._finished = False
+
+    def readline(self, timeout: float) -> str | None:
+        line: str | None = self._channel.call(
+            {"op": "readline", "id": self._id, "timeout": timeout}, timeout + 30
+        )
+        return line
+
+    def wait(self, timeout: float | None = None) -> CommandResult:
+        reply = self._channel.call({"op": "wait", "id": self._id, "timeout": timeout}, (timeout or 3600) + 30)
+        self._finished = True
+        return CommandResult(tuple(reply["argv"]), reply["returncode"], reply["stdout"], reply["stderr"])
+
+    def terminate(self) -> None:
+        self._channel.call({"op": "terminate", "id": self._id}, 60)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._channel.call({"op": "running", "id": self._id}, 30))
+
+
+class VmHost(Host):
+    """A lab host (a namespace) inside the guest."""
+
+    def __init__(self, name: str, channel: _Channel) -> None:
+        self.name = name
+        self._channel = channel
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True, input: str | None = None
+    ) -> CommandResult:
+        request = {"op": "run", "host": self.name, "argv": list(argv), "timeout": timeout, "input": input}
+        reply = self._channel.call(request, timeout + 30)
+        result = CommandResult(tuple(reply["argv"]), reply["returncode"], reply["stdout"], reply["stderr"])
+        return result.check(self.name) if check else result
+
+    def spawn(self, argv: Sequence[str]) -> HostProcess:
+        pid = int(self._channel.call({"op": "spawn", "host": self.name, "argv": list(argv)}, 60))
+        return VmProcess(self._channel, pid)
+
+    def python_argv(self) -> list[str]:
+        argv: list[str] = self._channel.call({"op": "python_argv", "host": self.name}, 30)
+        return argv
+
+    def read_file(self, path: str) -> str:
+        text: str = self._channel.call({"op": "read_file", "host": self.name, "path": path}, 60)
+        return text
+
+    def set_link_up(self, ifname: str, up: bool) -> None:
+        self._channel.call({"op": "set_link_up", "host": self.name, "ifname": ifname, "up": up}, 60)
+
+
+class VmLab(Lab):
+    """A namespace lab inside one guest running the kernel under test."""
+
+    def __init__(
+        self, topology: Topology, info: LabInfo, guest: Guest, channel: _Channel, listener: socket.socket
+    ) -> None:
+        self.topology = topology
+        self.info = info
+        self._guest = guest
+        self._channel = channel
+        self._listener = listener
+        self._closed = False
+
+    def host(self, name: str) -> Host:
+        self.topology.host(name)  # KeyError for an unknown host, as elsewhere
+        return VmHost(name, self._channel)
+
+    def close(self) -> None:
+        """Tear the lab down inside the guest, let the guest power off, kill it if it does not."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with contextlib.suppress(LabError):
+                self._channel.call({"op": "close"}, 120)
+            with contextlib.suppress(LabError):
+                self._guest.wait_exit(60)
+        finally:
+            self._channel.conn.close()
+            self._listener.close()
+            self._guest.close()
+
+
+class VmBackend(Backend):
+    """Single-VM mode: every lab host is a namespace inside one guest booted on the kernel under test."""
+
+    name = "vm"
+
+    def __init__(
+        self,
+        kernel: Path | None = None,
+        modules: Path | None = None,
+        *,
+        label: str | None = None,
+        accel: AccelChoice = "auto",
+        boot_timeout: float = 300.0,
+        lab_timeout: float = 6 * 3600.0,
+        cpus: int = 2,
+        memory: str = "1G",
+    ) -> None:
+        self.kernel = kernel
+        self.modules = modules
+        self.label = label
+        self.accel: AccelChoice = accel
+        self.boot_timeout = boot_timeout
+        self.lab_timeout = lab_timeout
+        self.cpus = cpus
+        self.memory = memory
+
+    def up(self, topology: Topology, *, emulation: str = "auto") -> VmLab:
+        argv = [*guest_python_argv(), "-m", "mptcpkit.lab.backends.vm_agent", AGENT_PORT]
+        guest = Guest(
+            self.kernel,
+            self.modules,
+            argv,
+            timeout=self.lab_timeout,
+            accel=self.accel,
+            label=self.label,
+            cpus=self.cpus,
+            memory=self.memory,
+        )
+        sock_path = guest.workdir / "agent.sock"
+        guest.extra_qemu_opts = (
+            "-chardev",
+            f"socket,id=mkagent,path={sock_path}",
+            "-device",
+            "virtio-serial-pci,id=mkagentbus",
+            "-device",
+            f"virtserialport,bus=mkagentbus.0,chardev=mkagent,name={AGENT_PORT}",
+        )
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn: socket.socket | None = None
+        try:
+            listener.bind(str(sock_path))
+            listener.listen(1)
+            listener.settimeout(0.5)
+            guest.start()
+            deadline = time.monotonic() + self.boot_timeout
+            while conn is None:
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    if guest._check(booted=False) is not None or time.monotonic() > deadline:
+                        raise LabError(
+                            "QEMU did not connect the agent channel\n" + guest.console_excerpt()
+                        ) from None
+            channel = _Channel(conn, guest)
+            hello = channel.read_line(max(1.0, deadline - time.monotonic()), "the boot")
+            guest.boot_seconds = time.monotonic() - guest.started
+            blob = base64.b64encode(pickle.dumps(topology)).decode()
+            guest_info = channel.call({"op": "up", "topology": blob, "emulation": emulation}, 900)
+            vm_info = guest.info().as_dict()
+            vm_info["kernel_release"] = hello.get("hello", vm_info["kernel_release"])
+            info = LabInfo(
+                lab_id=guest.name,
+                backend="vm",
+                topology=topology.name,
+                emulation=dict(guest_info.get("emulation", {})),
+                details={"vm": vm_info, "guest_lab": guest_info},
+            )
+            return VmLab(topology, info, guest, channel, listener)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            listener.close()
+            guest.close()
+            raise

@@ -36,8 +36,12 @@ def find_port(name: str) -> Path:
 
 
 def result_dict(result: CommandResult) -> dict[str, Any]:
-    return {"argv": list(result.argv), "returncode": result.returncode, "stdout": result.stdout,
-            "stderr": result.stderr}  # fmt: skip
+    return {
+        "argv": list(result.argv),
+        "returncode": result.returncode,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+    }
 
 
 class Agent:
@@ -69,7 +73,9 @@ class Agent:
 
     def op_run(self, request: dict[str, Any]) -> Any:
         host = self._lab().host(request["host"])
-        result = host.run(request["argv"], timeout=request["timeout"], check=False, input=request.get("input"))
+        result = host.run(
+            request["argv"], timeout=request["timeout"], check=False, input=request.get("input")
+        )
         return result_dict(result)
 
     def op_spawn(self, request: dict[str, Any]) -> Any:
@@ -127,7 +133,7 @@ def serve(port: Path) -> None:
         while True:
             chunk = channel.read(65536)
             if not chunk:
-                break
+                break  # the host side closed (lab closed or its process died): the guest powers off
             buffer += chunk
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)

@@ -1,17 +1,17 @@
-"""Userspace link emulator: a delay line between TAP devices, for kernels without netem.
+"""Userspace link emulator for kernels without netem: a link model between TAP devices.
 
 Runs as its own process (``python -I forwarder.py CONFIG_JSON``), stdlib only so it starts fast. It enters
 the wire namespace first (so the taps are created there and teardown finds it by namespace), creates one TAP
 per emulated direction, tells its parent it is ready through a pipe, then loops:
 
-- read a frame (with its virtio-net header, so GSO frames up to 64 KiB pass whole);
-- drop it with probability ``loss`` (seeded PRNG);
-- give it a release time ``max(now + delay + U(-jitter, +jitter), previous release)``: FIFO, never reorders;
+- read a frame (with its virtio-net header, so GSO frames up to 64 KiB pass whole); reading it frees the
+  sender's skb, so the sender's TCP Small Queues / socket buffer no longer see it (as with a real router);
+- run it through ``LinkModel``: drop-tail rate queue and exact serialization at the link rate, loss
+  (seeded PRNG), then delay + uniform jitter, never reordering;
 - write it back into the same TAP when due; tc on the TAP's ingress redirects it to the far wire end.
 
-Rate shaping is not done here: a tbf on the TAP's egress does it in the kernel before the frame reaches us,
-as on a real link (serialization queue first, then propagation). The process exits on SIGTERM/SIGINT, when
-the wire namespace is deleted, or when one of the watched interfaces or its taps disappear.
+The process exits on SIGTERM/SIGINT, when the wire namespace is deleted, or when one of the watched
+interfaces or its taps disappear, and then writes its counters to ``stats_path``.
 """
 
 from __future__ import annotations

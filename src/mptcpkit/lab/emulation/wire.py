@@ -159,7 +159,9 @@ def build_wire(
         "a_if": a_if,
         "b_if": b_if,
         "netem_available": has_netem,
-        "emulator": "python TAP delay line (virtio-net header, GSO)" if wire.pids else None,
+        "emulator": "mptcpkit forwarder: TAP + link model (rate queue, delay, jitter, loss)"
+        if wire.pids
+        else None,
         "seed": seed,
         "emulator_priority": emulator_priority if wire.pids else None,
         "pids": list(wire.pids),

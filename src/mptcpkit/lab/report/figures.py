@@ -183,6 +183,7 @@ def expected_figure(scenario: ScenarioData) -> str | None:
             )
     fig.update_annotations(font_size=12)
     _layout(fig, 300, bargap=0.3, showlegend=False)
+    fig.update_yaxes(rangemode="tozero")
     fig.update_layout(margin={"t": 50})
     return str(fig.to_json())
 

@@ -8,7 +8,7 @@ pre-made 1 MiB buffer and sends it as is.
 The stream ends with an end record at a block boundary (or at the announced size): u64 END, u32 length, JSON
 (the sender's summary). Because the receive buffer is a multiple of BLOCK and filled in stream order, buffer
 position p always holds stream offset = p (mod BLOCK), so `verify` mode compares received data with the
-template by one memcmp per block, with no copy (much cheaper than hashing; see docs/traffic.md).
+64 KiB template by one memcmp per block, with no copy (much cheaper than hashing; see docs/traffic.md).
 """
 
 from __future__ import annotations
@@ -101,10 +101,11 @@ class StreamSink:
         self.first_bad: int | None = None
         self.trailer: bytearray | None = None
         self._hash = hashlib.sha256() if integrity == "sha256" else None
-        self._ref = bytearray(template(seed) * BLOCKS_PER_BUFFER) if integrity == "verify" else b""
+        # verify compares against the 64 KiB template (stays in cache), not a buffer-sized copy of the stream
+        self._ref = bytearray(template(seed)) if integrity == "verify" else bytearray()
         self._buf_addr = ctypes.addressof((ctypes.c_char * BUFFER).from_buffer(self.buffer))
         self._ref_addr = (
-            ctypes.addressof((ctypes.c_char * BUFFER).from_buffer(self._ref)) if integrity == "verify" else 0
+            ctypes.addressof((ctypes.c_char * BLOCK).from_buffer(self._ref)) if integrity == "verify" else 0
         )
 
     @property
@@ -149,8 +150,8 @@ class StreamSink:
                 self._hash.update(self.view[pos:seg_end])
             elif self._ref_addr and self.first_bad is None:
                 length = seg_end - pos
-                if _memcmp(self._buf_addr + pos, self._ref_addr + pos, length) != 0:
-                    ref = self._ref[pos:seg_end]
+                if _memcmp(self._buf_addr + pos, self._ref_addr + inner, length) != 0:
+                    ref = self._ref[inner : inner + length]
                     self.first_bad = abs_pos + _first_diff(bytes(buf[pos:seg_end]), bytes(ref))
             pos = seg_end
         if self.trailer is None:
