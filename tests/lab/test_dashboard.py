@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import Browser
+from playwright.sync_api import BrowserContext
 from test_report import add_run, browser, chromium_page_check, fill_store
 
 from mptcpkit.errors import EnvironmentProblem, UsageError
@@ -76,7 +76,7 @@ def test_pages_answer_over_http(server: Server) -> None:
         assert '<script src="/assets/plotly.min.js">' in run.text and len(run.text) < 1_000_000  # not inlined
         assert http.get(f"/runs/{server.ids[0][:6]}").status_code == 200  # id prefix
         compare = http.get("/compare", params={"base": "k1", "new": "k12"})
-        assert compare.status_code == 200 and compare.text.count('class="badge v-regression"') == 2
+        assert compare.status_code == 200 and compare.text.count('class="badge v-regression"') == 3
         default = http.get("/compare")  # the newest two runs
         assert default.status_code == 200 and "Change per metric" in default.text
         history = http.get("/history", params={"scenario": "simult-balanced", "metric": "goodput"})
@@ -190,7 +190,7 @@ def test_serve_cmd_errors(tmp_path: Path) -> None:
     ],
 )
 def test_pages_in_chromium(
-    server: Server, artifacts_dir: Path, browser: Browser, name: str, path: str, plots: int
+    server: Server, artifacts_dir: Path, browser: BrowserContext, name: str, path: str, plots: int
 ) -> None:
     seen = chromium_page_check(browser, server.url + path, artifacts_dir / f"dashboard-{name}.png")
     if name == "not-found":

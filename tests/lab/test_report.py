@@ -1,6 +1,6 @@
 """Lab reports: HTML (checked in real headless chromium), PNG, JUnit XML, Markdown, and the CLI glue's errors.
 
-The test data is written straight into a temporary SQLite store (fast): eight runs on one machine whose
+The test data is written straight into a temporary SQLite store (fast): twelve runs on one machine whose
 goodput drops by 10 % from run "k7" on, with a failed scenario in the newest run.
 """
 
@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import BrowserContext, sync_playwright
 
 from mptcpkit.errors import UsageError
 from mptcpkit.lab.report import build_html, junit_xml, markdown_summary, report_cmd, write_png
-from mptcpkit.lab.report.data import PassRule, RepSeries, group_series, parse_rule, pick_typical
+from mptcpkit.lab.report.data import PassRule, RepSeries, group_series, parse_rule, pick_typical, result_state
 from mptcpkit.lab.store import Result, Series, Store, open_store
 
 CHROMIUM = "/usr/bin/chromium"
@@ -139,7 +139,7 @@ def add_run(
         )
     )
     failures = ["rep 2: the transfer stalled for 5.0 s after path1 went down"] if fail_failover else []
-    ft = [5.2, 9.8, 5.3, 5.25, 5.1][:reps]
+    ft = ([7.2, 9.8, 7.3, 7.25, 7.1] if fail_failover else [5.2, 5.4, 5.3, 5.25, 5.1])[:reps]
     store.add_result(
         Result(
             rid,
@@ -173,7 +173,8 @@ def add_run(
 
 
 def fill_store(store: Store) -> list[str]:
-    """k1..k12; goodput 18.8 Mbit/s, then 16.9 (-10 %) from k7, +-0.4 % noise; k12's failover failed."""
+    """k1..k12; goodput 18.8 Mbit/s, then 16.9 (-10 %) from k7, +-0.4 % noise; k12's failover failed (slow,
+    and a repetition failed)."""
     return [
         add_run(
             store,
@@ -194,20 +195,23 @@ def store_path(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's chromium, headless, driven by playwright (never a downloaded browser); one per test module."""
+def browser() -> Iterator[BrowserContext]:
+    """Debian's chromium, headless, driven by playwright (never a downloaded browser): one browser context
+    per test module, so plotly.js is fetched from the dashboard once and then cached like in real use."""
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield b
+            context = b.new_context(viewport={"width": 1280, "height": 900})
+            yield context
+            context.close()
         finally:
             b.close()
 
 
-def chromium_page_check(browser: Browser, url: str, shot: Path, *, width: int = 1280) -> dict[str, Any]:
+def chromium_page_check(browser: BrowserContext, url: str, shot: Path) -> dict[str, Any]:
     """Open `url`; draw every lazy figure; screenshot; return console errors, plot counts and the text."""
     errors: list[str] = []
-    page = browser.new_page(viewport={"width": width, "height": 900})
+    page = browser.new_page()
     try:
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
@@ -295,7 +299,7 @@ def test_html_report_is_self_contained_with_every_part(store_path: tuple[str, li
 
 
 def test_html_report_renders_in_chromium(
-    store_path: tuple[str, list[str]], tmp_path: Path, artifacts_dir: Path, browser: Browser
+    store_path: tuple[str, list[str]], tmp_path: Path, artifacts_dir: Path, browser: BrowserContext
 ) -> None:
     path, _ = store_path
     out = tmp_path / "report.html"
@@ -310,14 +314,15 @@ def test_html_report_renders_in_chromium(
 
 
 def test_compare_report_renders_in_chromium(
-    store_path: tuple[str, list[str]], tmp_path: Path, artifacts_dir: Path, browser: Browser
+    store_path: tuple[str, list[str]], tmp_path: Path, artifacts_dir: Path, browser: BrowserContext
 ) -> None:
     path, _ = store_path
     out = tmp_path / "compare.html"
     outcome = report_cmd(compare=("k1", "k12"), output=out, db=path, say=lambda _: None)
     assert outcome.failed  # goodput regressed by 10 %
     html = out.read_text()
-    assert html.count('<span class="badge v-regression">regression</span>') == 2  # goodput, transfer time
+    # goodput, transfer time, and failover's transfer time (7.25 s against 5.25 s)
+    assert html.count('<span class="badge v-regression">regression</span>') == 3
     assert html.count('<span class="badge v-improvement">') == 0
     seen = chromium_page_check(browser, out.as_uri(), artifacts_dir / "report-compare.png")
     assert seen["errors"] == [] and seen["plots"] == 1 and seen["svgs"] >= 1
@@ -389,7 +394,7 @@ def test_markdown_summaries_for_pull_requests(store_path: tuple[str, list[str]])
     assert "PASSED, 3 of 3" in ok_md
     assert "### mptcpkit lab compare: REGRESSION" in cmp_md
     regression_rows = [line for line in cmp_md.splitlines() if "**regression**" in line]
-    assert len(regression_rows) == 2  # goodput down, transfer time up
+    assert len(regression_rows) == 3  # goodput down, both transfer times up
     assert any("| simult-balanced | goodput (higher is better)" in line for line in regression_rows)
     assert "no regression" in aa_md.splitlines()[0]
 
@@ -442,7 +447,9 @@ def test_report_cmd_writes_everything_and_stdout(
 
 
 @pytest.mark.needs_root
-def test_real_lab_run_reports_its_subflows(tmp_path: Path, artifacts_dir: Path, browser: Browser) -> None:
+def test_real_lab_run_reports_its_subflows(
+    tmp_path: Path, artifacts_dir: Path, browser: BrowserContext
+) -> None:
     """One small real run (one scenario, two repetitions) through the CLI, then its report in chromium."""
     db = str(tmp_path / "real.db")
     started = time.monotonic()
@@ -499,3 +506,19 @@ def test_run_without_results_renders_its_state(tmp_path: Path) -> None:
     assert "FAILED, 0 of 0 scenarios passed" in md and "status `failed`" in md
     outcome = report_cmd("broken", markdown=tmp_path / "m.md", db=db, say=lambda _: None)
     assert outcome.exit_code == 1
+
+
+def test_result_state_tells_a_missed_rule_from_a_failed_repetition() -> None:
+    def result(median: float, rule: str, passed: bool) -> Result:
+        return Result("r", "s", "m", "s", "lower", [median], expected=6.7, passed=passed, rule=rule)
+
+    assert result_state(result(5.0, "median <= expected (6.7 s)", True)) == "pass"
+    assert result_state(result(7.0, "median <= expected (6.7 s)", False)) == "fail"
+    assert result_state(
+        result(5.0, "median <= expected (6.7 s); every repetition must succeed (1 failed)", False)
+    ) == ("warn")
+    assert (
+        result_state(result(0.4, "informational (no analytic expectation); every repetition ...", False))
+        == "warn"
+    )
+    assert result_state(result(0.0, "the scenario must complete", False)) == "fail"

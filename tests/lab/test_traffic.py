@@ -514,7 +514,9 @@ def test_iperf3_via_mptcpize_lands_in_the_same_schema(veth_pair: tuple[str, str]
     )
     cp = subprocess.run(_ns(cli_ns, argv), capture_output=True, text=True, timeout=30)
     res = iperf3.parse(cp.stdout, mode="bulk-upload")
-    assert res.ok and res.bytes_total == 5 << 20 and res.streams[0].samples
+    # iperf3 -n stops when the sender has written N bytes; its receiver count may still be short of N
+    assert res.ok and res.streams[0].bytes_sent == 5 << 20 and 0 < res.bytes_total <= 5 << 20
+    assert res.streams[0].samples
     assert json.loads(res.to_json())["engine"] == "iperf3"
 
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import shlex
+import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
@@ -235,8 +236,6 @@ class SshHost(Host):
         return handle
 
     def python_argv(self) -> list[str]:
-        import sys
-
         return list(self.options.python) if self.options.python is not None else [sys.executable]
 
     def set_link_up(self, ifname: str, up: bool) -> None:

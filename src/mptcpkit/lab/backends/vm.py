@@ -895,17 +895,50 @@ class VmBackend(Backend):
         self.memory = memory
 
     def up(self, topology: Topology, *, emulation: str = "auto") -> VmLab:
-        argv = [*guest_python_argv(), "-m", "mptcpkit.lab.backends.vm_agent", AGENT_PORT]
-        guest = Guest(
-            self.kernel,
-            self.modules,
-            argv,
-            timeout=self.lab_timeout,
-            accel=self.accel,
-            label=self.label,
-            cpus=self.cpus,
-            memory=self.memory,
+        node = AgentGuest(
+            Guest(
+                self.kernel,
+                self.modules,
+                agent_argv(),
+                timeout=self.lab_timeout,
+                accel=self.accel,
+                label=self.label,
+                cpus=self.cpus,
+                memory=self.memory,
+            )
         )
+        try:
+            node.launch()
+            channel = node.connect(time.monotonic() + self.boot_timeout)
+            blob = base64.b64encode(pickle.dumps(topology)).decode()
+            guest_info = channel.call({"op": "up", "topology": blob, "emulation": emulation}, 900)
+            info = LabInfo(
+                lab_id=node.guest.name,
+                backend="vm",
+                topology=topology.name,
+                emulation=dict(guest_info.get("emulation", {})),
+                details={"vm": node.vm_info(), "guest_lab": guest_info},
+            )
+            return VmLab(topology, info, node.guest, channel, node.listener)
+        except BaseException:
+            node.close()
+            raise
+
+
+def agent_argv() -> list[str]:
+    """The guest command that serves the Lab interface (see vm_agent)."""
+    return [*guest_python_argv(), "-m", "mptcpkit.lab.backends.vm_agent", AGENT_PORT]
+
+
+class AgentGuest:
+    """A guest running the agent, and the unix socket its virtio-serial port is connected to.
+
+    The host listens and QEMU connects at start, so the port is connected before the agent opens it; when this
+    process dies the socket closes, the agent reads EOF and exits, and the guest powers off by itself.
+    """
+
+    def __init__(self, guest: Guest, extra_qemu_opts: Sequence[str] = ()) -> None:
+        self.guest = guest
         sock_path = guest.workdir / "agent.sock"
         guest.extra_qemu_opts = (
             "-chardev",
@@ -914,41 +947,54 @@ class VmBackend(Backend):
             "virtio-serial-pci,id=mkagentbus",
             "-device",
             f"virtserialport,bus=mkagentbus.0,chardev=mkagent,name={AGENT_PORT}",
+            *extra_qemu_opts,
         )
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn: socket.socket | None = None
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(sock_path))
+        self.listener.listen(1)
+        self.listener.settimeout(0.5)
+        self.conn: socket.socket | None = None
+        self.channel: _Channel | None = None
+        self.release = ""
+
+    def launch(self) -> None:
+        self.guest.start()
+
+    def connect(self, deadline: float) -> _Channel:
+        """Accept QEMU's connection, then wait for the agent's hello (the guest booted)."""
+        guest = self.guest
+        while self.conn is None:
+            try:
+                self.conn, _ = self.listener.accept()
+            except TimeoutError:
+                if guest._check(booted=False) is not None or time.monotonic() > deadline:
+                    raise LabError(
+                        "QEMU did not connect the agent channel\n" + guest.console_excerpt()
+                    ) from None
+        self.channel = _Channel(self.conn, guest)
+        hello = self.channel.read_line(max(1.0, deadline - time.monotonic()), "the boot")
+        guest.boot_seconds = time.monotonic() - guest.started
+        self.release = str(hello.get("hello", ""))
+        return self.channel
+
+    def vm_info(self) -> dict[str, Any]:
+        info = self.guest.info().as_dict()
+        info["kernel_release"] = self.release or info["kernel_release"]
+        return info
+
+    def shutdown(self) -> None:
+        """Ask the agent to close its lab, give the guest a minute to power off, then clean up regardless."""
         try:
-            listener.bind(str(sock_path))
-            listener.listen(1)
-            listener.settimeout(0.5)
-            guest.start()
-            deadline = time.monotonic() + self.boot_timeout
-            while conn is None:
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
-                    if guest._check(booted=False) is not None or time.monotonic() > deadline:
-                        raise LabError(
-                            "QEMU did not connect the agent channel\n" + guest.console_excerpt()
-                        ) from None
-            channel = _Channel(conn, guest)
-            hello = channel.read_line(max(1.0, deadline - time.monotonic()), "the boot")
-            guest.boot_seconds = time.monotonic() - guest.started
-            blob = base64.b64encode(pickle.dumps(topology)).decode()
-            guest_info = channel.call({"op": "up", "topology": blob, "emulation": emulation}, 900)
-            vm_info = guest.info().as_dict()
-            vm_info["kernel_release"] = hello.get("hello", vm_info["kernel_release"])
-            info = LabInfo(
-                lab_id=guest.name,
-                backend="vm",
-                topology=topology.name,
-                emulation=dict(guest_info.get("emulation", {})),
-                details={"vm": vm_info, "guest_lab": guest_info},
-            )
-            return VmLab(topology, info, guest, channel, listener)
-        except BaseException:
-            if conn is not None:
-                conn.close()
-            listener.close()
-            guest.close()
-            raise
+            if self.channel is not None:
+                with contextlib.suppress(LabError):
+                    self.channel.call({"op": "close"}, 120)
+                with contextlib.suppress(LabError):
+                    self.guest.wait_exit(60)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+        self.guest.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import pickle
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit.errors import LabError, MptcpkitError
-from mptcpkit.lab.backends.base import CommandResult, HostProcess, Lab
+from mptcpkit.lab.backends.base import CommandResult, Host, HostProcess, Lab, LabInfo
+from mptcpkit.lab.model import Topology
 
 PORTS = Path("/sys/class/virtio-ports")
 
@@ -71,6 +73,12 @@ class Agent:
         self.lab = NetnsBackend().up(topology, emulation=request.get("emulation", "auto"))
         return asdict(self.lab.info)
 
+    def op_host_up(self, request: dict[str, Any]) -> Any:
+        """Multi-VM mode: this guest *is* one lab host; configure its NICs as the topology says."""
+        topology = pickle.loads(base64.b64decode(request["topology"]))
+        self.lab = GuestHostLab.build(topology, request["host"], request["macs"])
+        return asdict(self.lab.info)
+
     def op_run(self, request: dict[str, Any]) -> Any:
         host = self._lab().host(request["host"])
         result = host.run(
@@ -114,6 +122,82 @@ class Agent:
         if self.lab is not None:
             self.lab.close()
         return None
+
+
+ROOT_ALIAS = "mkt-guest-root"
+
+
+def _sh(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+class GuestHostLab(Lab):
+    """Multi-VM mode, inside one guest: the guest's own network stack is the lab host `name`.
+
+    The guest's NICs (one per link, found by MAC) are renamed to the link's interface names, then the same
+    plan as the SSH backend's (addresses, policy routing, MPTCP limits/endpoints, sysctls, tc/netem shaping on
+    egress) is applied. Nothing is undone: the guest is thrown away with the lab. Commands run through a named
+    alias of the guest's root namespace, so the namespace backend's Host serves them.
+    """
+
+    def __init__(self, topology: Topology, name: str, info: LabInfo) -> None:
+        from mptcpkit.lab.backends.netns import NetnsHost
+
+        self.topology = topology
+        self.info = info
+        self._name = name
+        self._host = NetnsHost(name, ROOT_ALIAS)
+
+    @classmethod
+    def build(cls, topology: Topology, name: str, macs: dict[str, str]) -> GuestHostLab:
+        from mptcpkit.lab.backends import ssh_plan
+
+        attach = _sh(["ip", "netns", "attach", ROOT_ALIAS, "1"])
+        if attach.returncode != 0 and "File exists" not in attach.stderr:
+            raise LabError(f"cannot name the guest's namespace: {attach.stderr.strip()}")
+        for dev in sorted(Path("/sys/class/net").iterdir()):
+            wanted = macs.get((dev / "address").read_text().strip().lower())
+            if wanted is not None and dev.name != wanted:
+                _sh(["ip", "link", "set", "dev", dev.name, "down"])
+                renamed = _sh(["ip", "link", "set", "dev", dev.name, "name", wanted])
+                if renamed.returncode != 0:
+                    raise LabError(f"cannot rename {dev.name} to {wanted}: {renamed.stderr.strip()}")
+        keys = ssh_plan.sysctl_keys(topology, name)
+        before = ssh_plan.parse_snapshot(_sh(["sh", "-c", ssh_plan.snapshot_script(keys)]).stdout)
+        probe = _sh(
+            [
+                "sh",
+                "-c",
+                "ip link add mktpa type veth peer name mktpb && "
+                "tc qdisc add dev mktpa root netem delay 1ms; rc=$?; ip link del mktpa; exit $rc",
+            ]
+        )
+        plan = ssh_plan.plan_host(topology, name, before, has_netem=probe.returncode == 0)
+        steps = plan.steps
+        if steps:
+            out = _sh(["sh", "-c", ssh_plan.steps_script([s.apply for s in steps], stop_on_error=True)])
+            ok, failed = ssh_plan.parse_steps_output(out.stdout)
+            if failed or len(ok) != len(steps):
+                index = min(failed) if failed else len(ok)
+                raise LabError(
+                    f"{name}: {steps[index].what} failed: {failed.get(index) or out.stderr.strip()}"
+                )
+        info = LabInfo(
+            lab_id=os.uname().nodename,
+            backend="multi-vm",
+            topology=topology.name,
+            emulation={"kind": "tc/netem on the guest's NICs", "netem": probe.returncode == 0},
+            details={"host": name, "steps": [s.what for s in steps], "release": os.uname().release},
+        )
+        return cls(topology, name, info)
+
+    def host(self, name: str) -> Host:
+        if name != self._name:
+            raise LabError(f"this guest is host '{self._name}', not '{name}'")
+        return self._host
+
+    def close(self) -> None:
+        self._host.stop_children()
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:

@@ -55,6 +55,25 @@ def parse_rule(rule: str, expected: float | None) -> PassRule | None:
     return PassRule(op, factor * expected)
 
 
+def misses_rule(result: Result) -> bool:
+    """Does the median itself miss the pass rule? (False when the rule is informational or unreadable.)"""
+    rule = parse_rule(result.rule, result.expected)
+    median = result.median
+    if rule is None or median is None or not math.isfinite(median):
+        return False
+    return not (median >= rule.threshold if rule.op == ">=" else median <= rule.threshold)
+
+
+def result_state(result: Result) -> Literal["pass", "fail", "warn"]:
+    """ "warn": the median meets its rule, but the metric failed because a repetition of the scenario failed."""
+    if result.passed:
+        return "pass"
+    if misses_rule(result):
+        return "fail"
+    readable = parse_rule(result.rule, result.expected) is not None
+    return "warn" if readable or result.rule.startswith("informational") else "fail"
+
+
 @dataclass(slots=True)
 class RepSeries:
     """One repetition's time series: application goodput and each subflow's share (Mbit/s)."""
@@ -92,6 +111,20 @@ class ScenarioData:
     @property
     def failed_results(self) -> list[Result]:
         return [r for r in self.results if not r.passed]
+
+    @property
+    def missed(self) -> list[tuple[Result, str]]:
+        """(result, its own pass rule) of every metric whose median misses that rule.
+
+        A metric that failed only because a repetition failed is left out: the failed repetitions are the
+        cause, and are listed on their own.
+        """
+        out = []
+        for r in self.failed_results:
+            own_rule = r.rule.split(";")[0].strip()
+            if misses_rule(r) or (parse_rule(r.rule, r.expected) is None and not self.failures):
+                out.append((r, own_rule))
+        return out
 
     @property
     def typical_rep(self) -> RepSeries | None:

@@ -11,11 +11,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mptcpkit.lab.analysis import MetricComparison
-from mptcpkit.lab.report.data import MetricHistory, ScenarioData, fmt, metric_label, parse_rule
+from mptcpkit.lab.report.data import MetricHistory, ScenarioData, fmt, metric_label, parse_rule, result_state
 
 # One palette for both renderers: calm, colour-blind friendly (Okabe-Ito based).
 SUBFLOW_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
-PASS, FAIL, NEUTRAL, EXPECTED = "#1a8754", "#c62828", "#5c6bc0", "#9e9e9e"
+PASS, FAIL, WARN, NEUTRAL, EXPECTED = "#1a8754", "#c62828", "#e69f00", "#5c6bc0", "#9e9e9e"
+STATE_COLORS = {"pass": PASS, "fail": FAIL, "warn": WARN}
+STATE_WORDS = {"pass": "pass", "fail": "FAIL", "warn": "FAIL (rule met, but a repetition failed)"}
 VERDICT_COLORS = {
     "regression": "#c62828",
     "improvement": "#1a8754",
@@ -134,7 +136,8 @@ def expected_figure(scenario: ScenarioData) -> str | None:
         horizontal_spacing=min(0.08, 0.4 / max(1, len(results))),
     )
     for col, r in enumerate(results, start=1):
-        color = PASS if r.passed else FAIL
+        state = result_state(r)
+        color = STATE_COLORS[state]
         fig.add_trace(
             go.Bar(
                 x=["measured"],
@@ -142,8 +145,7 @@ def expected_figure(scenario: ScenarioData) -> str | None:
                 marker={"color": color, "opacity": 0.8},
                 width=0.5,
                 showlegend=False,
-                hovertemplate=f"median %{{y:.4g}} {r.unit}<br>{'pass' if r.passed else 'FAIL'}: {r.rule}"
-                "<extra></extra>",
+                hovertemplate=f"median %{{y:.4g}} {r.unit}<br>{STATE_WORDS[state]}: {r.rule}<extra></extra>",
             ),
             row=1,
             col=col,

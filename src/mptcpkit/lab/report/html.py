@@ -23,6 +23,7 @@ from mptcpkit.lab.report.data import (
     fmt,
     fmt_pct,
     metric_label,
+    result_state,
 )
 from mptcpkit.lab.store import Store
 
@@ -42,6 +43,7 @@ def environment() -> jinja2.Environment:
     env.filters["pct"] = fmt_pct
     env.filters["metric_label"] = metric_label
     env.filters["figure"] = _figure_json
+    env.filters["state"] = result_state
     env.globals["css"] = css
     return env
 
@@ -77,14 +79,17 @@ def run_figures(data: RunData) -> dict[str, dict[str, str | None]]:
 
 
 def render(template: str, **context: Any) -> str:
-    """Render a template; `plotly_src` None inlines plotly.js (report files), else links it (dashboard)."""
+    """Render a template; `plotly_src` None inlines plotly.js (report files), else links it (dashboard).
+
+    `plots=False` (pages without figures) leaves plotly.js out entirely.
+    """
     context.setdefault("plotly_src", None)
     context.setdefault("nav", None)
     context.setdefault("generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
-    if context["plotly_src"] is None:
-        context["plotly_inline"] = plotly_js()
-    else:
-        context["plotly_inline"] = None
+    plots = context.pop("plots", True)
+    context["plotly_inline"] = plotly_js() if plots and context["plotly_src"] is None else None
+    if not plots:
+        context["plotly_src"] = None  # a page without figures loads no plotly at all
     return environment().get_template(template).render(**context)
 
 

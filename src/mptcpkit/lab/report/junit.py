@@ -64,10 +64,9 @@ def run_junit(data: RunData) -> str:
     for s in data.scenarios:
         case = ET.SubElement(suite, "testcase", classname="mptcpkit.lab", name=s.name, time=str(_duration(s)))
         if not s.passed:
-            failed = s.failed_results
             parts = [
-                f"{r.metric} {fmt(r.median)}{(' ' + r.unit) if r.unit else ''}: needs {r.rule}"
-                for r in failed
+                f"{r.metric} {fmt(r.median)}{(' ' + r.unit) if r.unit else ''}: needs {rule}"
+                for r, rule in s.missed
             ]
             if s.failures:
                 parts.append(f"{len(s.failures)} failed repetition(s)")

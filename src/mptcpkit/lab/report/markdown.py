@@ -34,9 +34,11 @@ def run_markdown(data: RunData) -> str:
         lines += ["**Failed scenarios**", ""]
         for s in data.failed:
             parts = [
-                f"{r.metric} median {fmt(r.median)}{(' ' + r.unit) if r.unit else ''}, needs {r.rule}"
-                for r in s.failed_results
+                f"{r.metric} median {fmt(r.median)}{(' ' + r.unit) if r.unit else ''}, needs {rule}"
+                for r, rule in s.missed
             ]
+            if s.failures:
+                parts.append(f"{len(s.failures)} failed repetition(s)")
             lines.append(f"- **{s.name}**: " + "; ".join(parts))
             lines += [f"  - {_cell(f)}" for f in s.failures[:5]]
         lines.append("")

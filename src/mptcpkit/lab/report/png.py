@@ -20,8 +20,9 @@ from mptcpkit.lab.report.data import (
     collect_run,
     metric_label,
     parse_rule,
+    result_state,
 )
-from mptcpkit.lab.report.figures import EXPECTED, FAIL, NEUTRAL, PASS, SUBFLOW_COLORS, VERDICT_COLORS
+from mptcpkit.lab.report.figures import EXPECTED, FAIL, NEUTRAL, STATE_COLORS, SUBFLOW_COLORS, VERDICT_COLORS
 from mptcpkit.lab.store import Store
 
 DPI = 110
@@ -85,7 +86,7 @@ def expected_png(scenario: ScenarioData, path: Path) -> bool:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(max(3.0, 2.4 * len(results)), 3.2), squeeze=False)
     for ax, r in zip(axes[0], results, strict=True):
-        ax.bar([0], [r.median], width=0.55, color=PASS if r.passed else FAIL, alpha=0.8)
+        ax.bar([0], [r.median], width=0.55, color=STATE_COLORS[result_state(r)], alpha=0.8)
         ax.scatter([0] * len(r.samples), r.samples, facecolors="none", edgecolors="#263238", zorder=3, s=22)
         labels = ["measured"]
         if r.expected is not None:

@@ -275,6 +275,7 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
                         status=status,
                         message=exc.message,
                         hint=exc.hint,
+                        plots=False,
                     )
                     return HTMLResponse(html, status_code=status)
 
@@ -289,7 +290,7 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         limit = _int_param(request, "limit", RUNS_PAGE)
         rows = run_rows(dash.store, limit)
         total = len(dash.store.list_runs(limit=None))
-        return dash.page("web_runs.html", "runs", rows=rows, total=total, limit=limit)
+        return dash.page("web_runs.html", "runs", rows=rows, total=total, limit=limit, plots=False)
 
     @handle(api=False)
     def run_page(request: Request) -> Response:
@@ -361,6 +362,7 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
             latest=latest[0] if latest else None,
             failing=failing,
             run_title=run_title,
+            plots=False,
         )
 
     # -- JSON --------------------------------------------------------------------------------------------------
@@ -434,6 +436,7 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
             status=status,
             message=f"{request.url.path}: {message}",
             hint="start from the runs list",
+            plots=False,
         )
         return HTMLResponse(html, status_code=status)
 

@@ -26,7 +26,7 @@ _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 COUNTER = _U64.size
 
-_memcmp = ctypes.CDLL(None).memcmp
+_memcmp = ctypes.PyDLL(None).memcmp  # holds the GIL: calls are short (<= 64 KiB)
 _memcmp.restype = ctypes.c_int
 _memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
