@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -59,6 +60,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # a bug or an unforeseen condition: one line, the traceback only on request
+        if os.environ.get("MPTCPKIT_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc}", highlight=False, markup=True)
+        err.print(
+            "  hint: run again with MPTCPKIT_DEBUG=1 for the traceback, and please report it", highlight=False
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

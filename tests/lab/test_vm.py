@@ -423,3 +423,108 @@ def test_vm_backend_two_paths_lab_inside_the_debian_kernel() -> None:
     finally:
         lab.close()
     assert _vm_traces() <= before
+
+
+# --- multi-VM mode ---------------------------------------------------------------------------------------------
+
+
+def test_multi_vm_names_fit_and_are_unique() -> None:
+    from mptcpkit.lab.backends import vm_multi
+
+    names = [dev for i in range(10) for dev in vm_multi.link_devices("a1b2c3", i)]
+    assert len(set(names)) == len(names) and all(len(n) <= 15 for n in names)
+    macs = {vm_multi.nic_mac("a1b2c3", h, lk) for h in range(4) for lk in range(4)}
+    assert len(macs) == 16 and all(int(m.split(":")[0], 16) & 0x02 for m in macs)  # locally administered
+    opts = vm_multi.nic_qemu_opts("nl0", "mka1b2c30a", "52:54:a1:b2:00:00")
+    assert opts == [
+        "-netdev",
+        "tap,id=nl0,ifname=mka1b2c30a,script=no,downscript=no",
+        "-device",
+        "virtio-net-pci,netdev=nl0,mac=52:54:a1:b2:00:00",
+    ]
+
+
+def _host_links(prefix: str = "mk") -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if f": {prefix}" in line}
+
+
+@pytest.mark.slow
+@pytest.mark.vm
+@needs_qemu
+def test_multi_vm_two_guests_two_links_mptcp_two_subflows() -> None:
+    """Two guests joined by two links (TAPs + bridges here), netem inside: an MPTCP transfer uses both links."""
+    import ipaddress
+
+    from mptcpkit.lab.backends.vm_multi import MultiVmBackend
+    from mptcpkit.lab.model import Direction, Endpoint, Host, Link, LinkEnd, MptcpSettings, Topology, validate
+
+    ip = ipaddress.ip_interface
+    shape = Direction(rate_bps=20_000_000, delay_s=0.005)
+    signal = Endpoint(ipaddress.ip_address("10.0.2.2"), frozenset({"signal"}), dev="eth1")
+    topology = Topology(
+        "multi-vm-two-paths",
+        hosts=(
+            Host("a", mptcp=MptcpSettings(subflows=2, add_addr_accepted=2)),
+            Host("b", mptcp=MptcpSettings(subflows=2, add_addr_accepted=2, endpoints=(signal,))),
+        ),
+        links=(
+            Link(
+                "path1",
+                LinkEnd("a", "eth0", (ip("10.0.1.1/24"),)),
+                LinkEnd("b", "eth0", (ip("10.0.1.2/24"),)),
+                shape,
+                shape,
+            ),
+            Link(
+                "path2",
+                LinkEnd("a", "eth1", (ip("10.0.2.1/24"),)),
+                LinkEnd("b", "eth1", (ip("10.0.2.2/24"),)),
+                shape,
+                shape,
+            ),
+        ),
+    )
+    validate(topology)
+    links_before, traces_before = _host_links(), _vm_traces()
+    lab = MultiVmBackend(label="debian", accel="tcg").up(topology)
+    try:
+        a, b = lab.host("a"), lab.host("b")
+        assert {v["kernel_release"] for v in lab.info.details["vms"].values()} == {
+            DEBIAN_KERNELS[-1].name.removeprefix("vmlinuz-")
+        }
+        assert "netem" in a.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout
+        rtt = a.run(["ping", "-c", "3", "-i", "0.3", "10.0.2.2"], timeout=60).stdout
+        assert float(rtt.rsplit("=", 1)[1].split("/")[1]) >= 10.0  # 5 ms each way
+        server = b.spawn([*b.python_argv(), "-c", MULTI_SERVER])
+        assert server.readline(120) == "ready"
+        subflows = int(a.run([*a.python_argv(), "-c", MULTI_CLIENT], timeout=300).stdout.split()[0])
+        assert server.readline(120) == str(2 * 1024 * 1024)
+        assert subflows >= 1, "the second subflow over path2 should have joined"
+    finally:
+        lab.close()
+    assert _host_links() <= links_before, "TAPs and bridges must be removed"
+    assert _vm_traces() <= traces_before
+
+
+MULTI_SERVER = """
+import socket
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 5201)); srv.listen(1); print("ready", flush=True)
+conn, _ = srv.accept(); total = 0
+while (chunk := conn.recv(65536)):
+    total += len(chunk)
+print(total, flush=True)
+"""
+
+MULTI_CLIENT = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+s.connect(("10.0.1.2", 5201))
+time.sleep(1.0)
+s.sendall(bytes(2 * 1024 * 1024))
+info = s.getsockopt(284, 1, 64)
+s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
+print(info[0])
+"""

@@ -522,6 +522,49 @@ def history_cmd(
         out.print(table)
 
 
+@app.command("report")
+def report_cmd(
+    run_ref: str = typer.Argument(None, metavar="[RUN]", help="Run id, prefix, label or 'latest' (default)."),
+    compare: tuple[str, str] | None = typer.Option(
+        None, "--compare", metavar="BASE NEW", help="Report a comparison of two runs instead."
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="Self-contained HTML file to write."),
+    png: Path = typer.Option(None, "--png", help="Directory for the same plots as PNG."),
+    junit: Path = typer.Option(
+        None, "--junit", help="JUnit XML file ('-' for stdout), one test case per scenario."
+    ),
+    markdown: Path = typer.Option(
+        None, "--markdown", help="Markdown summary for a pull request ('-' for stdout)."
+    ),
+    db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL."),
+) -> None:
+    """Write a run's (or a comparison's) report: HTML with plots, PNG, JUnit XML, Markdown.
+
+    Exit status 1 when the run failed or the comparison found a regression.
+    """
+    from mptcpkit.lab.report.commands import report_cmd as build
+
+    pair = compare if compare and all(compare) else None
+    if pair and run_ref:
+        raise UsageError("give either RUN or --compare BASE NEW, not both")
+    if not any((output, png, junit, markdown)):
+        raise UsageError("nothing to write: give -o FILE.html, --png DIR, --junit FILE or --markdown FILE")
+    outcome = build(run_ref, compare=pair, output=output, png_dir=png, junit=junit, markdown=markdown, db=db)
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command("serve")
+def serve_cmd(
+    db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),
+) -> None:
+    """Browse runs, comparisons, history and regressions in a web browser (read-only)."""
+    from mptcpkit.lab.report.commands import serve_cmd as serve
+
+    serve(db, host, port)
+
+
 def _check_emulation_mode(mode: str) -> None:
     if mode not in ("auto", "netem", "userspace"):
         raise UsageError(f"--emulation must be auto, netem or userspace, not '{mode}'")

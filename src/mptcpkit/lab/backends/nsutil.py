@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from mptcpkit.errors import LabError
+
 NETNS_RUN_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -30,7 +32,13 @@ def _setns(fd: int) -> None:
 def entered(netns: str) -> Iterator[None]:
     """Run the body with this thread inside network namespace `netns`, then switch back."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(NETNS_RUN_DIR / netns, os.O_RDONLY)
+    try:
+        target = os.open(NETNS_RUN_DIR / netns, os.O_RDONLY)
+    except FileNotFoundError:
+        os.close(own)
+        raise LabError(
+            f"network namespace {netns} does not exist (was the lab torn down meanwhile?)"
+        ) from None
     try:
         _setns(target)
         try:

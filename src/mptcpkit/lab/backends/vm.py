@@ -325,6 +325,9 @@ def cleanup_vms(*, include_live_owners: bool = False) -> list[str]:
                         os.killpg(pid, signal.SIGKILL)
                     else:
                         os.kill(pid, signal.SIGKILL)
+        for link in state.get("links", []):  # multi-VM mode: TAPs and bridges on this machine
+            if str(link).startswith("mk"):
+                subprocess.run(["ip", "link", "del", str(link)], capture_output=True, check=False)
         workdir = Path(str(state.get("workdir", "")))
         if workdir.name.startswith(NAME_PREFIX):
             shutil.rmtree(workdir, ignore_errors=True)

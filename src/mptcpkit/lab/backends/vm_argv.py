@@ -24,6 +24,7 @@ OVERLAY_DIRS: tuple[str, ...] = ("/etc", "/lib", "/home", "/opt", "/srv", "/usr"
 #: Modules the lab may need inside the guest; loaded best effort before the command runs (a kernel that has
 #: them built in, or lacks them, is fine: missing ones are reported by the lab's own feature detection).
 GUEST_MODULES: tuple[str, ...] = (
+    "virtio_net",
     "veth",
     "sch_netem",
     "sch_tbf",

@@ -84,7 +84,9 @@ def add_netem(ipr: IPRoute, index: int, shape: LinkShape, mtu: int) -> None:
         "limit": netem_limit(shape, mtu),
     }
     if shape.rate_bps is not None:
-        kwargs["rate"] = f"{shape.rate_bps}bit"
+        # bytes/s as an int: pyroute2 turns "Nbit" into a float, which it packs into a short attribute
+        # that the kernel rejects with ERANGE (seen on 6.1 with netem)
+        kwargs["rate"] = shape.rate_bps // 8
     if shape.reorder:
         kwargs["prob_reorder"] = shape.reorder * 100
     ipr.tc("replace", "netem", **kwargs)

@@ -225,7 +225,7 @@ def run_flows(
         worker.join(timeout=10)
         if errors:
             raise LabError(f"scenario action failed: {errors[0]}")
-        server_results = [proc.wait(timeout=15) for proc in servers]
+        server_results = [proc.wait(timeout=60) for proc in servers]
     finally:
         for proc in clients + servers:
             proc.terminate()
