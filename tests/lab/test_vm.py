@@ -392,7 +392,7 @@ def test_agent_reports_errors_as_data() -> None:
 @needs_qemu
 def test_vm_backend_two_paths_lab_inside_the_debian_kernel() -> None:
     """The Lab interface over the guest agent: the built-in two-paths topology with netem inside the guest."""
-    from mptcpkit.lab.backends.vm import VmBackend
+    from mptcpkit.lab.backends.vm_lab import VmBackend
     from mptcpkit.lab.topology_file import load_topology
 
     topology = load_topology("two-paths")

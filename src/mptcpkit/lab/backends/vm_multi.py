@@ -22,15 +22,8 @@ from pathlib import Path
 
 from mptcpkit.errors import LabError
 from mptcpkit.lab.backends.base import Backend, Host, Lab, LabInfo
-from mptcpkit.lab.backends.vm import (
-    STATE_DIR,
-    AccelChoice,
-    AgentGuest,
-    Guest,
-    VmHost,
-    _start_time,
-    agent_argv,
-)
+from mptcpkit.lab.backends.vm import STATE_DIR, AccelChoice, Guest, _start_time
+from mptcpkit.lab.backends.vm_lab import AgentGuest, VmHost, agent_argv
 from mptcpkit.lab.model import Topology
 
 

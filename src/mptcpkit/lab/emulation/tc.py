@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import errno
+import subprocess
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from mptcpkit.errors import LabError
+from mptcpkit.errors import EnvironmentProblem, LabError
 from mptcpkit.lab.emulation.shape import LinkShape, TbfParams, netem_limit
 
 ETH_P_ALL = 0x0003
@@ -73,23 +74,31 @@ def add_tbf(
     ipr.tc("replace", "tbf", **kwargs)
 
 
-def add_netem(ipr: IPRoute, index: int, shape: LinkShape, mtu: int) -> None:
-    """netem for rate/delay/jitter/loss/reorder; its limit is the queue (packets). It orphans the skb."""
-    kwargs: dict[str, Any] = {
-        "index": index,
-        "handle": ROOT_HANDLE,
-        "delay": round(shape.delay_s * 1e6),
-        "jitter": round(shape.jitter_s * 1e6),
-        "loss": shape.loss * 100,
-        "limit": netem_limit(shape, mtu),
-    }
-    if shape.rate_bps is not None:
-        # bytes/s as an int: pyroute2 turns "Nbit" into a float, which it packs into a short attribute
-        # that the kernel rejects with ERANGE (seen on 6.1 with netem)
-        kwargs["rate"] = shape.rate_bps // 8
+def add_netem(netns: str, ifname: str, shape: LinkShape, mtu: int) -> None:
+    """netem for rate/delay/jitter/loss/reorder; its limit is the queue (packets). It orphans the skb.
+
+    Done with iproute2's ``tc`` (present wherever netem is): pyroute2 0.9.7 encodes TCA_NETEM_RATE wrongly
+    (a float, a too-short attribute; the kernel answers ERANGE), and the rate is what matters here.
+    """
+    argv = ["tc", "-n", netns, "qdisc", "replace", "dev", ifname, "root", "handle", "1:", "netem"]
+    argv += ["limit", str(netem_limit(shape, mtu))]
+    argv += ["delay", f"{round(shape.delay_s * 1e6)}us"]
+    if shape.jitter_s:
+        argv.append(f"{round(shape.jitter_s * 1e6)}us")
+    if shape.loss:
+        argv += ["loss", f"{shape.loss * 100:.6f}%"]
     if shape.reorder:
-        kwargs["prob_reorder"] = shape.reorder * 100
-    ipr.tc("replace", "netem", **kwargs)
+        argv += ["reorder", f"{shape.reorder * 100:.6f}%"]
+    if shape.rate_bps is not None:
+        argv += ["rate", f"{shape.rate_bps}bit"]
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError as e:
+        raise EnvironmentProblem(
+            "the 'tc' program (iproute2) is needed for netem", hint="apt-get install iproute2"
+        ) from e
+    if res.returncode != 0:
+        raise LabError(f"{' '.join(argv)}: {res.stderr.strip()}")
 
 
 def delete_clsact(ipr: IPRoute, index: int) -> None:

@@ -195,7 +195,7 @@ def _plumb(
     tc.redirect_ingress(ipr, index[in_if], index[out_if])
     if stage == "netem":
         wire._qdisc_ifs.append(out_if)
-        tc.add_netem(ipr, index[out_if], shape, mtu)
+        tc.add_netem(wire.netns, out_if, shape, mtu)
     elif stage == "tc" and tbf is not None:
         wire._qdisc_ifs.append(out_if)
         tc.add_tbf(ipr, index[out_if], tbf)

@@ -1,0 +1,298 @@
+"""VM backend as a `Backend`: the lab's Host calls forwarded to an agent inside the guest.
+
+`VmBackend.up(topology)` boots one guest (see `vm.Guest`) running `vm_agent`, which builds the lab there with
+the namespace backend against the kernel under test. Each Host call becomes one JSON line over a virtio-serial
+port whose host end is a unix socket QEMU connects to, so the runner drives a VM lab exactly as a namespace one.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import pickle
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mptcpkit.errors import EnvironmentProblem, LabError, MptcpkitError, UsageError
+from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
+from mptcpkit.lab.backends.vm import AccelChoice, Guest, guest_python_argv
+from mptcpkit.lab.model import Topology
+
+AGENT_PORT = "mptcpkit.agent"
+_ERRORS: dict[str, type[MptcpkitError]] = {
+    "LabError": LabError,
+    "UsageError": UsageError,
+    "TopologyError": UsageError,
+    "EnvironmentProblem": EnvironmentProblem,
+}
+
+
+class _Channel:
+    """JSON-lines requests to the guest agent over QEMU's virtio-serial socket; one request at a time."""
+
+    def __init__(self, conn: socket.socket, guest: Guest) -> None:
+        self.conn = conn
+        self.guest = guest
+        self.buffer = b""
+        self.lock = threading.Lock()
+        self.conn.settimeout(0.5)
+
+    def read_line(self, timeout: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            if time.monotonic() > deadline:
+                raise LabError(f"the guest agent did not answer {what} within {timeout:.0f} s")
+            try:
+                chunk = self.conn.recv(65536)
+            except TimeoutError:
+                if self.guest.check(booted=True) is not None:
+                    raise LabError(
+                        f"the guest stopped during {what}\n" + self.guest.console_excerpt()
+                    ) from None
+                continue
+            if not chunk:
+                raise LabError(f"the guest agent went away during {what}\n" + self.guest.console_excerpt())
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def call(self, request: dict[str, Any], timeout: float) -> Any:
+        with self.lock:
+            try:
+                self.conn.sendall(json.dumps(request).encode() + b"\n")
+            except OSError as exc:
+                raise LabError(f"the guest agent is gone ({exc})") from None
+            reply = self.read_line(timeout, f"'{request['op']}'")
+        if "error" in reply:
+            error = reply["error"]
+            raise _ERRORS.get(error["type"], LabError)(error["message"], hint=error.get("hint"))
+        return reply.get("ok")
+
+
+class VmProcess(HostProcess):
+    """A process started on a lab host inside the guest."""
+
+    def __init__(self, channel: _Channel, pid: int) -> None:
+        self._channel = channel
+        self._id = pid
+        self._finished = False
+
+    def readline(self, timeout: float) -> str | None:
+        line: str | None = self._channel.call(
+            {"op": "readline", "id": self._id, "timeout": timeout}, timeout + 30
+        )
+        return line
+
+    def wait(self, timeout: float | None = None) -> CommandResult:
+        reply = self._channel.call({"op": "wait", "id": self._id, "timeout": timeout}, (timeout or 3600) + 30)
+        self._finished = True
+        return CommandResult(tuple(reply["argv"]), reply["returncode"], reply["stdout"], reply["stderr"])
+
+    def terminate(self) -> None:
+        self._channel.call({"op": "terminate", "id": self._id}, 60)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._channel.call({"op": "running", "id": self._id}, 30))
+
+
+class VmHost(Host):
+    """A lab host (a namespace) inside the guest."""
+
+    def __init__(self, name: str, channel: _Channel) -> None:
+        self.name = name
+        self._channel = channel
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True, input: str | None = None
+    ) -> CommandResult:
+        request = {"op": "run", "host": self.name, "argv": list(argv), "timeout": timeout, "input": input}
+        reply = self._channel.call(request, timeout + 30)
+        result = CommandResult(tuple(reply["argv"]), reply["returncode"], reply["stdout"], reply["stderr"])
+        return result.check(self.name) if check else result
+
+    def spawn(self, argv: Sequence[str]) -> HostProcess:
+        pid = int(self._channel.call({"op": "spawn", "host": self.name, "argv": list(argv)}, 60))
+        return VmProcess(self._channel, pid)
+
+    def python_argv(self) -> list[str]:
+        argv: list[str] = self._channel.call({"op": "python_argv", "host": self.name}, 30)
+        return argv
+
+    def read_file(self, path: str) -> str:
+        text: str = self._channel.call({"op": "read_file", "host": self.name, "path": path}, 60)
+        return text
+
+    def set_link_up(self, ifname: str, up: bool) -> None:
+        self._channel.call({"op": "set_link_up", "host": self.name, "ifname": ifname, "up": up}, 60)
+
+
+class VmLab(Lab):
+    """A namespace lab inside one guest running the kernel under test."""
+
+    def __init__(
+        self, topology: Topology, info: LabInfo, guest: Guest, channel: _Channel, listener: socket.socket
+    ) -> None:
+        self.topology = topology
+        self.info = info
+        self._guest = guest
+        self._channel = channel
+        self._listener = listener
+        self._closed = False
+
+    def host(self, name: str) -> Host:
+        self.topology.host(name)  # KeyError for an unknown host, as elsewhere
+        return VmHost(name, self._channel)
+
+    def close(self) -> None:
+        """Tear the lab down inside the guest, let the guest power off, kill it if it does not."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with contextlib.suppress(LabError):
+                self._channel.call({"op": "close"}, 120)
+            with contextlib.suppress(LabError):
+                self._guest.wait_exit(60)
+        finally:
+            self._channel.conn.close()
+            self._listener.close()
+            self._guest.close()
+
+
+class VmBackend(Backend):
+    """Single-VM mode: every lab host is a namespace inside one guest booted on the kernel under test."""
+
+    name = "vm"
+
+    def __init__(
+        self,
+        kernel: Path | None = None,
+        modules: Path | None = None,
+        *,
+        label: str | None = None,
+        accel: AccelChoice = "auto",
+        boot_timeout: float = 300.0,
+        lab_timeout: float = 6 * 3600.0,
+        cpus: int = 2,
+        memory: str = "1G",
+    ) -> None:
+        self.kernel = kernel
+        self.modules = modules
+        self.label = label
+        self.accel: AccelChoice = accel
+        self.boot_timeout = boot_timeout
+        self.lab_timeout = lab_timeout
+        self.cpus = cpus
+        self.memory = memory
+
+    def up(self, topology: Topology, *, emulation: str = "auto") -> VmLab:
+        node = AgentGuest(
+            Guest(
+                self.kernel,
+                self.modules,
+                agent_argv(),
+                timeout=self.lab_timeout,
+                accel=self.accel,
+                label=self.label,
+                cpus=self.cpus,
+                memory=self.memory,
+            )
+        )
+        try:
+            node.launch()
+            channel = node.connect(time.monotonic() + self.boot_timeout)
+            blob = base64.b64encode(pickle.dumps(topology)).decode()
+            guest_info = channel.call({"op": "up", "topology": blob, "emulation": emulation}, 900)
+            info = LabInfo(
+                lab_id=node.guest.name,
+                backend="vm",
+                topology=topology.name,
+                emulation=dict(guest_info.get("emulation", {})),
+                details={"vm": node.vm_info(), "guest_lab": guest_info},
+            )
+            return VmLab(topology, info, node.guest, channel, node.listener)
+        except BaseException:
+            node.close()
+            raise
+
+
+def agent_argv() -> list[str]:
+    """The guest command that serves the Lab interface (see vm_agent)."""
+    return [*guest_python_argv(), "-m", "mptcpkit.lab.backends.vm_agent", AGENT_PORT]
+
+
+class AgentGuest:
+    """A guest running the agent, and the unix socket its virtio-serial port is connected to.
+
+    The host listens and QEMU connects at start, so the port is connected before the agent opens it; when this
+    process dies the socket closes, the agent reads EOF and exits, and the guest powers off by itself.
+    """
+
+    def __init__(self, guest: Guest, extra_qemu_opts: Sequence[str] = ()) -> None:
+        self.guest = guest
+        sock_path = guest.workdir / "agent.sock"
+        guest.extra_qemu_opts = (
+            "-chardev",
+            f"socket,id=mkagent,path={sock_path}",
+            "-device",
+            "virtio-serial-pci,id=mkagentbus",
+            "-device",
+            f"virtserialport,bus=mkagentbus.0,chardev=mkagent,name={AGENT_PORT}",
+            *extra_qemu_opts,
+        )
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(sock_path))
+        self.listener.listen(1)
+        self.listener.settimeout(0.5)
+        self.conn: socket.socket | None = None
+        self.channel: _Channel | None = None
+        self.release = ""
+
+    def launch(self) -> None:
+        self.guest.start()
+
+    def connect(self, deadline: float) -> _Channel:
+        """Accept QEMU's connection, then wait for the agent's hello (the guest booted)."""
+        guest = self.guest
+        while self.conn is None:
+            try:
+                self.conn, _ = self.listener.accept()
+            except TimeoutError:
+                if guest.check(booted=False) is not None or time.monotonic() > deadline:
+                    raise LabError(
+                        "QEMU did not connect the agent channel\n" + guest.console_excerpt()
+                    ) from None
+        self.channel = _Channel(self.conn, guest)
+        hello = self.channel.read_line(max(1.0, deadline - time.monotonic()), "the boot")
+        guest.boot_seconds = time.monotonic() - guest.started
+        self.release = str(hello.get("hello", ""))
+        return self.channel
+
+    def vm_info(self) -> dict[str, Any]:
+        info = self.guest.info().as_dict()
+        info["kernel_release"] = self.release or info["kernel_release"]
+        return info
+
+    def shutdown(self) -> None:
+        """Ask the agent to close its lab, give the guest a minute to power off, then clean up regardless."""
+        try:
+            if self.channel is not None:
+                with contextlib.suppress(LabError):
+                    self.channel.call({"op": "close"}, 120)
+                with contextlib.suppress(LabError):
+                    self.guest.wait_exit(60)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+        self.guest.close()
