@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -345,3 +347,43 @@ def test_reorder_without_netem_is_a_usage_error(bed: Testbed, tmp_path: Path) ->
             mode="netem",
             state_dir=tmp_path,
         )
+
+
+GUEST_CHECK = """
+import json, statistics
+from pathlib import Path
+from mptcpkit.lab.emulation import LinkShape, build_wire, netem_available
+from mptcpkit.lab.emulation.testbed import testbed
+out = {"netem_available": netem_available()}
+with testbed() as bed:
+    plain = build_wire(bed.wire, bed.a_if, bed.b_if, LinkShape(None), LinkShape(None), state_dir=Path(STATE))
+    out["base_rtt_s"] = statistics.median(bed.ping(40, 0.02)["rtt_s"])
+    plain.close()
+    shape = LinkShape(20_000_000, 0.010)
+    wire = build_wire(bed.wire, bed.a_if, bed.b_if, shape, shape, state_dir=Path(STATE))
+    out["mode"] = wire.mode
+    out["rtt_s"] = statistics.median(bed.ping(40, 0.02)["rtt_s"])
+    out["goodput_bps"] = bed.iperf3(3, omit_s=1)["end"]["sum_received"]["bits_per_second"]
+    wire.close()
+print("RESULT " + json.dumps(out))
+"""
+
+
+@needs_root
+@pytest.mark.slow
+@pytest.mark.vm
+def test_netem_mode_in_a_guest_kernel_with_netem(tmp_path: Path) -> None:
+    """Where a kernel has netem (the distribution kernel in a virtme-ng guest), auto mode uses it, accurately."""
+    from mptcpkit.lab.backends.vm import run_in_vm
+
+    script = tmp_path / "guest_check.py"
+    script.write_text(GUEST_CHECK.replace("STATE", repr(str(tmp_path / "state"))))
+    result = run_in_vm(None, None, [sys.executable, str(script)], timeout=900, boot_timeout=400)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
+    out = json.loads(line.removeprefix("RESULT "))
+    assert out["netem_available"] is True and out["mode"] == "netem"
+    # A TCG guest is slow: judge the delay netem adds on top of the guest's own RTT on a plain link.
+    assert abs((out["rtt_s"] - out["base_rtt_s"]) / 0.020 - 1) <= 0.05, out
+    expected = 20_000_000 * 1448 / (1448 + HEADER_BYTES)
+    assert abs(out["goodput_bps"] / expected - 1) <= 0.05

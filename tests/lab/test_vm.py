@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,33 @@ def _fake_bzimage(version: bytes) -> bytes:
     return bytes(image)
 
 
-def _vm_traces() -> set[str]:
-    """Work directories, state files and processes of mptcpkit guests (to compare before/after a test)."""
-    traces = {str(p) for p in Path("/tmp").glob("mkt-vm-*-*") if p.is_dir()}
-    traces |= {str(p) for p in vm.STATE_DIR.glob("mkt-vm-*.json")}
-    traces |= {f"pid {pid}" for pid in _qemu_processes_any()}
+def _descends_from_me(pid: int) -> bool:
+    me = os.getpid()
+    while pid > 1:
+        if pid == me:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return False
+
+
+@pytest.fixture
+def vm_traces(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[], set[str]]:
+    """This test's own guests only: work and state directories moved under tmp_path (other sessions may run
+    guests at the same time), and the guest processes descending from this process."""
+    monkeypatch.setattr(vm, "WORK_PARENT", tmp_path / "work")
+    monkeypatch.setattr(vm, "STATE_DIR", tmp_path / "state")
+    (tmp_path / "work").mkdir()
+
+    def traces() -> set[str]:
+        found = {str(p) for p in (tmp_path / "work").iterdir()}
+        found |= {str(p) for p in (tmp_path / "state").glob("mkt-vm-*.json")}
+        found |= {f"pid {pid}" for pid in _qemu_processes_any() if _descends_from_me(pid)}
+        return found
+
     return traces
 
 
@@ -183,16 +206,15 @@ def test_missing_kernel_is_a_usage_error(tmp_path: Path) -> None:
         vm.run_in_vm(tmp_path / "bzImage", None, ["true"])
 
 
-def test_missing_modules_is_a_usage_error(tmp_path: Path) -> None:
+def test_missing_modules_is_a_usage_error(tmp_path: Path, vm_traces: Callable[[], set[str]]) -> None:
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(_fake_bzimage(b"6.99.0-test (x) #1\x00"))
     with pytest.raises(UsageError, match="does not exist"):
         vm.run_in_vm(kernel, tmp_path / "nope", ["true"])
     (tmp_path / "mods" / "lib" / "modules" / "6.98.0").mkdir(parents=True)
-    before = _vm_traces()
     with pytest.raises(UsageError, match=r"no kernel modules for release 6\.99\.0"):
         vm.run_in_vm(kernel, tmp_path / "mods", ["true"])
-    assert _vm_traces() <= before, "work directories must be removed on errors"
+    assert vm_traces() == set(), "work directories must be removed on errors"
 
 
 def test_modules_are_staged_beside_the_image(tmp_path: Path) -> None:
@@ -221,25 +243,23 @@ def test_qemu_missing_is_an_environment_problem(monkeypatch: pytest.MonkeyPatch,
 
 
 @needs_qemu
-def test_garbage_kernel_fails_with_console_tail(tmp_path: Path) -> None:
+def test_garbage_kernel_fails_with_console_tail(tmp_path: Path, vm_traces: Callable[[], set[str]]) -> None:
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(b"this is not a kernel\n" * 100)
-    before = _vm_traces()
     with pytest.raises(LabError, match="did not boot") as info:
         vm.run_in_vm(kernel, None, ["true"], accel="tcg", boot_timeout=60)
     assert "last lines of the guest console" in str(info.value)
-    assert _vm_traces() <= before
+    assert vm_traces() == set()
 
 
 @needs_qemu
-def test_boot_timeout_kills_the_guest() -> None:
+def test_boot_timeout_kills_the_guest(vm_traces: Callable[[], set[str]]) -> None:
     """A boot that takes too long ends with a clear error and no QEMU left behind."""
     started = time.monotonic()
-    before = _vm_traces()
     with pytest.raises(LabError, match="did not boot within 3 s"):
         vm.run_in_vm(None, None, ["true"], accel="tcg", boot_timeout=3)
     assert time.monotonic() - started < 60
-    assert _vm_traces() <= before
+    assert vm_traces() == set()
 
 
 def _qemu_processes_any() -> list[int]:
@@ -390,7 +410,7 @@ def test_agent_reports_errors_as_data() -> None:
 @pytest.mark.slow
 @pytest.mark.vm
 @needs_qemu
-def test_vm_backend_two_paths_lab_inside_the_debian_kernel() -> None:
+def test_vm_backend_two_paths_lab_inside_the_debian_kernel(vm_traces: Callable[[], set[str]]) -> None:
     """The Lab interface over the guest agent: the built-in two-paths topology with netem inside the guest."""
     from mptcpkit.lab.backends.vm_lab import VmBackend
     from mptcpkit.lab.topology_file import load_topology
@@ -403,7 +423,6 @@ def test_vm_backend_two_paths_lab_inside_the_debian_kernel() -> None:
             a_to_b=dataclasses.replace(link.a_to_b, rate_bps=None),
             b_to_a=dataclasses.replace(link.b_to_a, rate_bps=None),
         )
-    before = _vm_traces()
     lab = VmBackend(label="debian", accel="tcg").up(topology, emulation="netem")
     try:
         client, server = lab.host("client"), lab.host("server")
@@ -422,7 +441,7 @@ def test_vm_backend_two_paths_lab_inside_the_debian_kernel() -> None:
             client.run(["false"])
     finally:
         lab.close()
-    assert _vm_traces() <= before
+    assert vm_traces() == set()
 
 
 # --- multi-VM mode ---------------------------------------------------------------------------------------------
@@ -452,7 +471,7 @@ def _host_links(prefix: str = "mk") -> set[str]:
 @pytest.mark.slow
 @pytest.mark.vm
 @needs_qemu
-def test_multi_vm_two_guests_two_links_mptcp_two_subflows() -> None:
+def test_multi_vm_two_guests_two_links_mptcp_two_subflows(vm_traces: Callable[[], set[str]]) -> None:
     """Two guests joined by two links (TAPs + bridges here), netem inside: an MPTCP transfer uses both links."""
     import ipaddress
 
@@ -486,8 +505,9 @@ def test_multi_vm_two_guests_two_links_mptcp_two_subflows() -> None:
         ),
     )
     validate(topology)
-    links_before, traces_before = _host_links(), _vm_traces()
     lab = MultiVmBackend(label="debian", accel="tcg").up(topology)
+    devices = {dev for devs in lab.info.details["links"].values() for dev in devs}
+    assert devices <= _host_links(), "one TAP per link end and one bridge per link on this machine"
     try:
         a, b = lab.host("a"), lab.host("b")
         assert {v["kernel_release"] for v in lab.info.details["vms"].values()} == {
@@ -503,8 +523,8 @@ def test_multi_vm_two_guests_two_links_mptcp_two_subflows() -> None:
         assert subflows >= 1, "the second subflow over path2 should have joined"
     finally:
         lab.close()
-    assert _host_links() <= links_before, "TAPs and bridges must be removed"
-    assert _vm_traces() <= traces_before
+    assert not devices & _host_links(), "TAPs and bridges must be removed"
+    assert vm_traces() == set()
 
 
 MULTI_SERVER = """

@@ -231,8 +231,9 @@ def agent_argv() -> list[str]:
 class AgentGuest:
     """A guest running the agent, and the unix socket its virtio-serial port is connected to.
 
-    The host listens and QEMU connects at start, so the port is connected before the agent opens it; when this
-    process dies the socket closes, the agent reads EOF and exits, and the guest powers off by itself.
+    The host listens and QEMU connects at start, so the port is connected before the agent opens it. When this
+    process dies the socket closes and the agent should read EOF and exit (untested; `cleanup_vms` is the
+    guarantee after a kill -9).
     """
 
     def __init__(self, guest: Guest, extra_qemu_opts: Sequence[str] = ()) -> None:

@@ -21,8 +21,9 @@ import uuid
 from pathlib import Path
 
 from mptcpkit.errors import LabError
+from mptcpkit.lab.backends import vm
 from mptcpkit.lab.backends.base import Backend, Host, Lab, LabInfo
-from mptcpkit.lab.backends.vm import STATE_DIR, AccelChoice, Guest, _start_time
+from mptcpkit.lab.backends.vm import AccelChoice, Guest, _start_time
 from mptcpkit.lab.backends.vm_lab import AgentGuest, VmHost, agent_argv
 from mptcpkit.lab.model import Topology
 
@@ -119,11 +120,11 @@ class MultiVmBackend(Backend):
 
     def up(self, topology: Topology, *, emulation: str = "auto") -> MultiVmLab:
         tag = uuid.uuid4().hex[:6]
-        state_file = STATE_DIR / f"mkt-vm-net-{tag}.json"
+        state_file = vm.STATE_DIR / f"mkt-vm-net-{tag}.json"
         created: list[str] = []
         nodes: dict[str, AgentGuest] = {}
         try:
-            STATE_DIR.mkdir(parents=True, exist_ok=True)
+            vm.STATE_DIR.mkdir(parents=True, exist_ok=True)
             planned = [dev for i in range(len(topology.links)) for dev in link_devices(tag, i)]
             state_file.write_text(
                 json.dumps(
