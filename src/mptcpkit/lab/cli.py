@@ -162,6 +162,11 @@ def down(
 
     preflight()
     if all_labs:
+        from mptcpkit.lab.backends.vm import cleanup_vms
+
+        guests = cleanup_vms(include_live_owners=True)
+        if guests:
+            err.print(f"stopped {len(guests)} VM(s): {', '.join(guests)}")
         removed = teardown_all()
         err.print(f"removed {len(removed)} lab(s){': ' + ', '.join(removed) if removed else ''}")
         return
@@ -203,6 +208,17 @@ def run_cmd(
         help="Traffic generator: mptcpkit (default) or iperf3 "
         "(bulk scenarios only; MPTCP through --mptcp, mptcpize or `mptcpkit run`).",
     ),
+    kernel: str = typer.Option(
+        None,
+        "--kernel",
+        help="Boot this kernel image in a VM and run there ('default': "
+        "the distribution kernel from linux-image-amd64).",
+    ),
+    modules: Path = typer.Option(
+        None,
+        "--modules",
+        help="Modules directory for --kernel (default: found next to the image or in /lib/modules/RELEASE).",
+    ),
     list_only: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
 ) -> None:
     """Run the scenario suite (default: all scenarios), compare each with its analytic expectation, store it.
@@ -234,6 +250,29 @@ def run_cmd(
         from mptcpkit.lab.scenarios import with_engine
 
         chosen = [with_engine(s, engine) for s in chosen]
+    if kernel:
+        from mptcpkit.lab.vmrun import run_on_kernel
+
+        guest_args = [a for name in (scenario or []) for a in ("-s", name)]
+        guest_args += [
+            "--reps",
+            str(reps),
+            "--emulation",
+            emulation,
+            "--max-reps",
+            str(max_reps),
+            "--scale",
+            str(scale),
+            "--engine",
+            engine,
+        ]
+        guest_args += ["--label", label] if label else []
+        guest_args += ["--until-ci", str(until_ci)] if until_ci is not None else []
+        guest_args += ["--seed", str(seed)] if seed is not None else []
+        guest_args += [] if self_check else ["--no-self-check"]
+        raise typer.Exit(run_on_kernel(kernel, modules, guest_args, label=label, db=db, json_path=json_path))
+    elif modules:
+        raise UsageError("--modules goes with --kernel")
     from mptcpkit.lab.runview import run_with_progress
 
     report = run_with_progress(
