@@ -98,9 +98,17 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
                 "age_s": round(time.time() - record.created_at),
             }
         )
+    from mptcpkit.lab.backends.vm import running_vms
+
+    vms = running_vms()
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows if not vms else {"labs": rows, "vms": vms}, indent=2, default=str))
         return
+    for guest in vms:
+        err.print(
+            f"VM {guest.get('name', '?')}: kernel {guest.get('kernel', '?')}, pid {guest.get('pid', '?')}",
+            highlight=False,
+        )
     if not rows:
         err.print("no lab is running (start one with `mptcpkit lab up two-paths`)")
         return

@@ -32,6 +32,8 @@ def run_on_kernel(
     from mptcpkit.lab.runview import print_results
 
     console = Console(stderr=True)
+    if not console.is_terminal:
+        console.width = 130
     image = vm.default_kernel() if kernel == "default" else Path(kernel)
     console.print(
         f"booting {image} in a VM (QEMU; KVM if it works, else TCG: slow but real)", highlight=False
