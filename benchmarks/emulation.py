@@ -25,6 +25,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -253,12 +254,17 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--cases", default="throughput,accuracy,loss", help="comma-separated subset")
     args = parser.parse_args()
-    mode: Mode = args.mode
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
+    with tempfile.TemporaryDirectory(prefix="mptcpkit-emulation-bench-") as tmp:
+        return run_benchmark(args, Path(tmp))
+
+
+def run_benchmark(args: argparse.Namespace, state: Path) -> int:
+    """All cases; ``state`` holds the wires' state files and emulator logs (removed afterwards)."""
+    mode: Mode = args.mode
     reps, seconds = (1, 6.0) if args.quick else (3, 10.0)
-    state = Path(f"/tmp/mptcpkit-emulation-bench-{os.getpid()}")
     out: dict[str, Any] = {
         "benchmark": "emulation",
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

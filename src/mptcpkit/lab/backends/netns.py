@@ -332,7 +332,9 @@ class NetnsBackend(Backend):
         for host in topo.hosts:
             self._sysctls(lab.host(host.name), host)
         if record.wire_netns:
+            # The wire is a patch panel: its ends must not send neighbour discovery of their own to the hosts.
             nsutil.write_sysctl(record.wire_netns, "net.ipv6.conf.all.disable_ipv6", "1")
+            nsutil.write_sysctl(record.wire_netns, "net.ipv6.conf.default.disable_ipv6", "1")
         self.progress(f"lab {record.lab_id}: creating {len(topo.links)} links")
         for index, link in enumerate(topo.links):
             self._link(lab, index, link)
