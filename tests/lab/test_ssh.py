@@ -455,3 +455,76 @@ def test_diff_snapshots_names_what_changed() -> None:
     assert "addresses: left behind eth1 10.0.2.1/24" in diff
     assert "limits: subflows was 2, now 4" in diff
     assert ssh_plan.diff_snapshots(before, _snapshot()) == []
+
+
+def test_lab_run_cli_over_ssh_and_unreachable_machine(machines: Machines, tmp_path: Path) -> None:
+    """`mptcpkit lab run --ssh` runs a built-in scenario on the machines and restores them; a machine that
+    cannot be reached ends the run cleanly, recorded as failed."""
+    import json
+    import sys
+
+    before = {m.ns: raw_state(m.ns) for m in (machines.a, machines.b)}
+    keys = [x for k in machines.options.client_keys or () for x in ("-i", str(k))]
+    common = [
+        sys.executable,
+        "-m",
+        "mptcpkit",
+        "lab",
+        "run",
+        "-s",
+        "simult-balanced",
+        "--reps",
+        "1",
+        "--scale",
+        "0.4",
+        "--no-self-check",
+        "--known-hosts",
+        str(machines.options.known_hosts),
+        *keys,
+    ]
+    db = str(tmp_path / "r.db")
+    proc = subprocess.run(
+        [
+            *common,
+            "--db",
+            db,
+            "--json",
+            "-",
+            "--ssh",
+            f"client={machines.a.target}",
+            "--ssh",
+            f"server={machines.b.target}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    document = json.loads(proc.stdout)
+    assert document["environment"]["backend"] == "ssh"
+    by_key = {(r["scenario"], r["metric"]): r for r in document["results"]}
+    assert by_key[("simult-balanced", "subflows")]["samples"] == [2.0]
+    after = {m.ns: raw_state(m.ns) for m in (machines.a, machines.b)}
+    assert after == before, "lab run over SSH must leave the machines exactly as they were"
+    down = subprocess.run(
+        [
+            *common,
+            "--db",
+            db,
+            "--ssh",
+            f"client={machines.a.target}",
+            "--ssh",
+            f"server=root@{machines.b.address}:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert "server" in down.stderr and "cannot reach" in down.stderr
+    from mptcpkit.lab.store import open_store
+
+    with open_store(db) as store:
+        latest = store.get_run("latest")
+        assert latest.status == "failed" and "setup_error" in latest.environment
+    assert raw_state(machines.a.ns) == before[machines.a.ns]

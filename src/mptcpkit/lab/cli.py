@@ -216,6 +216,25 @@ def run_cmd(
         help="Traffic generator: mptcpkit (default) or iperf3 "
         "(bulk scenarios only; MPTCP through --mptcp, mptcpize or `mptcpkit run`).",
     ),
+    ssh: list[str] = typer.Option(
+        None,
+        "--ssh",
+        metavar="HOST=USER@MACHINE[:PORT]",
+        help="Run on real machines "
+        "over SSH: map each topology host (client, server, router) to a machine "
+        "(repeatable). Scenarios whose hosts are not all mapped are skipped.",
+    ),
+    known_hosts: Path = typer.Option(
+        None,
+        "--known-hosts",
+        help="known_hosts file for --ssh (default: ~/.ssh/known_hosts; unknown host keys are refused).",
+    ),
+    identity: list[Path] = typer.Option(
+        None,
+        "--identity",
+        "-i",
+        help="Private key file for --ssh (repeatable; default: ~/.ssh/id_* and the agent).",
+    ),
     kernel: str = typer.Option(
         None,
         "--kernel",
@@ -281,10 +300,14 @@ def run_cmd(
         raise typer.Exit(run_on_kernel(kernel, modules, guest_args, label=label, db=db, json_path=json_path))
     elif modules:
         raise UsageError("--modules goes with --kernel")
+    backend = None
+    if ssh:
+        backend, chosen = _ssh_backend(ssh, known_hosts, identity, chosen, explicit=bool(scenario))
     from mptcpkit.lab.runview import run_with_progress
 
     report = run_with_progress(
         chosen,
+        backend=backend,
         reps=reps,
         label=label,
         db=db,
@@ -296,6 +319,39 @@ def run_cmd(
         self_check=self_check,
     )
     raise typer.Exit(0 if report.passed else 1)
+
+
+def _ssh_backend(
+    mappings: list[str],
+    known_hosts: Path | None,
+    identity: list[Path] | None,
+    chosen: list,  # type: ignore[type-arg]
+    explicit: bool,
+) -> tuple[object, list]:  # type: ignore[type-arg]
+    """The SSH backend for `--ssh host=user@machine` mappings, and the scenarios it can run."""
+    from mptcpkit.lab.backends.ssh import SshBackend, SshOptions
+
+    targets = {}
+    for item in mappings:
+        host, sep, target = item.partition("=")
+        if not sep or not host or "@" not in target:
+            raise UsageError(f"--ssh wants HOST=USER@MACHINE[:PORT], e.g. client=root@bench-a; got '{item}'")
+        targets[host] = target
+    runnable = [s for s in chosen if {h.name for h in s.topology().hosts} <= set(targets)]
+    skipped = [s.name for s in chosen if s not in runnable]
+    if skipped and explicit:
+        raise UsageError(
+            f"--ssh maps no machine to some hosts of {', '.join(skipped)} "
+            f"(mapped: {', '.join(sorted(targets))})"
+        )
+    if skipped:
+        err.print(f"[yellow]skipping[/] {', '.join(skipped)}: their hosts are not all mapped with --ssh")
+    if not runnable:
+        raise UsageError("no scenario can run on the machines given with --ssh")
+    options = SshOptions(
+        known_hosts=known_hosts, client_keys=tuple(identity) if identity else None, targets=targets
+    )
+    return SshBackend(options), runnable
 
 
 @app.command("runs")

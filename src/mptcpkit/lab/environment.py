@@ -57,11 +57,18 @@ def capture(label: str | None, backend: str, emulation: str, host: Host | None =
     """The environment block stored with every run."""
     uname = os.uname()
     sysctls = mptcp_sysctls(host)
+    release, version = uname.release, uname.version
+    if host is not None:  # the kernel under test is the lab hosts' (a VM or a remote machine), not ours
+        try:
+            release = host.read_file("/proc/sys/kernel/osrelease").strip() or release
+            version = host.read_file("/proc/sys/kernel/version").strip() or version
+        except Exception:  # an unreadable file must not lose the run
+            pass
     return {
         "label": label,
         "hostname": socket.gethostname(),
-        "kernel_release": uname.release,
-        "kernel_version": uname.version,
+        "kernel_release": release,
+        "kernel_version": version,
         "machine": uname.machine,
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),

@@ -161,7 +161,11 @@ def run(
         for status in statuses.values():
             topology = status.scenario.topology()
             rep.stage(f"bringing up {status.scenario.name} ({topology.name})")
-            status.lab = backend.up(topology, emulation=options.emulation)
+            try:
+                status.lab = backend.up(topology, emulation=options.emulation)
+            except LabError as exc:
+                _record_setup_failure(options, backend, store, statuses, status.scenario.name, exc)
+                raise
             if options.self_check:
                 from mptcpkit.lab.selfcheck import self_check
 
@@ -213,6 +217,26 @@ def run(
         for status in statuses.values():
             if status.lab is not None:
                 status.lab.close()
+
+
+def _record_setup_failure(
+    options: RunOptions,
+    backend: Backend,
+    store: Store,
+    statuses: dict[str, ScenarioStatus],
+    scenario: str,
+    exc: LabError,
+) -> None:
+    """A lab that cannot be built (host unreachable, kernel refuses) still leaves a failed run in the store."""
+    env = environment.capture(options.label, backend.name, "unknown")
+    env["setup_error"] = str(exc)
+    run_record = store.create_run(
+        options.label, env, {"scenarios": list(statuses), "reps": options.reps, "backend": backend.name}
+    )
+    statuses[scenario].failures.append(f"setup: {exc}")
+    for result in aggregate(run_record.run_id, statuses[scenario]):
+        store.add_result(result)
+    store.finish_run(run_record.run_id, "failed")
 
 
 def _execute(
