@@ -49,6 +49,11 @@ def up(
     ),
     emulation: str = typer.Option("auto", help=EMULATION_HELP),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the emulation self-check once up."),
+    kernel: str = typer.Option(
+        None, "--kernel", help="Boot this kernel image in a VM lab ('default': linux-image-amd64's kernel)."
+    ),
+    modules: Path = typer.Option(None, "--modules", help="Modules directory for --kernel."),
+    multi_vm: bool = typer.Option(False, "--multi-vm", help="With --kernel: one VM per lab host."),
 ) -> None:
     """Bring a topology up and leave it running; prints the lab id (use it with exec, check, down)."""
     from mptcpkit.lab.backends.netns import NetnsBackend
@@ -56,6 +61,19 @@ def up(
 
     _check_emulation_mode(emulation)
     topo = load_topology(topology)
+    if kernel:
+        from mptcpkit.lab.vm_labs import vm_lab_up
+
+        vm_id = vm_lab_up(topo, kernel, modules, multi_vm, emulation, progress=_progress)
+        err.print(
+            f"VM lab [bold]{vm_id}[/] is up ({topo.name}); hosts: {', '.join(h.name for h in topo.hosts)}"
+        )
+        err.print(f"  open a shell:  mptcpkit lab console {vm_id} {topo.hosts[0].name}", highlight=False)
+        err.print(f"  tear it down:  mptcpkit lab down {vm_id}", highlight=False)
+        print(vm_id)
+        return
+    if modules or multi_vm:
+        raise UsageError("--modules and --multi-vm go with --kernel")
     lab = NetnsBackend(progress=_progress).up(topo, emulation=emulation)
     try:
         if check:
@@ -167,10 +185,17 @@ def down(
     """Tear a lab down: namespaces, links, processes, state. `--all` also removes half-built labs."""
     from mptcpkit.lab import registry
     from mptcpkit.lab.backends.netns import preflight, teardown_all, teardown_record
+    from mptcpkit.lab.vm_labs import vm_lab_down, vm_lab_list
 
+    if lab_id and not all_labs and vm_lab_down(lab_id):
+        err.print(f"VM lab {lab_id} removed")
+        return
     preflight()
     if all_labs:
         from mptcpkit.lab.backends.vm import cleanup_vms
+
+        for vm_lab in vm_lab_list():
+            vm_lab_down(str(vm_lab["lab_id"]))
 
         guests = cleanup_vms(include_live_owners=True)
         if guests:
@@ -700,6 +725,14 @@ def _print_checks(checks: list) -> None:  # type: ignore[type-arg]
             f"[yellow]warning:[/] {len(bad)} measurement(s) differ from the configuration by more than "
             "the tolerance; results measured on this lab may not mean what the topology says"
         )
+
+
+@app.command("console")
+def console_cmd(lab_id: str = typer.Argument(..., metavar="LAB"), host: str = typer.Argument(...)) -> None:
+    """Open a shell on a host of a running VM lab (over vsock, else the guest's console port)."""
+    from mptcpkit.lab.vm_labs import vm_lab_console
+
+    raise typer.Exit(vm_lab_console(lab_id, host))
 
 
 __all__ = ["Path", "app"]

@@ -206,10 +206,10 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
     return {"type": "LabError", "message": f"guest agent: {type(exc).__name__}: {exc}", "hint": None}
 
 
-def serve(port: Path) -> None:
+def serve(port: Path, agent: Agent | None = None) -> None:
     import json
 
-    agent = Agent()
+    agent = agent or Agent()
     fd = os.open(port, os.O_RDWR)
     with os.fdopen(fd, "rb+", buffering=0) as channel:
         channel.write(json.dumps({"hello": os.uname().release}).encode() + b"\n")
@@ -231,8 +231,38 @@ def serve(port: Path) -> None:
                     return
 
 
+def shell_argv(agent: Agent) -> Callable[[str], list[str]]:
+    """`lab console`: the shell of a lab host, in that host's namespace (see vm_console)."""
+
+    def argv(host: str) -> list[str]:
+        if agent.lab is None:
+            raise LabError("the lab is not up in the guest yet")
+        try:
+            netns = getattr(agent.lab.host(host), "netns", None)
+        except (KeyError, LabError):
+            raise LabError(f"no host '{host}' in this guest") from None
+        shell = ["bash", "-i"] if os.path.exists("/bin/bash") else ["sh", "-i"]
+        return ["ip", "netns", "exec", netns, *shell] if netns else shell
+
+    return argv
+
+
+def start_console(agent: Agent) -> None:
+    """Serve `lab console` over vsock if the guest has it, and over the console port if QEMU gave one."""
+    from mptcpkit.lab.backends import vm_console
+
+    vm_console.serve_vsock(shell_argv(agent))
+    try:
+        device = find_port(vm_console.PORT_NAME)
+    except LabError:
+        return
+    vm_console.serve_port(shell_argv(agent), device)
+
+
 def main() -> None:
-    serve(find_port(sys.argv[1]))
+    agent = Agent()
+    start_console(agent)
+    serve(find_port(sys.argv[1]), agent)
 
 
 if __name__ == "__main__":

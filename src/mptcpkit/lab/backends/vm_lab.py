@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit.errors import EnvironmentProblem, LabError, MptcpkitError, UsageError
+from mptcpkit.lab.backends import vm_console
 from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
 from mptcpkit.lab.backends.vm import AccelChoice, Guest, guest_python_argv
 from mptcpkit.lab.model import Topology
@@ -145,10 +146,20 @@ class VmLab(Lab):
         self._channel = channel
         self._listener = listener
         self._closed = False
+        self._console: vm_console.Endpoint = {}
 
     def host(self, name: str) -> Host:
         self.topology.host(name)  # KeyError for an unknown host, as elsewhere
         return VmHost(name, self._channel)
+
+    def console_endpoint(self, host: str) -> vm_console.Endpoint:
+        """Where `lab console` reaches `host`'s shell (one guest for every host: the hello names the host)."""
+        self.topology.host(host)
+        return dict(self._console)
+
+    def alive(self) -> bool:
+        """False once the guest has stopped (crash, poweroff, killed)."""
+        return self._guest.proc is not None and self._guest.proc.poll() is None
 
     def close(self) -> None:
         """Tear the lab down inside the guest, let the guest power off, kill it if it does not."""
@@ -217,7 +228,9 @@ class VmBackend(Backend):
                 emulation=dict(guest_info.get("emulation", {})),
                 details={"vm": node.vm_info(), "guest_lab": guest_info},
             )
-            return VmLab(topology, info, node.guest, channel, node.listener)
+            lab = VmLab(topology, info, node.guest, channel, node.listener)
+            lab._console = node.console
+            return lab
         except BaseException:
             node.close()
             raise
@@ -239,6 +252,9 @@ class AgentGuest:
     def __init__(self, guest: Guest, extra_qemu_opts: Sequence[str] = ()) -> None:
         self.guest = guest
         sock_path = guest.workdir / "agent.sock"
+        self.console, console_opts = vm_console.plan_endpoint(
+            guest.workdir, vsock=vm_console.vsock_available()
+        )
         guest.extra_qemu_opts = (
             "-chardev",
             f"socket,id=mkagent,path={sock_path}",
@@ -246,6 +262,7 @@ class AgentGuest:
             "virtio-serial-pci,id=mkagentbus",
             "-device",
             f"virtserialport,bus=mkagentbus.0,chardev=mkagent,name={AGENT_PORT}",
+            *console_opts,
             *extra_qemu_opts,
         )
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from mptcpkit.errors import LabError
-from mptcpkit.lab.backends import vm
+from mptcpkit.lab.backends import vm, vm_console
 from mptcpkit.lab.backends.base import Backend, Host, Lab, LabInfo
 from mptcpkit.lab.backends.vm import AccelChoice, Guest, _start_time
 from mptcpkit.lab.backends.vm_lab import AgentGuest, VmHost, agent_argv
@@ -75,6 +75,14 @@ class MultiVmLab(Lab):
         node = self._nodes[name]
         assert node.channel is not None
         return VmHost(name, node.channel)
+
+    def console_endpoint(self, host: str) -> vm_console.Endpoint:
+        """Where `lab console` reaches `host`: its own guest."""
+        return dict(self._nodes[host].console)
+
+    def alive(self) -> bool:
+        """False once any guest has stopped."""
+        return all(n.guest.proc is not None and n.guest.proc.poll() is None for n in self._nodes.values())
 
     def close(self) -> None:
         if self._closed:

@@ -348,15 +348,20 @@ def flow_failure(outcomes: Sequence[FlowOutcome]) -> str | None:
 
 
 def steady_goodput(result: TrafficResult, skip_s: float = 1.0) -> float:
-    """Receiver-side goodput (bit/s) of all streams after the first `skip_s` seconds (slow start left out)."""
+    """Receiver-side goodput (bit/s) of all streams in the steady state.
+
+    The window starts at the first sample after `skip_s` (slow start left out) and ends at the last periodic
+    sample before the stream ended: the final sample is taken when the end of the stream is processed, after the
+    last byte, and would count idle time. Every engine's samples (ours, iperf3's intervals) are cut the same way.
+    """
     total = 0.0
     for stream in result.streams:
         samples = stream.samples
-        if len(samples) < 3 or samples[-1].t <= skip_s + 0.5:
+        if len(samples) < 4 or samples[-2].t <= skip_s + 0.5:
             total += stream.goodput_bps
             continue
         first = next(s for s in samples if s.t >= skip_s)
-        last = samples[-1]
+        last = samples[-2]
         total += 8 * (last.bytes - first.bytes) / (last.t - first.t)
     return total
 
