@@ -141,6 +141,23 @@ def test_cli_up_status_exec_down() -> None:
     assert again.returncode == 2 and "no lab" in again.stderr
 
 
+def _start_runner(tmp_path: object) -> subprocess.Popen[str]:
+    """A `lab run` in the background, long enough to be interrupted mid-run."""
+    argv = [
+        *MPTCPKIT,
+        "lab",
+        "run",
+        "-s",
+        "mptcp-single",
+        "--reps",
+        "3",
+        "--no-self-check",
+        "--db",
+        f"{tmp_path}/r.db",
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _wait_for_lab(proc: subprocess.Popen[str], timeout: float = 60) -> str:
     """The id of the first lab the process records, once its traffic is running."""
     deadline = time.monotonic() + timeout
@@ -155,23 +172,7 @@ def _wait_for_lab(proc: subprocess.Popen[str], timeout: float = 60) -> str:
 
 
 def test_sigterm_during_run_leaves_nothing(tmp_path: object) -> None:
-    proc = subprocess.Popen(
-        [
-            *MPTCPKIT,
-            "lab",
-            "run",
-            "-s",
-            "mptcp-single",
-            "--reps",
-            "3",
-            "--no-self-check",
-            "--db",
-            f"{tmp_path}/r.db",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_runner(tmp_path)
     try:
         lab_id = _wait_for_lab(proc)
         time.sleep(0.5)
@@ -187,23 +188,7 @@ def test_sigterm_during_run_leaves_nothing(tmp_path: object) -> None:
 def test_kill9_then_down_all(tmp_path: object) -> None:
     decoy = "mkt-decoy-keepme"
     subprocess.run(["ip", "netns", "add", decoy], check=True)
-    proc = subprocess.Popen(
-        [
-            *MPTCPKIT,
-            "lab",
-            "run",
-            "-s",
-            "mptcp-single",
-            "--reps",
-            "3",
-            "--no-self-check",
-            "--db",
-            f"{tmp_path}/r.db",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_runner(tmp_path)
     try:
         lab_id = _wait_for_lab(proc)
         os.kill(proc.pid, signal.SIGKILL)
@@ -256,3 +241,16 @@ def test_self_check_small_scale() -> None:
     bad = [c.to_dict() for c in checks if not c.ok]
     assert not bad, bad
     assert len(checks) == 6
+
+
+def test_not_root_gets_a_clear_message() -> None:
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *MPTCPKIT, "lab", "up", "two-paths"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": "/tmp"},
+    )
+    assert proc.returncode == 2
+    assert "needs root" in proc.stderr and "sudo mptcpkit lab up two-paths" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -382,12 +382,16 @@ class NetnsBackend(Backend):
             host_ns = lab.record.namespaces[end.host]
             wire_if = f"l{index}{side}"
             with _ipr(host_ns) as ipr:
-                ipr.link(
-                    "add",
-                    ifname=end.ifname,
-                    kind="veth",
-                    mtu=link.mtu,
-                    peer={"ifname": wire_if, "net_ns_fd": wire, "mtu": link.mtu},
+                _netlink_step(
+                    functools.partial(
+                        ipr.link,
+                        "add",
+                        ifname=end.ifname,
+                        kind="veth",
+                        mtu=link.mtu,
+                        peer={"ifname": wire_if, "net_ns_fd": wire, "mtu": link.mtu},
+                    ),
+                    f"{end.host}: create {end.ifname} for link {link.name} (a veth pair; needs CONFIG_VETH)",
                 )
                 ifindex = ipr.link_lookup(ifname=end.ifname)[0]
                 for address in end.addresses:
