@@ -49,6 +49,7 @@ class ScenarioStatus:
     failures: list[str] = field(default_factory=list)
     reps_done: int = 0
     self_check: list[dict[str, Any]] = field(default_factory=list)
+    rep_details: list[dict[str, Any]] = field(default_factory=list)  # per repetition: connections, actions
 
 
 @dataclass
@@ -110,6 +111,7 @@ def aggregate(run_id: str, status: ScenarioStatus) -> list[Result]:
                     "failures": status.failures,
                     "description": status.scenario.description,
                     "self_check": status.self_check,
+                    "reps": status.rep_details,
                 },
             )
         )
@@ -256,6 +258,7 @@ def _execute(
             outcome = RepOutcome([], failure=str(exc))
         if outcome.failure:
             status.failures.append(f"rep {index + 1}: {outcome.failure}")
+        status.rep_details.append({"rep": index + 1, "failure": outcome.failure, **outcome.details})
         for measurement in outcome.measurements:
             status.measurements[measurement.metric].append(measurement)
         for series_name, interval, values in outcome.series:

@@ -161,7 +161,30 @@ class Scenario:
         if failure and not outcome.failure:
             outcome.failure = failure
         outcome.details.setdefault("actions", action_times)
+        outcome.details["connections"] = connection_summaries(outcomes)
         return outcome
+
+
+def connection_summaries(outcomes: Sequence[FlowOutcome]) -> list[dict[str, Any]]:
+    """Per flow and connection: MPTCP_INFO and every subflow's addresses and tcp_info counters (kept raw)."""
+    summaries = []
+    for index, outcome in enumerate(outcomes):
+        for conn in outcome.client.connections:
+            summaries.append(
+                {
+                    "flow": index,
+                    "engine": outcome.client.engine,
+                    "proto": conn.proto,
+                    "local": conn.local,
+                    "remote": conn.remote,
+                    "mss": conn.mss,
+                    "fallback": conn.fallback,
+                    "fallback_reason": conn.fallback_reason,
+                    "mptcp_info": conn.mptcp_info,
+                    "subflows": [dataclasses.asdict(sub) for sub in conn.subflows],
+                }
+            )
+    return summaries
 
 
 def with_engine(scenario: Scenario, engine: str) -> Scenario:
