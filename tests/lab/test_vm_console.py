@@ -7,6 +7,7 @@ under TCG, a shell in the guest through `mptcpkit lab console`, then `lab down` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -22,7 +23,7 @@ import pytest
 
 from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab import vm_labs
-from mptcpkit.lab.backends import vm, vm_console
+from mptcpkit.lab.backends import vm, vm_console, vm_supervisor
 from mptcpkit.lab.topology_file import load_topology
 
 DEBIAN_KERNELS = sorted(Path("/boot").glob("vmlinuz-*"))
@@ -167,6 +168,26 @@ def test_vm_lab_up_input_errors(tmp_path: Path) -> None:
             vm_labs.vm_lab_up("two-paths", "default", tmp_path / "nomods", False, "auto")
     with pytest.raises(UsageError):
         vm_labs.vm_lab_up("no-such-topology", "default", None, False, "auto")
+
+
+@needs_qemu
+def test_vm_lab_up_boot_failure_comes_back_from_the_supervisor(tmp_path: Path) -> None:
+    """A kernel that does not boot: the detached supervisor's error reaches `vm_lab_up`, nothing is left."""
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"this is not a kernel\n" * 100)
+    before = set(vm_supervisor.labs_dir().glob("*")) if vm_supervisor.labs_dir().is_dir() else set()
+    with pytest.raises(LabError, match="the guest") as info:
+        vm_labs.vm_lab_up("two-paths", str(kernel), None, False, "auto", accel="tcg", timeout=120)
+    assert "last lines of the guest console" in str(info.value)
+    assert "invalid kernel header" in str(info.value)  # QEMU's own words, from the supervisor's guest
+    assert set(vm_supervisor.labs_dir().glob("*")) <= before
+    leftovers = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(tmp_path).encode() in (entry / "cmdline").read_bytes():
+                    leftovers.append(entry.name)
+    assert leftovers == []
 
 
 def test_cli_up_modules_without_kernel_and_console_errors() -> None:

@@ -86,6 +86,7 @@ def vm_lab_up(
     label: str | None = None,
     progress: Callable[[str], None] | None = None,
     timeout: float = UP_TIMEOUT_S,
+    accel: str = "auto",
 ) -> str:
     """Boot a VM lab (single-VM, or one guest per host with `multi`) and leave it running; returns its id.
 
@@ -133,6 +134,7 @@ def vm_lab_up(
         "multi": multi,
         "emulation": emulation,
         "label": label,
+        "accel": accel,
     }
     spec_path = labs_dir() / f"{lab_id}.spec"
     spec_path.write_text(json.dumps(spec))

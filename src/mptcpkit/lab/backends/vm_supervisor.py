@@ -88,7 +88,13 @@ def run(spec: dict[str, Any]) -> int:
         kernel = Path(spec["kernel"]) if spec.get("kernel") else None
         modules = Path(spec["modules"]) if spec.get("modules") else None
         backend_type = MultiVmBackend if spec["multi"] else VmBackend
-        backend = backend_type(kernel, modules, label=spec.get("label"), lab_timeout=LAB_TIMEOUT_S)
+        backend = backend_type(
+            kernel,
+            modules,
+            label=spec.get("label"),
+            lab_timeout=LAB_TIMEOUT_S,
+            accel=spec.get("accel", "auto"),
+        )
         lab = backend.up(topology, emulation=spec["emulation"])
         record.update(
             state="up",
