@@ -116,17 +116,26 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
                 "age_s": round(time.time() - record.created_at),
             }
         )
-    from mptcpkit.lab.backends.vm import running_vms
+    from mptcpkit.lab.vm_labs import vm_lab_list
 
-    vms = running_vms()
-    if as_json:
-        print(json.dumps(rows if not vms else {"labs": rows, "vms": vms}, indent=2, default=str))
-        return
-    for guest in vms:
-        err.print(
-            f"VM {guest.get('name', '?')}: kernel {guest.get('kernel', '?')}, pid {guest.get('pid', '?')}",
-            highlight=False,
+    for vm_lab in vm_lab_list():
+        hosts = vm_lab.get("hosts") or {}
+        rows.append(
+            {
+                "lab_id": vm_lab.get("lab_id"),
+                "topology": vm_lab.get("topology", "?"),
+                "backend": "multi-vm" if vm_lab.get("multi") else "vm",
+                "state": vm_lab.get("state", "?"),
+                "hosts": {h: f"VM {vm_lab.get('kernel_release') or vm_lab.get('kernel', '')}" for h in hosts}
+                if isinstance(hosts, dict | list)
+                else {},
+                "emulation": vm_lab.get("emulation", "?"),
+                "age_s": round(time.time() - float(vm_lab.get("created_at", time.time()))),
+            }
         )
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
     if not rows:
         err.print("no lab is running (start one with `mptcpkit lab up two-paths`)")
         return
