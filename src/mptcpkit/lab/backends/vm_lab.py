@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -177,48 +178,46 @@ class VmLab(Lab):
             self._guest.close()
 
 
+@dataclass(frozen=True, slots=True)
+class GuestSettings:
+    """How to boot each guest of a VM backend (kernel under test, accelerator, size, time limits)."""
+
+    kernel: Path | None = None
+    modules: Path | None = None
+    label: str | None = None
+    accel: AccelChoice = "auto"
+    boot_timeout: float = 300.0
+    lab_timeout: float = 6 * 3600.0
+    cpus: int = 2
+    memory: str = "1G"
+
+    def guest(self, argv: list[str]) -> Guest:
+        """A guest (not started yet) that runs `argv` on this kernel."""
+        return Guest(
+            self.kernel,
+            self.modules,
+            argv,
+            timeout=self.lab_timeout,
+            accel=self.accel,
+            label=self.label,
+            cpus=self.cpus,
+            memory=self.memory,
+        )
+
+
 class VmBackend(Backend):
     """Single-VM mode: every lab host is a namespace inside one guest booted on the kernel under test."""
 
     name = "vm"
 
-    def __init__(
-        self,
-        kernel: Path | None = None,
-        modules: Path | None = None,
-        *,
-        label: str | None = None,
-        accel: AccelChoice = "auto",
-        boot_timeout: float = 300.0,
-        lab_timeout: float = 6 * 3600.0,
-        cpus: int = 2,
-        memory: str = "1G",
-    ) -> None:
-        self.kernel = kernel
-        self.modules = modules
-        self.label = label
-        self.accel: AccelChoice = accel
-        self.boot_timeout = boot_timeout
-        self.lab_timeout = lab_timeout
-        self.cpus = cpus
-        self.memory = memory
+    def __init__(self, kernel: Path | None = None, modules: Path | None = None, **settings: Any) -> None:
+        self.settings = GuestSettings(kernel, modules, **settings)
 
     def up(self, topology: Topology, *, emulation: str = "auto") -> VmLab:
-        node = AgentGuest(
-            Guest(
-                self.kernel,
-                self.modules,
-                agent_argv(),
-                timeout=self.lab_timeout,
-                accel=self.accel,
-                label=self.label,
-                cpus=self.cpus,
-                memory=self.memory,
-            )
-        )
+        node = AgentGuest(self.settings.guest(agent_argv()))
         try:
             node.launch()
-            channel = node.connect(time.monotonic() + self.boot_timeout)
+            channel = node.connect(time.monotonic() + self.settings.boot_timeout)
             blob = base64.b64encode(pickle.dumps(topology)).decode()
             guest_info = channel.call({"op": "up", "topology": blob, "emulation": emulation}, 900)
             info = LabInfo(

@@ -19,12 +19,13 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from mptcpkit.errors import LabError
 from mptcpkit.lab.backends import vm, vm_console
 from mptcpkit.lab.backends.base import Backend, Host, Lab, LabInfo
-from mptcpkit.lab.backends.vm import AccelChoice, Guest, _start_time
-from mptcpkit.lab.backends.vm_lab import AgentGuest, VmHost, agent_argv
+from mptcpkit.lab.backends.vm import _start_time
+from mptcpkit.lab.backends.vm_lab import AgentGuest, GuestSettings, VmHost, agent_argv
 from mptcpkit.lab.model import Topology
 
 
@@ -105,26 +106,10 @@ class MultiVmBackend(Backend):
 
     name = "multi-vm"
 
-    def __init__(
-        self,
-        kernel: Path | None = None,
-        modules: Path | None = None,
-        *,
-        label: str | None = None,
-        accel: AccelChoice = "auto",
-        boot_timeout: float = 600.0,
-        lab_timeout: float = 6 * 3600.0,
-        cpus: int = 1,
-        memory: str = "768M",
-    ) -> None:
-        self.kernel = kernel
-        self.modules = modules
-        self.label = label
-        self.accel: AccelChoice = accel
-        self.boot_timeout = boot_timeout
-        self.lab_timeout = lab_timeout
-        self.cpus = cpus
-        self.memory = memory
+    def __init__(self, kernel: Path | None = None, modules: Path | None = None, **settings: Any) -> None:
+        # One small guest per host: less memory and one CPU each, a longer boot budget for several boots.
+        settings = {"boot_timeout": 600.0, "cpus": 1, "memory": "768M", **settings}
+        self.settings = GuestSettings(kernel, modules, **settings)
 
     def up(self, topology: Topology, *, emulation: str = "auto") -> MultiVmLab:
         tag = uuid.uuid4().hex[:6]
@@ -160,20 +145,11 @@ class MultiVmBackend(Backend):
                     nic_opts[end.host] += nic_qemu_opts(f"nl{index}", tap, mac)
                 _ip("link", "set", bridge, "up")
             for host in topology.hosts:
-                guest = Guest(
-                    self.kernel,
-                    self.modules,
-                    agent_argv(),
-                    timeout=self.lab_timeout,
-                    accel=self.accel,
-                    label=self.label,
-                    cpus=self.cpus,
-                    memory=self.memory,
-                )
+                guest = self.settings.guest(agent_argv())
                 nodes[host.name] = AgentGuest(guest, nic_opts[host.name])
             for node in nodes.values():
                 node.launch()
-            deadline = time.monotonic() + self.boot_timeout
+            deadline = time.monotonic() + self.settings.boot_timeout
             guest_info = {}
             blob = base64.b64encode(pickle.dumps(topology)).decode()
             for name, node in nodes.items():
