@@ -485,28 +485,9 @@ def compare_cmd(
                 verdict = "inconclusive"
             verdicts.append(verdict)
         if as_json:
-            print(
-                json.dumps(
-                    [
-                        {
-                            "scenario": r.scenario,
-                            "metric": r.metric,
-                            "unit": r.unit,
-                            "direction": r.direction,
-                            "verdict": v,
-                            "change_pct": r.comparison.change_pct,
-                            "ci_low_pct": r.comparison.ci_low,
-                            "ci_high_pct": r.comparison.ci_high,
-                            "p_value": r.comparison.p_value,
-                            "reason": r.comparison.reason,
-                            "base_median": r.comparison.base_median,
-                            "new_median": r.comparison.new_median,
-                        }
-                        for r, v in zip(rows, verdicts, strict=True)
-                    ],
-                    indent=2,
-                )
-            )
+            # --confirm may downgrade a regression: the verdict printed is the confirmed one.
+            rows_json = [r.to_json() | {"verdict": v} for r, v in zip(rows, verdicts, strict=True)]
+            print(json.dumps(rows_json, indent=2))
         else:
             err.print(
                 f"base {base_run.run_id} ({base_run.label or '-'}, "
@@ -603,28 +584,13 @@ def history_cmd(
             raise UsageError(f"no stored results for {what} in {store.where}")
         changes = [c for s, m in pairs for c in history_change_points(store, s, m)]
         if as_json:
-            print(
-                json.dumps(
-                    [
-                        {
-                            "scenario": c.scenario,
-                            "metric": c.metric,
-                            "environment_key": c.environment_key,
-                            "run_id": c.run.run_id,
-                            "label": c.run.label,
-                            "previous_run_id": c.previous_run.run_id,
-                            "kind": c.kind,
-                            "change_pct": c.change.change_pct,
-                            "before_median": c.change.before_median,
-                            "after_median": c.change.after_median,
-                            "p_value": c.change.p_value,
-                        }
-                        for c in changes
-                    ],
-                    indent=2,
-                    default=str,
-                )
-            )
+            # Flat run_id, label and previous_run_id beside the nested run briefs: easy to read in scripts.
+            flat = [
+                c.to_json()
+                | {"run_id": c.run.run_id, "label": c.run.label, "previous_run_id": c.previous_run.run_id}
+                for c in changes
+            ]
+            print(json.dumps(flat, indent=2, default=str))
             return
         runs = {run.run_id for s, m in pairs for run, _ in store.history(s, m)}
         err.print(f"{len(pairs)} series over {len(runs)} runs in {store.where}", highlight=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from mptcpkit.lab.analysis.changepoints import ChangePoint, change_points
 from mptcpkit.lab.analysis.compare import DEFAULT_MIN_EFFECT, Comparison, compare
@@ -37,6 +37,27 @@ class MetricComparison:
     base: Result | None
     new: Result | None
     comparison: Comparison
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types: `lab compare --json` and the dashboard's API."""
+        c = self.comparison
+        return {
+            "scenario": self.scenario,
+            "metric": self.metric,
+            "unit": self.unit,
+            "direction": self.direction,
+            "verdict": c.verdict,
+            "reason": c.reason,
+            "change_pct": c.change_pct,
+            "ci_low_pct": c.ci_low,
+            "ci_high_pct": c.ci_high,
+            "p_value": c.p_value,
+            "base_median": c.base_median,
+            "new_median": c.new_median,
+            "n_base": c.n_base,
+            "n_new": c.n_new,
+            "min_effect": c.min_effect,
+        }
 
 
 def compare_runs(
@@ -89,6 +110,34 @@ class HistoryChange:
     """The last run at the old level."""
     change: ChangePoint
     kind: Literal["regression", "improvement"]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types: `lab history --json` and the dashboard's API."""
+        return {
+            "scenario": self.scenario,
+            "metric": self.metric,
+            "environment_key": self.environment_key,
+            "kind": self.kind,
+            "run": run_brief(self.run),
+            "previous_run": run_brief(self.previous_run),
+            "change_pct": self.change.change_pct,
+            "before_median": self.change.before_median,
+            "after_median": self.change.after_median,
+            "p_value": self.change.p_value,
+        }
+
+
+def run_brief(run: Run) -> dict[str, Any]:
+    """Who a run is, in plain JSON types (without its results)."""
+    return {
+        "run_id": run.run_id,
+        "label": run.label,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": None if run.finished_at is None else run.finished_at.isoformat(),
+        "environment_key": run.environment_key,
+        "kernel_release": run.environment.get("kernel_release"),
+    }
 
 
 def history_change_points(

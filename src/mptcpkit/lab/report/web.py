@@ -27,7 +27,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from mptcpkit.errors import EnvironmentProblem, MptcpkitError, UsageError
-from mptcpkit.lab.analysis import HistoryChange, MetricComparison, history_change_points
+from mptcpkit.lab.analysis import HistoryChange, history_change_points
+from mptcpkit.lab.analysis.runs import run_brief
 from mptcpkit.lab.report import figures
 from mptcpkit.lab.report.data import (
     ChangeMark,
@@ -150,54 +151,6 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
     if value < 1:
         raise UsageError(f"{name} must be at least 1")
     return value
-
-
-def comparison_to_json(row: MetricComparison) -> dict[str, Any]:
-    c = row.comparison
-    return {
-        "scenario": row.scenario,
-        "metric": row.metric,
-        "unit": row.unit,
-        "direction": row.direction,
-        "verdict": c.verdict,
-        "reason": c.reason,
-        "change_pct": c.change_pct,
-        "ci_low_pct": c.ci_low,
-        "ci_high_pct": c.ci_high,
-        "p_value": c.p_value,
-        "base_median": c.base_median,
-        "new_median": c.new_median,
-        "n_base": c.n_base,
-        "n_new": c.n_new,
-        "min_effect": c.min_effect,
-    }
-
-
-def _run_brief(run: Run) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "label": run.label,
-        "status": run.status,
-        "started_at": run.started_at.isoformat(),
-        "finished_at": None if run.finished_at is None else run.finished_at.isoformat(),
-        "environment_key": run.environment_key,
-        "kernel_release": run.environment.get("kernel_release"),
-    }
-
-
-def _change_to_json(ch: HistoryChange) -> dict[str, Any]:
-    return {
-        "scenario": ch.scenario,
-        "metric": ch.metric,
-        "environment_key": ch.environment_key,
-        "kind": ch.kind,
-        "run": _run_brief(ch.run),
-        "previous_run": _run_brief(ch.previous_run),
-        "change_pct": ch.change.change_pct,
-        "before_median": ch.change.before_median,
-        "after_median": ch.change.after_median,
-        "p_value": ch.change.p_value,
-    }
 
 
 def _history_to_json(h: MetricHistory) -> dict[str, Any]:
@@ -370,9 +323,7 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
     @handle(api=True)
     def api_runs(request: Request) -> Response:
         rows = run_rows(dash.store, _int_param(request, "limit", RUNS_PAGE))
-        return JSONResponse(
-            [_run_brief(r.run) | {"scenarios": r.scenarios, "passed": r.passed} for r in rows]
-        )
+        return JSONResponse([run_brief(r.run) | {"scenarios": r.scenarios, "passed": r.passed} for r in rows])
 
     @handle(api=True)
     def api_run(request: Request) -> Response:
@@ -387,9 +338,9 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         data = collect_compare(dash.store, base, new)
         return JSONResponse(
             {
-                "base": _run_brief(data.base),
-                "new": _run_brief(data.new),
-                "metrics": [comparison_to_json(r) for r in data.ordered],
+                "base": run_brief(data.base),
+                "new": run_brief(data.new),
+                "metrics": [r.to_json() for r in data.ordered],
             }
         )
 
@@ -405,7 +356,7 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
 
     @handle(api=True)
     def api_regressions(request: Request) -> Response:
-        return JSONResponse([_change_to_json(c) for c in dash.history_changes() if c.kind == "regression"])
+        return JSONResponse([c.to_json() for c in dash.history_changes() if c.kind == "regression"])
 
     @handle(api=True)
     def api_result_samples(request: Request) -> Response:
