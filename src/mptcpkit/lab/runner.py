@@ -206,11 +206,8 @@ def run(
             _execute(order, statuses, store, run_record.run_id, rep)
             if options.until_ci_pct is not None:
                 _until_confident(options, statuses, store, run_record.run_id, rep, rng)
-            results = []
-            for status in statuses.values():
-                for result in aggregate(run_record.run_id, status):
-                    store.add_result(result)
-                    results.append(result)
+            # Already stored after each repetition; here only gathered for the report.
+            results = [r for status in statuses.values() for r in aggregate(run_record.run_id, status)]
             status_final = "complete"
         finally:
             store.finish_run(run_record.run_id, status_final)  # type: ignore[arg-type]

@@ -484,8 +484,7 @@ class NetnsBackend(Backend):
         wire = lab.record.wire_netns
         if wire is None:
             return
-        state_dir = registry.STATE_DIR / lab.record.lab_id
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir = registry.STATE_DIR / lab.record.lab_id  # made by up() before building
         modes = set()
         links = {}
         for index, link in enumerate(lab.topology.links):
@@ -579,12 +578,4 @@ def _interrupts_as_exceptions() -> Any:
         signal.signal(signal.SIGTERM, previous)
 
 
-def address_for(topology: Topology, host: str, family: int = 4) -> str:
-    """The first address of `host` in `family` (4 or 6), for traffic targets."""
-    for _ifname, address in topology.addresses_of(host):
-        if address.version == family:
-            return str(address.ip)
-    raise LabError(f"host '{host}' has no IPv{family} address")
-
-
-__all__ = ["NetnsBackend", "NetnsHost", "NetnsLab", "address_for", "teardown_all", "teardown_record"]
+__all__ = ["NetnsBackend", "NetnsHost", "NetnsLab", "teardown_all", "teardown_record"]
