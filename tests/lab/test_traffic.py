@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mptcpkit.errors import LabError
-from mptcpkit.lab.traffic import engine, iperf3, stream, wire
+from mptcpkit.lab.traffic import engine, iperf3, protocol, stream
 from mptcpkit.lab.traffic.cli import parse_size
 from mptcpkit.lab.traffic.core import percentile, stream_result
 from mptcpkit.lab.traffic.model import TrafficResult
@@ -108,14 +108,14 @@ def test_parse_trailer_incomplete_then_complete() -> None:
     assert stream.parse_trailer(rec + b"xy") == (b'{"a":1}', b"xy")
 
 
-def test_wire_frames_roundtrip_and_reject_garbage() -> None:
-    frame = wire.encode_frame({"v": 1, "mode": "rr"})
-    assert wire.decode_body(frame[wire.HEADER :]) == {"v": 1, "mode": "rr"}
-    assert wire.frame_length(frame[: wire.HEADER]) == len(frame) - wire.HEADER
-    with pytest.raises(wire.ProtocolError):
-        wire.frame_length(b"GET ")
-    with pytest.raises(wire.ProtocolError):
-        wire.decode_body(b"[1]")
+def test_control_frames_roundtrip_and_reject_garbage() -> None:
+    frame = protocol.encode_frame({"v": 1, "mode": "rr"})
+    assert protocol.decode_body(frame[protocol.HEADER :]) == {"v": 1, "mode": "rr"}
+    assert protocol.frame_length(frame[: protocol.HEADER]) == len(frame) - protocol.HEADER
+    with pytest.raises(protocol.ProtocolError):
+        protocol.frame_length(b"GET ")
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_body(b"[1]")
 
 
 def test_stream_result_verdicts() -> None:

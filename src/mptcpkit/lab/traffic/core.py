@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mptcpkit import mptcp_socket as ms
-from mptcpkit.lab.traffic import stream, wire
+from mptcpkit.lab.traffic import protocol, stream
 from mptcpkit.lab.traffic.model import (
     ConnectionStats,
     ConnectResult,
@@ -98,7 +98,7 @@ def classify(exc: BaseException, watchdog: Watchdog | None = None) -> EngineErro
         return exc
     if watchdog is not None and watchdog.expired:
         return EngineError("timeout", "timed out (--timeout expired)")
-    if isinstance(exc, wire.ProtocolError):
+    if isinstance(exc, protocol.ProtocolError):
         return EngineError("protocol", str(exc))
     if isinstance(exc, ConnectionRefusedError):
         return EngineError("refused", f"connection refused: {exc.strerror}")
@@ -139,12 +139,12 @@ def recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
 
 
 def recv_frame(sock: socket.socket, what: str) -> dict[str, Any]:
-    length = wire.frame_length(recv_exact(sock, wire.HEADER, what))
-    return wire.decode_body(recv_exact(sock, length, what))
+    length = protocol.frame_length(recv_exact(sock, protocol.HEADER, what))
+    return protocol.decode_body(recv_exact(sock, length, what))
 
 
 def send_frame(sock: socket.socket, obj: dict[str, Any]) -> None:
-    sock.sendall(wire.encode_frame(obj))
+    sock.sendall(protocol.encode_frame(obj))
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -362,7 +362,7 @@ def _send_stream(
             sent += len(chunk)
         end = time.time()
         out.update(bytes=sent, sha256=src.hexdigest(), start=start, end=end)
-        sock.sendall(stream.end_record(wire.encode_frame(out)[wire.HEADER :]))
+        sock.sendall(stream.end_record(protocol.encode_frame(out)[protocol.HEADER :]))
     except BaseException as exc:
         errors.append(exc)
 
@@ -386,7 +386,7 @@ def _recv_stream(
             raise EngineError("reset", "peer closed the connection inside the end-of-stream record")
         tail += more
     body, rest = parsed
-    return wire.decode_body(body), rest
+    return protocol.decode_body(body), rest
 
 
 def run_bulk(sock: socket.socket, spec: BulkSpec, proto: str, index: int) -> BulkOutcome:
@@ -432,11 +432,11 @@ def run_bulk(sock: socket.socket, spec: BulkSpec, proto: str, index: int) -> Bul
         send_frame(sock, out.received)
     if spec.send:
         what = "reading the receiver summary"
-        if len(rest) < wire.HEADER:
-            rest += recv_exact(sock, wire.HEADER - len(rest), what)
-        length = wire.frame_length(rest[: wire.HEADER])
-        rest += recv_exact(sock, max(0, wire.HEADER + length - len(rest)), what)
-        out.peer_receiver = wire.decode_body(rest[wire.HEADER : wire.HEADER + length])
+        if len(rest) < protocol.HEADER:
+            rest += recv_exact(sock, protocol.HEADER - len(rest), what)
+        length = protocol.frame_length(rest[: protocol.HEADER])
+        rest += recv_exact(sock, max(0, protocol.HEADER + length - len(rest)), what)
+        out.peer_receiver = protocol.decode_body(rest[protocol.HEADER : protocol.HEADER + length])
     return out
 
 
@@ -525,7 +525,7 @@ def _connect(opts: ClientOptions, wd: Watchdog) -> tuple[socket.socket, float]:
 
 def _hello(opts: ClientOptions, session: str, index: int, kind: str) -> dict[str, Any]:
     return {
-        "v": wire.VERSION,
+        "v": protocol.VERSION,
         "session": session,
         "conn": index,
         "kind": kind,
@@ -797,19 +797,19 @@ class Server:
         sid = ""
         with conn:
             try:
-                head = conn.recv(wire.HEADER, socket.MSG_WAITALL)
+                head = conn.recv(protocol.HEADER, socket.MSG_WAITALL)
                 if not head:  # a connect-mode probe: connected and closed
                     with self.lock:
                         if self.connect_session in self.sessions:
                             self.sessions[self.connect_session].probes += 1
                     return
-                if len(head) < wire.HEADER:
-                    raise wire.ProtocolError("short hello")
-                hello = wire.decode_body(recv_exact(conn, wire.frame_length(head), "reading the hello"))
+                if len(head) < protocol.HEADER:
+                    raise protocol.ProtocolError("short hello")
+                hello = protocol.decode_body(recv_exact(conn, protocol.frame_length(head), "reading the hello"))
                 sid = str(hello.get("session", ""))
-                if hello.get("v") != wire.VERSION:
+                if hello.get("v") != protocol.VERSION:
                     send_frame(conn, {"ok": False, "error": f"unsupported version {hello.get('v')}"})
-                    raise wire.ProtocolError(f"client speaks version {hello.get('v')}")
+                    raise protocol.ProtocolError(f"client speaks version {hello.get('v')}")
                 with self.lock:
                     session = self.sessions.get(sid)
                     if session is None:
@@ -831,7 +831,7 @@ class Server:
                     send_frame(conn, {"ok": True, "probes": session.probes})
                     session.results.append((0, None))
                 else:
-                    raise wire.ProtocolError(f"unknown session kind {kind!r}")
+                    raise protocol.ProtocolError(f"unknown session kind {kind!r}")
             except BaseException as exc:
                 err = classify(exc, self.wd)
                 if session is None:
