@@ -16,9 +16,10 @@ import pytest
 from mptcpkit.errors import LabError
 from mptcpkit.lab.traffic import engine, iperf3, protocol, stream
 from mptcpkit.lab.traffic.cli import parse_size
-from mptcpkit.lab.traffic.core import percentile, stream_result
 from mptcpkit.lab.traffic.model import TrafficResult
 from mptcpkit.lab.traffic.options import ClientOptions, ServerOptions
+from mptcpkit.lab.traffic.results import stream_result
+from mptcpkit.lab.traffic.stats import percentile
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PY = (sys.executable,)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 SCHEMA_VERSION = 1
 
-MODES = ("bulk-upload", "bulk-download", "bulk-both", "rr", "connect")
+MODES = ("bulk-upload", "bulk-download", "bulk-both", "rr", "connect", "paced")
 PROTOS = ("mptcp", "tcp")
 INTEGRITY_MODES = ("sha256", "verify", "none")
 
@@ -128,6 +128,22 @@ class ConnectionStats:
 
 
 @dataclass(slots=True)
+class LatencySummary:
+    """Percentiles of one latency sample set (microseconds) and its first raw samples (for CDFs)."""
+
+    count: int
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    p999_us: float
+    min_us: float
+    max_us: float
+    mean_us: float
+    samples_us: list[float] = field(default_factory=list)
+    """raw samples, at most the first 10000"""
+
+
+@dataclass(slots=True)
 class RrResult:
     """Request/response: transactions per second and latency percentiles (microseconds)."""
 
@@ -144,6 +160,7 @@ class RrResult:
     mean_us: float
     latencies_us: list[float] = field(default_factory=list)
     """raw samples, at most the first 10000"""
+    p999_us: float = 0.0
 
 
 @dataclass(slots=True)
@@ -158,6 +175,51 @@ class ConnectResult:
     p90_us: float
     p99_us: float
     mean_us: float
+    connections_per_s: float = 0.0
+    """client: successful connections / wall time; server: accepted probes / (last - first accept)"""
+    served: LatencySummary | None = None
+    """connect() call until the first byte the accepting server wrote arrived: includes the accept side"""
+    completion: LatencySummary | None = None
+    """connect() call until the last of `bytes_per_connection` bytes arrived (short transfers)"""
+    join: LatencySummary | None = None
+    """connect() call until the wanted number of additional subflows were established (MPTCP)"""
+    bytes_per_connection: int = 1
+    goodput_bps: float = 0.0
+    """bytes received over all connections * 8 / wall time"""
+
+
+@dataclass(slots=True)
+class PacedResult:
+    """An application stream at a fixed rate: per-message delay shows head-of-line blocking."""
+
+    message_size: int
+    rate_bps: float
+    messages_sent: int
+    messages_acked: int
+    duration_s: float
+    delay: LatencySummary
+    """scheduled send time until the receiver's acknowledgement of the whole message arrived"""
+    late_sends: int = 0
+    """messages whose send began more than one message interval after its schedule (sender blocked)"""
+
+
+@dataclass(slots=True)
+class KernelMemory:
+    """Kernel socket memory while every connection is open, against a baseline taken before connecting.
+
+    /proc/net/sockstat's TCP `mem` counts buffer pages (global across namespaces); /proc/slabinfo gives the
+    socket objects (TCP, MPTCP, request and timewait socks). Both are machine-wide: other load adds noise.
+    """
+
+    connections: int
+    sockstat_mem_bytes: int
+    """TCP mem pages (sockstat) during minus before, in bytes"""
+    slab_bytes: int
+    """active objects x object size of the socket slabs, during minus before"""
+    per_connection_bytes: float
+    """(sockstat + slab) / connections"""
+    slabs: dict[str, int] = field(default_factory=dict)
+    """per slab: active objects during minus before"""
 
 
 @dataclass(slots=True)
@@ -185,6 +247,8 @@ class TrafficResult:
     connections: list[ConnectionStats] = field(default_factory=list)
     rr: RrResult | None = None
     connect: ConnectResult | None = None
+    paced: PacedResult | None = None
+    memory: KernelMemory | None = None
     options: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 
