@@ -464,14 +464,14 @@ def test_rr_p999_and_paced_stream_delay(session: SessionRunner) -> None:
     rc, res, _ = session(mode="rr", count=2000, rr_size=(1, 1))
     assert rc == 0 and res.rr is not None
     assert res.rr.p99_us <= res.rr.p999_us <= res.rr.max_us
-    rc, res, srv = session(mode="paced", rate=8e6, message_size=1024, duration=0.5)
+    rc, res, srv = session(mode="stream", rate=8e6, message_size=1024, duration=0.5)
     assert rc == 0 and res.ok, res.error
     p = res.paced
     assert p is not None and p.messages_sent == p.messages_acked == 488  # 0.5 s at 8 Mbit/s of 1 KiB
     assert 0 < p.delay.p50_us <= p.delay.p99_us <= p.delay.max_us and len(p.delay.samples_us) == 488
     assert 0.45 < p.duration_s < 1.0  # paced, not blasted
     assert srv.paced is not None and srv.paced.messages_acked == 488
-    argv = ["client", "--connect", "127.0.0.1", "--port", "9", "--mode", "paced", "--duration", "1"]
+    argv = ["client", "--connect", "127.0.0.1", "--port", "9", "--mode", "stream", "--duration", "1"]
     cp = subprocess.run([*PY, "-m", "mptcpkit.lab.traffic", *argv], capture_output=True, text=True)
     res = engine.parse_result(cp.stdout)
     assert cp.returncode == 2 and res.error is not None and res.error.kind == "usage", cp.stdout

@@ -105,7 +105,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive_float, default=None, help="seconds per stream / rr / connect"
     )
     c.add_argument(
-        "--count", type=int, default=None, help="rr: transactions; connect: connections; paced: messages"
+        "--count", type=int, default=None, help="rr: transactions; connect: connections; stream: messages"
     )
     c.add_argument("--parallel", type=int, default=1, help="bulk: parallel connections")
     c.add_argument("--rr-size", type=parse_rr, default=(1, 1), help="rr: REQ:RESP bytes (default 1:1)")
@@ -115,8 +115,8 @@ def make_parser() -> argparse.ArgumentParser:
         default="sha256",
         help="sha256: hash both ends; verify: compare with the expected stream; none",
     )
-    c.add_argument("--message-size", type=parse_size, default=1024, help="paced: bytes per message")
-    c.add_argument("--rate", type=_positive_float, default=None, help="paced: application rate in bit/s")
+    c.add_argument("--message-size", type=parse_size, default=1024, help="stream: bytes per message")
+    c.add_argument("--rate", type=_positive_float, default=None, help="stream: application rate in bit/s")
     c.add_argument("--join", type=int, default=0, help="connect: also wait for N more MPTCP subflows")
     c.add_argument("--concurrency", type=int, default=1, help="connect: connections in flight at once")
     c.add_argument(

@@ -15,7 +15,7 @@ from mptcpkit.lab.traffic.results import finish
 from mptcpkit.lab.traffic.rr import client_rr
 from mptcpkit.lab.traffic.sockets import EngineError, Watchdog, classify
 
-_MODES = {"rr": client_rr, "connect": client_connect, "paced": client_paced}
+_MODES = {"rr": client_rr, "connect": client_connect, "stream": client_paced}
 
 
 def run_client(opts: ClientOptions) -> TrafficResult:

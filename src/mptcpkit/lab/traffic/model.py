@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 SCHEMA_VERSION = 1
 
-MODES = ("bulk-upload", "bulk-download", "bulk-both", "rr", "connect", "paced")
+MODES = ("bulk-upload", "bulk-download", "bulk-both", "rr", "connect", "stream")
 PROTOS = ("mptcp", "tcp")
 INTEGRITY_MODES = ("sha256", "verify", "none")
 
@@ -223,6 +223,18 @@ class KernelMemory:
 
 
 @dataclass(slots=True)
+class ProcessCpu:
+    """CPU time of the process that printed the result, and of its peer when the engine knows it (iperf3)."""
+
+    user_s: float
+    sys_s: float
+    source: str = "rusage"
+    """rusage (our engine, at the end of the session) | iperf3 (its cpu_utilization_percent x duration)"""
+    peer_user_s: float | None = None
+    peer_sys_s: float | None = None
+
+
+@dataclass(slots=True)
 class TrafficResult:
     """The one JSON document a traffic process prints at the end of a session."""
 
@@ -249,6 +261,7 @@ class TrafficResult:
     connect: ConnectResult | None = None
     paced: PacedResult | None = None
     memory: KernelMemory | None = None
+    cpu: ProcessCpu | None = None
     options: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 

@@ -26,9 +26,9 @@ class ClientOptions:
     corrupt_offset: int | None = None
     """test-only: the sender flips the byte at this stream offset after hashing it"""
     message_size: int = 1024
-    """paced: bytes per message"""
+    """stream: bytes per message"""
     rate: float | None = None
-    """paced: application rate in bit/s"""
+    """stream: application rate in bit/s"""
     join: int = 0
     """connect: also wait until this many additional subflows joined (MPTCP)"""
     concurrency: int = 1

@@ -46,7 +46,7 @@ def client_paced(opts: ClientOptions, wd: Watchdog, session: str, result: Traffi
     sock, _ = dial(opts, wd)
     with sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        handshake(sock, hello(opts, session, 0, "paced"))
+        handshake(sock, hello(opts, session, 0, "stream"))
         due = [0.0] * total
         delays: list[float] = []
         errors: list[BaseException] = []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from typing import Any
 
-from mptcpkit.lab.traffic.model import Sample, StreamResult, TrafficResult
+from mptcpkit.lab.traffic.model import ProcessCpu, Sample, StreamResult, TrafficResult
 
 
 def stream_result(
@@ -56,6 +57,8 @@ def finish(result: TrafficResult) -> TrafficResult:
         and not (result.proto == "mptcp" and result.fallback)
     )
     result.ended_at = time.time()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result.cpu = ProcessCpu(user_s=usage.ru_utime, sys_s=usage.ru_stime)
     return result
 
 

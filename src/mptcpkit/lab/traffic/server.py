@@ -156,7 +156,7 @@ class Server:
             n_tx = serve_rr(conn, hello)
             q, r = (int(x) for x in hello["rr"])
             self._one_connection(conn, session, rr=server_rr_result(q, r, n_tx))
-        elif kind == "paced":
+        elif kind == "stream":
             n = serve_paced(conn, hello)
             size = int(hello.get("message_size") or 1024)
             paced = PacedResult(size, float(hello.get("rate") or 0), n, n, 0.0, latency_summary([]))
