@@ -11,7 +11,7 @@ from mptcpkit.lab.traffic.connect import client_connect
 from mptcpkit.lab.traffic.model import ErrorInfo, TrafficResult
 from mptcpkit.lab.traffic.options import ClientOptions
 from mptcpkit.lab.traffic.paced import client_paced
-from mptcpkit.lab.traffic.results import finish
+from mptcpkit.lab.traffic.results import finish, mark_cpu_baseline
 from mptcpkit.lab.traffic.rr import client_rr
 from mptcpkit.lab.traffic.sockets import EngineError, Watchdog, classify
 
@@ -31,6 +31,7 @@ def run_client(opts: ClientOptions) -> TrafficResult:
         options={k: v for k, v in asdict(opts).items() if k != "corrupt_offset"},
     )
     wd = Watchdog(opts.timeout)
+    mark_cpu_baseline()
     try:
         session = uuid.uuid4().hex
         run = client_bulk if opts.mode.startswith("bulk-") else _MODES.get(opts.mode)

@@ -41,6 +41,16 @@ def stream_result(
     )
 
 
+_cpu_baseline = (0.0, 0.0)
+
+
+def mark_cpu_baseline() -> None:
+    """Start the process CPU count here (after imports and listen), so a result counts only its session."""
+    global _cpu_baseline
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    _cpu_baseline = (usage.ru_utime, usage.ru_stime)
+
+
 def finish(result: TrafficResult) -> TrafficResult:
     """Fill the totals and the verdict from the parts."""
     result.bytes_total = sum(s.bytes_received for s in result.streams)
@@ -58,7 +68,7 @@ def finish(result: TrafficResult) -> TrafficResult:
     )
     result.ended_at = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    result.cpu = ProcessCpu(user_s=usage.ru_utime, sys_s=usage.ru_stime)
+    result.cpu = ProcessCpu(user_s=usage.ru_utime - _cpu_baseline[0], sys_s=usage.ru_stime - _cpu_baseline[1])
     return result
 
 

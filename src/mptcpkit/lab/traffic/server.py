@@ -18,7 +18,7 @@ from mptcpkit.lab.traffic.connect import serve_probe, server_connect_result
 from mptcpkit.lab.traffic.model import ConnectionStats, ErrorInfo, PacedResult, RrResult
 from mptcpkit.lab.traffic.options import ServerOptions
 from mptcpkit.lab.traffic.paced import serve_paced
-from mptcpkit.lab.traffic.results import finish, server_result
+from mptcpkit.lab.traffic.results import finish, mark_cpu_baseline, server_result
 from mptcpkit.lab.traffic.rr import serve_rr, server_rr_result
 from mptcpkit.lab.traffic.sockets import (
     EngineError,
@@ -69,6 +69,7 @@ class Server:
 
     def serve(self) -> int:
         """Accept until --once is satisfied or --timeout expires; returns the exit code."""
+        mark_cpu_baseline()
         try:
             while not self.finished.is_set():
                 try:
