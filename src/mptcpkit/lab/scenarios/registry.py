@@ -46,6 +46,7 @@ class MetricContext:
     """Everything an extractor or expectation may look at for one repetition."""
 
     spec: ScenarioSpec
+    """The scenario as run: sizes, durations and action times already multiplied by `scale`."""
     topology: Topology
     lab: Lab
     outcomes: Mapping[str, FlowOutcome]
@@ -77,7 +78,7 @@ class MetricContext:
         if index in self.action_times:
             return self.action_times[index]
         if index < len(self.spec.actions):
-            return self.spec.actions[index].at_s * self.scale
+            return self.spec.actions[index].at_s
         raise LabError(f"scenario {self.spec.name}: a metric refers to action {index}, which does not exist")
 
 
@@ -100,6 +101,8 @@ class MetricKind:
     flows: Literal["one", "many"] = "one"
     """'one': uses `flow` (default the first); 'many': uses `flows = [...]` (default all flows)."""
     description: str = ""
+    required: frozenset[str] = frozenset()
+    """Options that must be given."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class ExpectationKind:
     compute: Compute
     options: Mapping[str, OptionParser] = field(default_factory=dict)
     description: str = ""
+    required: frozenset[str] = frozenset()
 
 
 _METRICS: dict[str, MetricKind] = {}
