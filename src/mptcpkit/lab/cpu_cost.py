@@ -261,13 +261,14 @@ def account(lab: Lab, spec: ScenarioSpec, extras: dict[str, Any]) -> Iterator[No
     finally:
         if pinner is not None:
             pinner.stop()
-        extras["cpu"] = {
+        stored = {
             "method": method_text(pinner is not None, perf),
             "pins": pins,
             "load_avg": [round(v, 2) for v in load_before],
-            "series": pinner.series if pinner is not None else None,
             "perf": pinner.perf_results() if pinner is not None else [],
         }
+        extras["cpu"] = {**stored, "series": pinner.series if pinner is not None else None}
+        extras.setdefault("details", {})["cpu"] = stored
 
 
 def parse_section(table: Mapping[str, Any]) -> dict[str, Any]:

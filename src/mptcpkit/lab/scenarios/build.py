@@ -104,6 +104,10 @@ def runtime_flow(flow: FlowSpec) -> Flow:
         local=flow.local,
         rate_bps=flow.rate_bps,
         message_bytes=flow.message_bytes,
+        join=flow.join,
+        concurrency=flow.concurrency,
+        memory=flow.memory,
+        integrity=flow.integrity,
     )
 
 
@@ -205,6 +209,7 @@ def _evaluator(spec: ScenarioSpec, topology: Topology, scale: float, description
         }
         if spec.params:
             details["params"] = dict(spec.params)
+        details.update(extras.get("details", {}))  # what repetition hooks want stored (e.g. the CPU method)
         return RepOutcome(measurements, series=_series(lab, spec, outcomes), details=details)
 
     return evaluate
