@@ -13,11 +13,11 @@ CPU seconds per GB moved:
   tick accounting also holds the softirq work done in their context (veth delivers in the sender's context);
 - `softirq`: softirq+irq of the pinned CPUs.
 
-`--sensitivity` then shows each cost metric catching a change at 5 repetitions with the comparison
-`lab compare` uses (analysis.compare): CPU/GB with net.mptcp.checksum_enabled=1 and with a CPU hog on the
-pinned CPUs, and rr latency with 1 ms of added delay (the lab's emulator on a second pair). The best-path
-score's sensitivity to loss needs an emulated lossy path: it is covered by the scenario files (see
-docs/traffic.md).
+`--sensitivity` then shows the CPU metrics catching a change at 5 repetitions with the comparison
+`lab compare` uses (analysis.compare): process CPU/GB with net.mptcp.checksum_enabled=1, and busy CPU/GB of the
+pinned CPUs with a CPU hog in the client namespace (a hog adds no CPU time to the engine processes themselves).
+rr latency with +1 ms and the best-path score with more loss need emulated links: they are shown with the
+scenario files and `lab compare` (docs/benchmarks.md).
 
     sudo .venv/bin/python benchmarks/cost.py [--reps 3] [--duration 2] [--subflows 1,2,4,8] [--sensitivity]
 
@@ -248,6 +248,8 @@ def sensitivity(a: str, b: str, args: argparse.Namespace) -> dict[str, Any]:
     set_subflows(a, 2)
     port = 47000
 
+    metric_of = {"checksum": args.sensitivity_metric, "cpu-hog": "busy_s_per_gb"}
+
     def cpu_reps(change: str) -> dict[str, list[float]]:
         nonlocal port
         base: list[float] = []
@@ -258,13 +260,19 @@ def sensitivity(a: str, b: str, args: argparse.Namespace) -> dict[str, Any]:
                     port += 1
                     with applied(change, changed, a, b):
                         r = run_pair(a, b, "engine", "mptcp", "bulk-upload", args.duration, port, pinner)
-                    (new if changed else base).append(r[args.sensitivity_metric])
+                    (new if changed else base).append(r[metric_of[change]])
         return {"base": base, "new": new}
 
     for change in ("checksum", "cpu-hog"):
         samples = cpu_reps(change)
         c = compare(samples["base"], samples["new"], "lower", 0.05)
-        out[change] = {**samples, "verdict": c.verdict, "change_pct": c.change_pct, "reason": c.reason}
+        out[change] = {
+            **samples,
+            "metric": metric_of[change],
+            "verdict": c.verdict,
+            "change_pct": c.change_pct,
+            "reason": c.reason,
+        }
         print(f"sensitivity {change}: {c.verdict} ({c.change_pct}%): {c.reason}", flush=True)
     return out
 
