@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mptcpkit.errors import UsageError
@@ -508,7 +509,7 @@ def compare_cmd(
                     else "-"
                 )
                 table.add_row(
-                    r.scenario,
+                    escape(r.scenario),
                     r.metric,
                     _num(c.base_median),
                     _num(c.new_median),
@@ -615,7 +616,7 @@ def history_cmd(
         for c in changes:
             color = "bold red" if c.kind == "regression" else "green"
             table.add_row(
-                c.scenario,
+                escape(c.scenario),
                 c.metric,
                 c.run.run_id,
                 c.run.label or "-",

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mptcpkit.errors import UsageError
@@ -81,7 +82,7 @@ def guest_refs(refs: list[str] | None, suite: str | None) -> list[str]:
 def print_list(specs: list[ScenarioSpec]) -> None:
     table = Table("scenario", "origin", "tags", "description")
     for spec in specs:
-        table.add_row(spec.name, spec.origin, ", ".join(spec.tags), spec.description)
+        table.add_row(escape(spec.name), escape(spec.origin), ", ".join(spec.tags), spec.description)
     out.print(table)
 
 
@@ -123,7 +124,7 @@ def resolved_json(spec: ScenarioSpec, topology: Topology) -> dict[str, Any]:
 
 
 def print_spec(spec: ScenarioSpec, topology: Topology) -> None:
-    out.print(f"[bold]{spec.name}[/]  ({spec.origin})", highlight=False)
+    out.print(f"[bold]{escape(spec.name)}[/]  ({escape(spec.origin)})", highlight=False)
     if spec.description:
         out.print(f"  {spec.description}", highlight=False)
     if spec.tags:
@@ -132,7 +133,7 @@ def print_spec(spec: ScenarioSpec, topology: Topology) -> None:
         out.print(
             f"  sweep {spec.sweep}: {', '.join(f'{k}={v}' for k, v in spec.params.items())}", highlight=False
         )
-    out.print(f"  topology: {spec.topology.text()} -> {topology.name}", highlight=False)
+    out.print(f"  topology: {spec.topology.text()} -> {escape(topology.name)}", highlight=False)
     links = Table("link", "a", "b", "a -> b", "b -> a", "mtu", title="links")
     for link in topology.links:
         links.add_row(
@@ -237,7 +238,7 @@ def check_cmd(
         try:
             kind, count = _check_one(file)
         except UsageError as exc:
-            err.print(f"[bold red]error[/] {exc}", highlight=False)
+            err.print(f"[bold red]error[/] {escape(str(exc))}", highlight=False)
             bad += 1
             continue
         out.print(f"[green]ok[/] {file}: {kind} with {count} scenario(s)", highlight=False)

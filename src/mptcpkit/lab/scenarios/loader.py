@@ -139,9 +139,18 @@ def parse_scenarios(
                     ) from None
                 raise
     except ModelError as exc:
-        line = line_of(lines, exc.path) or line_of(lines, ("topology",))
+        line = line_near(lines, exc.path) or line_of(lines, ("topology",))
         raise ScenarioError(exc.message, file=source, line=line, field=field_path_text(exc.path)) from None
     return specs
+
+
+def line_near(lines: dict[FieldPath, int], path: FieldPath) -> int | None:
+    """The line of `path`; else of its first sub-field (a `[hosts.x.mptcp]` header names `hosts.x`); else of
+    the nearest enclosing field."""
+    if path in lines:
+        return lines[path]
+    below = [line for key, line in lines.items() if key[: len(path)] == path and len(key) > len(path)]
+    return min(below) if below and path else line_of(lines, path)
 
 
 def build_spec(
