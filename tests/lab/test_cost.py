@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,30 @@ def test_pinner_pins_every_thread_of_namespace_processes(make_netns: Callable[[s
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_report_shows_ratios_cpu_and_latency_cdfs(tmp_path: Path) -> None:
+    from mptcpkit.lab.report.data import collect_run
+    from mptcpkit.lab.report.html import run_html
+    from mptcpkit.lab.store import Result, Series, open_store
+
+    with open_store(str(tmp_path / "r.db")) as store:
+        env = {"hostname": "lab1", "backend": "netns", "emulation": "none", "kernel_release": "6.18.0-test"}
+        rid = store.create_run("cost", env, {"reps": 3}).run_id
+        rows = [("mptcp_vs_tcp", "x", [0.61, 0.58, 0.66]), ("mptcp_cpu_per_gb", "s/GB", [0.5, 0.6, 0.55])]
+        for metric, unit, samples in rows:
+            store.add_result(
+                Result(rid, "cpu-bound-2", metric, unit, "higher", samples, None, None, True, "informational")
+            )
+        store.add_result(
+            Result(rid, "latency-rr", "mptcp_p50", "us", "lower", [2100.0], None, None, True, "i")
+        )
+        cdf = [1000.0 + 10 * i for i in range(len(cost_metrics.CDF_QUANTILES))]
+        store.add_series(Series(rid, "latency-rr", 0, "latency-cdf:mptcp", 0.0, cdf))
+        store.add_series(Series(rid, "latency-rr", 0, "goodput", 0.1, [1.0, 2.0]))
+        data = collect_run(store, rid, with_history=False)
+    (lat,) = [s for s in data.scenarios if s.name == "latency-rr"]
+    assert lat.reps[0].cdfs == {"mptcp": cdf} and "latency-cdf:mptcp" not in lat.reps[0].subflows
+    html = run_html(data)
+    assert 'id="cost"' in html and "cost-ratio" in html and "cost-cpu" in html and "cost-cdf-1" in html
+    assert "latency CDF" in html and "CPU seconds per GB moved" in html

@@ -17,8 +17,8 @@ section and the repetition hook that pins hosts and samples softirq live in `cpu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mptcpkit.lab import cpu_cost
 from mptcpkit.lab.scenarios.registry import (
@@ -30,6 +30,10 @@ from mptcpkit.lab.scenarios.registry import (
     register_section,
 )
 from mptcpkit.lab.traffic.model import LatencySummary, TrafficResult
+
+if TYPE_CHECKING:
+    from mptcpkit.lab.scenarios.base import FlowOutcome
+    from mptcpkit.lab.scenarios.spec import FlowSpec
 
 PERCENTILES = {50.0: "p50_us", 90.0: "p90_us", 99.0: "p99_us", 99.9: "p999_us"}
 PARTS = ("total", "process", "softirq", "sender", "receiver")
@@ -206,6 +210,35 @@ COST_METRICS = (
         description="kernel socket memory per connection (sockstat + slab)",
     ),
 )
+
+
+CDF_QUANTILES = (0.0, 1.0, 5.0, *range(10, 91, 10), 95.0, 99.0, 99.5, 99.9, 100.0)
+"""Quantiles (%) at which a flow's latency samples are stored for CDF plots (series `latency-cdf:FLOW`)."""
+
+
+def _latency_samples(result: TrafficResult) -> list[float]:
+    if result.rr is not None:
+        return list(result.rr.latencies_us)
+    if result.paced is not None:
+        return list(result.paced.delay.samples_us)
+    if result.connect is not None:
+        served = result.connect.served
+        return list(served.samples_us) if served is not None else list(result.connect.samples_us)
+    return []
+
+
+def latency_cdf_series(
+    flows: Sequence[FlowSpec], outcomes: Sequence[FlowOutcome]
+) -> list[tuple[str, float, list[float]]]:
+    """Per latency flow (rr, stream, connect): its latency at CDF_QUANTILES, as a stored series (interval 0)."""
+    from mptcpkit.lab.traffic.stats import percentile
+
+    out = []
+    for flow, outcome in zip(flows, outcomes, strict=True):
+        values = sorted(_latency_samples(outcome.client))
+        if values:
+            out.append((f"latency-cdf:{flow.name}", 0.0, [percentile(values, q) for q in CDF_QUANTILES]))
+    return out
 
 
 def ensure_registered() -> None:

@@ -229,4 +229,6 @@ def _series(
             subflow_bytes_by_link(lab, outcome.client, flow.client)
         ):
             series.append((f"{prefix}{name}", step, rates))
-    return series
+    from mptcpkit.lab.cost_metrics import latency_cdf_series  # issue 11: latency CDFs for reports
+
+    return series + latency_cdf_series(spec.flows, outcomes)
