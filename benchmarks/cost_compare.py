@@ -8,7 +8,7 @@ verdict for the metric the check is about:
 |---|---|---|
 | rr-delay | latency-rr 1 B/1 B, paths 1 ms one-way -> 1.5 ms one-way (+1 ms RTT) | mptcp_p50, tcp_p50 (lower) |
 | best-path-loss | second path 1 % loss -> 5 % loss | best_path_score (higher) |
-| checksum | cpu-bound-2 -> with net.mptcp.checksum_enabled=1 on both hosts | mptcp_cpu_per_gb (lower) |
+| checksum | cpu-bound-2 -> with net.mptcp.checksum_enabled=1 on both hosts | mptcp_cpu_per_gb, mptcp_process_cpu_per_gb (lower) |
 
     sudo .venv/bin/python benchmarks/cost_compare.py [--reps 5] [--only rr-delay,best-path-loss,checksum]
 
@@ -57,7 +57,7 @@ def checksum_files() -> tuple[str, str]:
 CHECKS: dict[str, tuple[Any, list[str]]] = {
     "rr-delay": (rr_files, ["mptcp_p50", "tcp_p50"]),
     "best-path-loss": (best_path_files, ["best_path_score"]),
-    "checksum": (checksum_files, ["mptcp_cpu_per_gb", "cpu_mptcp_vs_tcp"]),
+    "checksum": (checksum_files, ["mptcp_cpu_per_gb", "mptcp_process_cpu_per_gb", "cpu_mptcp_vs_tcp"]),
 }
 
 
