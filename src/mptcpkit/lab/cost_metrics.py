@@ -30,6 +30,7 @@ from mptcpkit.lab.scenarios.registry import (
     register_section,
 )
 from mptcpkit.lab.traffic.model import LatencySummary, TrafficResult
+from mptcpkit.lab.traffic.stats import latency_summary, percentile
 
 if TYPE_CHECKING:
     from mptcpkit.lab.scenarios.base import FlowOutcome
@@ -135,8 +136,6 @@ def _connect_time(ctx: MetricContext, options: Mapping[str, Any]) -> float | Non
         values = sorted(c.samples_us)
         if not values:
             return math.nan
-        from mptcpkit.lab.traffic.stats import latency_summary
-
         return _pick(latency_summary(values), options)
     summary: LatencySummary | None = getattr(c, phase)
     return _pick(summary, options)
@@ -231,8 +230,6 @@ def latency_cdf_series(
     flows: Sequence[FlowSpec], outcomes: Sequence[FlowOutcome]
 ) -> list[tuple[str, float, list[float]]]:
     """Per latency flow (rr, stream, connect): its latency at CDF_QUANTILES, as a stored series (interval 0)."""
-    from mptcpkit.lab.traffic.stats import percentile
-
     out = []
     for flow, outcome in zip(flows, outcomes, strict=True):
         values = sorted(_latency_samples(outcome.client))
