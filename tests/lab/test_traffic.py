@@ -248,6 +248,10 @@ def test_iperf3_parser_on_captured_mptcpize_runs() -> None:
     assert s.samples and s.samples[-1].bytes == s.bytes_received  # receiver (server) samples
     assert up.connections[0].mss == 1448 and up.connections[0].local.startswith("10.9.1.1:")
     assert up.options["retransmits"] == 45
+    assert up.cpu is not None and up.cpu.source == "iperf3"  # its cpu_utilization_percent x duration
+    assert up.cpu.sys_s == pytest.approx(0.7795, rel=0.01) and up.cpu.peer_sys_s == pytest.approx(
+        0.2305, rel=0.01
+    )
     down = iperf3.parse((FIXTURES / "iperf3_mptcpize_download.json").read_text(), mode="bulk-download")
     assert down.streams[0].direction == "download" and down.bytes_total == 20 << 20
     assert TrafficResult.from_json(down.to_json()) == down
@@ -427,6 +431,7 @@ def test_plain_tcp_mode(session: SessionRunner) -> None:
 def test_rr_reports_rate_and_percentiles(session: SessionRunner) -> None:
     rc, res, srv = session(mode="rr", count=300, rr_size=(64, 1500))
     assert rc == 0 and res.ok and res.rr is not None
+    assert res.cpu is not None and res.cpu.source == "rusage" and res.cpu.user_s + res.cpu.sys_s > 0
     assert res.rr.transactions == 300 and len(res.rr.latencies_us) == 300
     assert 0 < res.rr.min_us <= res.rr.p50_us <= res.rr.p90_us <= res.rr.p99_us <= res.rr.max_us
     assert res.rr.transactions_per_s > 0 and res.rr.response_size == 1500
