@@ -55,7 +55,7 @@ FIRST_WAVE = [
 
 def test_builtins_are_the_first_wave_suite() -> None:
     """The default suite runs from files and measures what the Python suite measured (same sizes, links)."""
-    issue11 = ["cpu-bound-2", "stream-hol"]  # helper cost: the default suite's CPU/GB and head-of-line probes
+    issue11 = ["cpu-bound-2", "connect-setup"]  # helper cost: the default suite's CPU/GB and setup probes
     assert [s.name for s in default_suite_spec().scenarios] == FIRST_WAVE + issue11
     assert set(FIRST_WAVE) <= set(builtin_specs())
     suite = {s.name: s for s in default_suite() if s.name not in issue11}
