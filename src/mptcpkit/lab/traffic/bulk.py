@@ -32,7 +32,7 @@ from mptcpkit.lab.traffic.sockets import (
     send_frame,
     shutdown,
 )
-from mptcpkit.lab.traffic.stats import Sampler, connection_stats
+from mptcpkit.lab.traffic.stats import Sampler, connection_stats, subflow_stats
 
 
 @dataclass(slots=True)
@@ -202,26 +202,37 @@ def server_spec(hello_frame: dict[str, Any], interval: float, corrupt_offset: in
 
 
 class _MemoryProbe:
-    """Takes the kernel memory snapshot once every connection finished its hello (mid-transfer)."""
+    """Measures kernel memory once every connection finished its hello and the transfer settled."""
 
     def __init__(self, opts: ClientOptions) -> None:
         self.wanted = opts.parallel
+        self.proto = opts.proto
         self.settle = 0.5 if opts.duration is None else min(1.0, opts.duration / 3)
         self.before = kmem.snapshot()
         self.result: KernelMemory | None = None
-        self._up = 0
+        self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
 
-    def connected(self) -> None:
+    def connected(self, sock: socket.socket) -> None:
         with self._lock:
-            self._up += 1
-            if self._up != self.wanted:
+            self._socks.append(sock)
+            if len(self._socks) != self.wanted:
                 return
         threading.Thread(target=self._take, daemon=True).start()
 
     def _take(self) -> None:
         time.sleep(self.settle)
-        self.result = kmem.difference(self.before, kmem.snapshot(), self.wanted)
+        during = kmem.snapshot()
+        buffers = objects = 0
+        for sock in self._socks:
+            buffers += kmem.socket_buffer_bytes(sock)
+            subflows = len(subflow_stats(sock)) if self.proto == "mptcp" else 1
+            objects += kmem.socket_object_bytes(
+                during.slabs, self.proto, subflows, sock.family == socket.AF_INET6
+            )
+        self.result = kmem.difference(self.before, during, self.wanted, own_bytes=buffers + objects)
+        self.result.socket_buffer_bytes = buffers
+        self.result.socket_object_bytes = objects
 
 
 def client_bulk(opts: ClientOptions, wd: Watchdog, session: str, result: TrafficResult) -> None:
@@ -237,7 +248,7 @@ def client_bulk(opts: ClientOptions, wd: Watchdog, session: str, result: Traffic
             with sock:
                 handshake(sock, hello(opts, session, i, "bulk"))
                 if memory is not None:
-                    memory.connected()
+                    memory.connected(sock)
                 spec = BulkSpec(
                     send=opts.mode in ("bulk-upload", "bulk-both"),
                     recv=opts.mode in ("bulk-download", "bulk-both"),

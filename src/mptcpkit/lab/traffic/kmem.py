@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +65,33 @@ def snapshot() -> MemSnapshot:
     return MemSnapshot(mem, slabs)
 
 
-def difference(before: MemSnapshot, during: MemSnapshot, connections: int) -> KernelMemory:
-    """What `connections` open connections cost the kernel (during minus before)."""
+SO_MEMINFO = 55
+_MEMINFO = struct.Struct("9I")
+_RMEM_ALLOC, _WMEM_QUEUED, _FWD_ALLOC, _OPTMEM = 0, 5, 4, 6
+
+
+def socket_buffer_bytes(sock: socket.socket) -> int:
+    """rmem_alloc + wmem_queued + fwd_alloc + optmem of one socket (SO_MEMINFO; works on MPTCP sockets)."""
+    try:
+        info = _MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size))
+    except (OSError, struct.error):
+        return 0
+    return int(info[_RMEM_ALLOC] + info[_WMEM_QUEUED] + info[_FWD_ALLOC] + info[_OPTMEM])
+
+
+def socket_object_bytes(slabs: dict[str, tuple[int, int]], proto: str, subflows: int, v6: bool) -> int:
+    """Slab object size of one connection's sockets: TCP, or MPTCP plus one TCP socket per subflow."""
+    tcp = slabs.get("TCPv6" if v6 else "TCP", (0, 0))[1]
+    if proto != "mptcp":
+        return tcp
+    return slabs.get("MPTCPv6" if v6 else "MPTCP", (0, 0))[1] + max(1, subflows) * tcp
+
+
+def difference(
+    before: MemSnapshot, during: MemSnapshot, connections: int, own_bytes: int | None = None
+) -> KernelMemory:
+    """What `connections` open connections cost the kernel: machine-wide during minus before; `own_bytes`
+    (socket buffers + objects measured on the sockets) gives the per-connection figure when known."""
     sock_bytes = (during.tcp_mem_pages - before.tcp_mem_pages) * PAGE
     slab_objs = {}
     slab_bytes = 0
@@ -72,7 +99,8 @@ def difference(before: MemSnapshot, during: MemSnapshot, connections: int) -> Ke
         base = before.slabs.get(name, (0, size))[0]
         slab_objs[name] = active - base
         slab_bytes += (active - base) * size
-    per = (sock_bytes + slab_bytes) / connections if connections else 0.0
+    total = own_bytes if own_bytes is not None else sock_bytes + slab_bytes
+    per = total / connections if connections else 0.0
     return KernelMemory(
         connections=connections,
         sockstat_mem_bytes=sock_bytes,

@@ -205,21 +205,28 @@ class PacedResult:
 
 @dataclass(slots=True)
 class KernelMemory:
-    """Kernel socket memory while every connection is open, against a baseline taken before connecting.
+    """Kernel memory of this end's connections while all are open (mid-transfer).
 
-    /proc/net/sockstat's TCP `mem` counts buffer pages (global across namespaces); /proc/slabinfo gives the
-    socket objects (TCP, MPTCP, request and timewait socks). Both are machine-wide: other load adds noise.
+    `per_connection_bytes` comes from the sockets themselves, so other load cannot disturb it: SO_MEMINFO of each
+    connection's socket (receive queue + send queue + forward allocation + option memory) plus the slab object
+    size of its socket and, for MPTCP, of each subflow's TCP socket. The machine-wide view is kept next to it:
+    /proc/net/sockstat's TCP `mem` pages and the socket slabs of /proc/slabinfo, during minus before (both
+    ends and every other lab on the machine count there).
     """
 
     connections: int
     sockstat_mem_bytes: int
-    """TCP mem pages (sockstat) during minus before, in bytes"""
+    """machine-wide: TCP mem pages (sockstat) during minus before, in bytes"""
     slab_bytes: int
-    """active objects x object size of the socket slabs, during minus before"""
+    """machine-wide: active objects x object size of the socket slabs, during minus before"""
     per_connection_bytes: float
-    """(sockstat + slab) / connections"""
+    """(socket buffers + socket objects) / connections, from this end's own sockets"""
     slabs: dict[str, int] = field(default_factory=dict)
-    """per slab: active objects during minus before"""
+    """machine-wide, per slab: active objects during minus before"""
+    socket_buffer_bytes: int = 0
+    """SO_MEMINFO rmem_alloc + wmem_queued + fwd_alloc + optmem, summed over this end's connections"""
+    socket_object_bytes: int = 0
+    """slab object sizes of this end's sockets (MPTCP socket + one TCP socket per subflow)"""
 
 
 @dataclass(slots=True)
