@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -123,3 +125,12 @@ def test_report_shows_ratios_cpu_and_latency_cdfs(tmp_path: Path) -> None:
     html = run_html(data)
     assert 'id="cost"' in html and "cost-ratio" in html and "cost-cpu" in html and "cost-cdf-1" in html
     assert "latency CDF" in html and "CPU seconds per GB moved" in html
+
+
+def test_result_cv_ignores_nan_repetitions() -> None:
+    """`lab run` printed 'unexpected AttributeError' when one repetition stored NaN (seen in the default suite)."""
+    from mptcpkit.lab.store import Result
+
+    r = Result("r", "backup", "stall_time", "s", "lower", [math.nan, 0.31, 0.19], None, None, True, "i")
+    assert r.cv == pytest.approx(statistics.stdev([0.31, 0.19]) / 0.25)
+    assert Result("r", "s", "m", "s", "lower", [math.nan, 1.0], None, None, True, "i").cv is None
