@@ -326,7 +326,13 @@ def test_cli_check_show_list(tmp_path: Path) -> None:
 def _sweep_run(store: Any) -> str:
     from mptcpkit.lab.store import Result
 
-    env = {"hostname": "h", "kernel_release": "k", "emulation": "userspace", "backend": "netns", "cpu_model": "c"}
+    env = {
+        "hostname": "h",
+        "kernel_release": "k",
+        "emulation": "userspace",
+        "backend": "netns",
+        "cpu_model": "c",
+    }
     run = store.create_run("sweep", env, {"scenarios": [], "reps": 3})
     cases = ["pm[pm=userspace,n=1]", "pm[pm=kernel,n=1]", "pm[pm=kernel,n=2]"]
     store.finish_run(run.run_id, "complete")
