@@ -155,6 +155,8 @@ MISTAKES: list[tuple[str, str, int | None]] = [
     ('[[flows]]\nto = "10.0.1.1"\nduration = "1s"\n', "not an address of host 'server'", None),
     ('[[flows]]\nmode = "stream"\nduration = "1s"\n', "rate and a message size", None),
     ('[[flows]]\nparallel = 0\nduration = "1s"\n', "at least 1", 2),
+    ('[[flows]]\nparallel = 100000\nduration = "1s"\n', "within 1..128", 2),
+    ('interval = "1us"\n', "within 10ms..10s", 1),
     ('[[flows]]\nduration = "1s"\n[[flows]]\nduration = "1s"\nname = "flow0"\n', "used twice", None),
     ('name = "bad name!"\n', "scenario names", 1),
     ('timeout = "-1s"\n', "duration", 1),
