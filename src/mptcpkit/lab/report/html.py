@@ -99,7 +99,8 @@ def run_html(data: RunData, **context: Any) -> str:
     results = [r for s in data.scenarios for r in s.results]
     from mptcpkit.lab.report.cost import cost_section
 
-    sweeps = [(sweep, sweep_figure(sweep)) for sweep in sweeps_of(results)]
+    order = [str(name) for name in data.run.config.get("scenarios", [])]
+    sweeps = [(sweep, sweep_figure(sweep)) for sweep in sweeps_of(results, order)]
     context.setdefault("cost", cost_section(data))
     return render("report_run.html", data=data, figs=run_figures(data), sweeps=sweeps, **context)
 
