@@ -143,11 +143,10 @@ def direction_stage(shape: LinkShape, mode: WireMode) -> Stage:
 def tap_gso(shape: LinkShape) -> bool:
     """Let GSO frames (up to 64 KiB) through the TAP, or have the kernel segment them first.
 
-    Whole GSO frames keep the emulator at a few thousand frames/s even at Gbit/s. Segmenting is needed
-    when loss is per packet, and wanted at low rates, where one GSO frame would be a visible burst.
+    Whole GSO frames keep the emulator at a few thousand frames/s even at Gbit/s; loss stays per packet
+    (the forwarder carves a lost packet out of its frame). Segmenting is wanted at low rates, where one
+    GSO frame would be a visible burst.
     """
-    if shape.loss:
-        return False
     return shape.rate_bps is None or shape.rate_bps > GSO_MIN_RATE_BPS
 
 
