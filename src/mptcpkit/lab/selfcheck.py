@@ -162,7 +162,21 @@ def _start_rate_probe(lab: Lab, link: Link, forward: bool, window: float, port: 
     # Wait for the first datagram long enough for the delay and a full queue (plus process start).
     first_s = 10 + direction.delay_s + direction.jitter_s
     sink = sink_host.spawn(
-        [*sink_host.python_argv(), *PROBE_MODULE, "sink", "--bind", dst, "--port", str(port), "--window", str(window), "--warmup", str(RATE_WARMUP_S), "--timeout", f"{first_s:g}"]
+        [
+            *sink_host.python_argv(),
+            *PROBE_MODULE,
+            "sink",
+            "--bind",
+            dst,
+            "--port",
+            str(port),
+            "--window",
+            str(window),
+            "--warmup",
+            str(RATE_WARMUP_S),
+            "--timeout",
+            f"{first_s:g}",
+        ]
     )
     ready = sink.readline(timeout=15)
     if not ready or "ready" not in ready:
@@ -170,7 +184,24 @@ def _start_rate_probe(lab: Lab, link: Link, forward: bool, window: float, port: 
     # Bursts of at most half the queue: a burst larger than the queue would leave the link idle.
     burst = max(1, min(MAX_BURST, direction.queue_packets // 2))
     source_host.spawn(
-        [*source_host.python_argv(), *PROBE_MODULE, "source", dst, "--port", str(port), "--bind", src, "--rate", f"{direction.rate_bps * RATE_OVERDRIVE:.0f}", "--size", str(link.mtu - IP_UDP_HEADER), "--burst", str(burst), "--duration", f"{window + RATE_WARMUP_S + 0.5:g}"]
+        [
+            *source_host.python_argv(),
+            *PROBE_MODULE,
+            "source",
+            dst,
+            "--port",
+            str(port),
+            "--bind",
+            src,
+            "--rate",
+            f"{direction.rate_bps * RATE_OVERDRIVE:.0f}",
+            "--size",
+            str(link.mtu - IP_UDP_HEADER),
+            "--burst",
+            str(burst),
+            "--duration",
+            f"{window + RATE_WARMUP_S + 0.5:g}",
+        ]
     )
     return sink
 

@@ -129,15 +129,17 @@ class Testbed:
         warmup_s: float = 0.2,
         burst: int = 44,
         port: int = 7778,
+        duration_s: float | None = None,
     ) -> dict[str, Any]:
-        """The paced UDP rate probe from A to B (sent at ``rate_bps``): the sink's JSON (``rate_bps``...)."""
+        """The paced UDP rate probe from A to B (sent at ``rate_bps``): the sink's JSON (``rate_bps``,
+        ``datagrams`` received in the window...) plus ``sent``, the datagrams the source sent."""
         argv = [sys.executable, "-I", str(PROBE_PATH), "sink", "--bind", B_ADDR, "--port", str(port)]
         sink = self.spawn(self.b, [*argv, "--window", str(window_s), "--warmup", str(warmup_s)])
         try:
             assert sink.stdout is not None
             if "ready" not in sink.stdout.readline():
                 raise LabError("the rate probe sink did not start")
-            self._probe(
+            sent = self._probe(
                 self.a,
                 [
                     "source",
@@ -149,13 +151,14 @@ class Testbed:
                     "--burst",
                     str(burst),
                     "--duration",
-                    str(window_s + warmup_s + 0.3),
+                    str(duration_s or window_s + warmup_s + 0.3),
                 ],
             )
             out, _err = sink.communicate(timeout=60)
             result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
             if "error" in result:
                 raise LabError(f"rate probe: {result['error']}")
+            result["sent"] = sent["sent"]
             return result
         finally:
             _terminate(sink)
