@@ -201,9 +201,9 @@ class Frame:
             return
         if kind in (GSO_TCPV4, GSO_TCPV6):
             hdr = csum_start + (buf[VNET_HDR_LEN + csum_start + 12] >> 4) * 4
-        elif kind in (GSO_UDP, GSO_UDP_L4):
+        elif kind == GSO_UDP_L4:
             hdr = csum_start + 8
-        else:
+        else:  # UFO (GSO_UDP) fragments one datagram: not offered by our TAPs, and not per-packet
             return
         payload = length - hdr
         if payload <= 0:
