@@ -69,7 +69,7 @@ def test_mode_choice() -> None:
         choose_mode(LinkShape(None, reorder=0.1), plain, "auto", False)
     with pytest.raises(UsageError, match="netem"):
         choose_mode(delayed, plain, "netem", False)
-    with pytest.raises(UsageError, match="cannot reorder"):
+    with pytest.raises(UsageError, match="no reorder probability"):
         choose_mode(LinkShape(None, reorder=0.1), plain, "userspace", True)
 
 

@@ -123,11 +123,11 @@ def choose_mode(a_to_b: LinkShape, b_to_a: LinkShape, requested: Mode, has_netem
             what = "reordering needs" if reorder and requested == "auto" else "mode 'netem' needs"
             raise UsageError(
                 f"{what} the kernel's netem qdisc, which this kernel does not have",
-                hint="drop 'reorder' (the userspace emulator never reorders) or use a kernel with sch_netem",
+                hint="drop 'reorder' (without netem only jitter reorders) or use a kernel with sch_netem",
             )
         return "netem" if shaped else "none"
     if reorder:
-        raise UsageError("the userspace emulator cannot reorder packets; use a kernel with netem")
+        raise UsageError("the userspace emulator has no reorder probability (jitter reorders); use netem")
     if not shaped:
         return "none"
     if requested == "userspace":
