@@ -252,7 +252,16 @@ def loss_case(loss: float, count: int, mode: Mode, state: Path) -> dict[str, Any
         finally:
             wire.close()
     measured = 1 - probe["received"] / probe["sent"]
-    return {"configured_loss": loss, "probes": count, "measured_loss": measured, "wire": wire.description}
+    stats = wire.emulator_stats()
+    ab = stats[0]["directions"][0] if stats else {}
+    applied = ab["packets_lost"] / ab["packets_in"] if ab.get("packets_in") else None
+    return {
+        "configured_loss": loss,
+        "probes": count,
+        "measured_loss": measured,
+        "emulator_applied_loss": applied,
+        "wire": wire.description,
+    }
 
 
 FAST_CASES = {
@@ -403,7 +412,8 @@ def run_benchmark(args: argparse.Namespace, state: Path) -> int:
         loss = loss_case(0.02, 2000, mode, state)
         out["loss"] = loss
         print(
-            f"loss: configured {loss['configured_loss']:.1%}, measured {loss['measured_loss']:.2%}",
+            f"loss: configured {loss['configured_loss']:.1%}, measured {loss['measured_loss']:.2%}"
+            f" (emulator applied {(loss['emulator_applied_loss'] or 0):.2%})",
             flush=True,
         )
     out["fast"] = []

@@ -56,6 +56,14 @@ def kernel_time(ancdata: list[tuple[int, int, bytes]]) -> float | None:
     return None
 
 
+def _big_receive_buffer(sock: socket.socket, size: int = 32 << 20) -> None:
+    """Beyond the rmem_max sysctl where allowed (root): replies wait while the probe is descheduled."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 def _result(count: int, rtts: list[float | None], order: list[int]) -> dict[str, object]:
     received = [r for r in rtts if r is not None]
     reordered = sum(1 for i in range(1, len(order)) if order[i] < order[i - 1])
@@ -68,6 +76,7 @@ def ping(
     """ICMP echo (IPv4, raw socket: needs root) with kernel receive timestamps."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    _big_receive_buffer(sock)  # a descheduled probe must not lose replies to a full socket buffer
     if bind:
         sock.bind((bind, 0))
     ident = os.getpid() & 0xFFFF
@@ -123,6 +132,7 @@ def echo(port: int, idle_timeout_s: float) -> None:
 def rtt(host: str, port: int, count: int, interval_s: float, wait_s: float, size: int) -> dict[str, object]:
     """UDP echo probes every ``interval_s``; replies are collected until ``wait_s`` after the last one."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    _big_receive_buffer(sock)
     sock.connect((host, port))
     pad = b"\0" * max(0, size - UDP_PROBE.size)
     rtts: list[float | None] = [None] * count
@@ -209,10 +219,7 @@ def sink(bind: str, port: int, window: float, warmup: float, timeout: float) -> 
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     header = UDP_HEADER + _ip_header(bind) + ETH_HEADER
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+        _big_receive_buffer(sock)
         with contextlib.suppress(OSError):
             sock.setsockopt(SOL_UDP, UDP_GRO, 1)  # whole GSO frames: one receive per 64 KiB
         sock.bind((bind, port))
