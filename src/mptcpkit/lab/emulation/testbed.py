@@ -175,7 +175,7 @@ class Testbed:
         """iperf3 TCP from A to B (B to A with reverse); returns iperf3's JSON."""
         server = self.spawn(self.b, ["iperf3", "-s", "-1", "-p", str(port)])
         try:
-            time.sleep(0.2)
+            self._wait_listening(self.b, port, server)
             argv = ["iperf3", "-c", B_ADDR, "-p", str(port), "-J", "-t", str(seconds)]
             if omit_s:
                 argv += ["-O", str(omit_s)]
@@ -188,6 +188,15 @@ class Testbed:
             return data
         finally:
             _terminate(server)
+
+    def _wait_listening(self, ns: str, port: int, proc: subprocess.Popen[str], timeout: float = 10) -> None:
+        """Until a TCP socket listens on ``port`` in ``ns``: a fixed sleep loses on a busy machine."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if self.run(ns, ["ss", "-Hltn", f"sport = :{port}"], timeout=10).stdout.strip():
+                return
+            time.sleep(0.02)
+        raise LabError(f"the server on port {port} in {ns} did not start listening")
 
     def close(self) -> None:
         for proc in self._spawned:
