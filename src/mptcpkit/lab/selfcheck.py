@@ -25,6 +25,7 @@ RTT_TOLERANCE = 0.05
 RATE_TOLERANCE = 0.03
 RATE_OVERDRIVE = 1.2  # the rate probe sends this much above the link rate, so the queue stays full
 RATE_WARMUP_S = 0.3
+PREFILL_S = 0.05
 IP_UDP_HEADER = 28
 MAX_BURST = 44
 PROBE_MODULE = ["-m", "mptcpkit.lab.probe"]
@@ -183,6 +184,10 @@ def _start_rate_probe(lab: Lab, link: Link, forward: bool, window: float, port: 
         raise LabError(f"self-check: rate probe did not start for {link.name}: {sink.wait(5).stderr}")
     # Bursts of at most half the queue: a burst larger than the queue would leave the link idle.
     burst = max(1, min(MAX_BURST, direction.queue_packets // 2))
+    # Start with the queue full (at most PREFILL_S of it, which the link drains after the probe): a full
+    # queue keeps the link busy while a sender is descheduled on a busy machine.
+    frames = direction.rate_bps * PREFILL_S / 8 / (link.mtu + 14)
+    prefill = min(direction.queue_packets, math.ceil(frames))
     source_host.spawn(
         [
             *source_host.python_argv(),
@@ -199,6 +204,8 @@ def _start_rate_probe(lab: Lab, link: Link, forward: bool, window: float, port: 
             str(link.mtu - IP_UDP_HEADER),
             "--burst",
             str(burst),
+            "--prefill",
+            str(prefill),
             "--duration",
             f"{window + RATE_WARMUP_S + 0.5:g}",
         ]

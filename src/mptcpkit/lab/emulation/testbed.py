@@ -130,6 +130,7 @@ class Testbed:
         burst: int = 44,
         port: int = 7778,
         duration_s: float | None = None,
+        prefill: int = 0,
     ) -> dict[str, Any]:
         """The paced UDP rate probe from A to B (sent at ``rate_bps``): the sink's JSON (``rate_bps``,
         ``datagrams`` received in the window...) plus ``sent``, the datagrams the source sent."""
@@ -152,6 +153,8 @@ class Testbed:
                     str(burst),
                     "--duration",
                     str(duration_s or window_s + warmup_s + 0.3),
+                    "--prefill",
+                    str(prefill),
                 ],
             )
             out, _err = sink.communicate(timeout=60)
@@ -159,6 +162,7 @@ class Testbed:
             if "error" in result:
                 raise LabError(f"rate probe: {result['error']}")
             result["sent"] = sent["sent"]
+            result["source_max_late_s"] = sent["max_late_s"]
             return result
         finally:
             _terminate(sink)
