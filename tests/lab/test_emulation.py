@@ -351,7 +351,7 @@ def test_jitter_stays_in_bounds_and_reorders(bed: Testbed, wires: list[Wire], tm
     assert probe["received"] == 300
     assert probe["reordered"] >= 10  # as with netem: a jittered packet overtakes or is overtaken
     assert min(rtts) >= 0.008
-    assert statistics.median(rtts) <= 0.0105
+    assert statistics.median(rtts) <= 0.011
     assert sorted(rtts)[285] <= 0.0135  # the first probes also wait for neighbour discovery
     assert statistics.pstdev(rtts) >= 0.0004  # the jitter is really there
 
