@@ -80,16 +80,32 @@ def check_serve(
     max_connections: Annotated[
         int, typer.Option("--max-connections", help="Concurrent clients served; more are closed at once.")
     ] = 10000,
+    cert: Annotated[
+        Path | None, typer.Option("--cert", help="PEM certificate (chain): serve HTTPS instead of HTTP.")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="PEM private key of --cert (if not in the --cert file).")
+    ] = None,
 ) -> None:
-    """Serve the MPTCP check over HTTP: plain text for curl, HTML for browsers, JSON on request."""
+    """Serve the MPTCP check over HTTP(S): plain text for curl/wget, HTML for browsers, JSON on request.
+
+    Paths: / (the check), /files/ (test downloads of 1M to 1000M generated on the fly), others: 404.
+    """
+    from mptcpkit.errors import UsageError
     from mptcpkit.tools.checkserve import ServeConfig, serve_forever
 
+    if key is not None and cert is None:
+        raise UsageError("--key needs --cert")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: not a TCP port (0 to 65535)")
     config = ServeConfig(
         host=host,
         port=port,
         head_timeout=head_timeout,
         idle_timeout=idle_timeout,
         max_connections=max_connections,
+        cert=cert,
+        key=key,
     )
     asyncio.run(serve_forever(config, announce=lambda m: typer.echo(m, err=True)))
 
