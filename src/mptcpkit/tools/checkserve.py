@@ -4,8 +4,8 @@ One asyncio.Protocol per connection. Memory and time per connection are bounded:
 body sizes, a client gets `head_timeout` seconds to send a complete request and `idle_timeout` seconds
 between keep-alive requests, reading pauses while the client does not read our answers, and beyond
 `max_connections` concurrent clients new ones are closed at once. Downloads (`/files/NM`) are generated
-chunk by chunk as the client reads them: while a download runs the transport's high-water mark is 0, so
-at most one chunk (64 KiB) per connection waits in user space.
+chunk by chunk as the client reads them: while a download runs the transport's high-water mark is 0 (one
+chunk with TLS), so at most about one chunk (64 KiB) per connection waits in user space.
 
 Re-entrancy: asyncio's selector transport calls `resume_writing()` from inside its write-ready handler and
 then, if the buffer is empty and the transport is closing, finishes the close itself. Closing the transport
@@ -198,7 +198,10 @@ class CheckProtocol(asyncio.Protocol):
         self.stream_keep_alive = keep_alive
         assert self.transport is not None
         self.transport.pause_reading()  # no new request until the body is out
-        self.transport.set_write_buffer_limits(high=0)  # pause as soon as the kernel does not take a chunk
+        # Plain TCP: pause as soon as the kernel does not take a whole chunk. TLS: the TLS transport only
+        # re-checks its limit when the socket transport below it resumes, and it flushes to that socket
+        # transport at once, so a limit of 0 would pause it for ever; one chunk is its safe minimum.
+        self.transport.set_write_buffer_limits(high=0 if self.server.tls is None else CHUNK)
         self._pump()
 
     def _pump(self) -> None:
