@@ -117,10 +117,47 @@ def run(
     ] = None,
     debug: Annotated[bool, typer.Option("-d", "--debug", help="Log each socket converted to MPTCP.")] = False,
 ) -> None:
-    """Run PROGRAM with its TCP sockets created as MPTCP sockets (LD_PRELOAD shim + GODEBUG for Go)."""
+    """Run PROGRAM with its TCP sockets created as MPTCP sockets (LD_PRELOAD shim + GODEBUG for Go).
+
+    `mptcpkit run help` shows this help, as `mptcpize run help` does.
+    """
     from mptcpkit.tools import preload
 
-    preload.exec_program([*(program or []), *ctx.args], debug=debug)
+    argv = [*(program or []), *ctx.args]
+    if argv in (["help"], []):
+        show_help(ctx)
+        if not argv:
+            raise typer.Exit(2)
+        return
+    preload.exec_program(argv, debug=debug)
+
+
+def show_help(ctx: Any) -> None:
+    """Print a command's help (typer prints rich help itself; plain click returns it)."""
+    text = ctx.get_help()
+    if text:
+        typer.echo(text)
+
+
+def help_command(
+    ctx: typer.Context,
+    words: Annotated[
+        list[str] | None, typer.Argument(metavar="[COMMAND...]", help="e.g. `pm` or `lab run`.")
+    ] = None,
+) -> None:
+    """Show the help of mptcpkit or of one of its commands (`mptcpkit help lab run`), like `mptcpize help`."""
+    from mptcpkit.errors import UsageError
+
+    target: Any = ctx.find_root()
+    for word in words or []:
+        group = target.command
+        sub = group.get_command(target, word) if hasattr(group, "get_command") else None
+        if sub is None:
+            raise UsageError(
+                f"no command {' '.join(words or [])!r}", hint="`mptcpkit --help` lists the commands"
+            )
+        target = type(target)(sub, info_name=word, parent=target)
+    show_help(target)
 
 
 UnitDir = Annotated[
@@ -132,10 +169,17 @@ UnitDir = Annotated[
 
 
 def enable(
-    unit: Annotated[str, typer.Argument(help="systemd unit, e.g. nginx or nginx.service")],
+    unit: Annotated[
+        str,
+        typer.Argument(help="systemd service: nginx, nginx.service, getty@tty1.service or a unit file path"),
+    ],
     unit_dir: UnitDir = None,
 ) -> None:
-    """Make a systemd service use MPTCP through a drop-in file (unit untouched), then daemon-reload."""
+    """Make a systemd service use MPTCP through a drop-in file (unit untouched), then daemon-reload.
+
+    The unit file is the one systemd reports (`systemctl show -P FragmentPath`), template instances
+    included; without a running systemd the standard unit directories are searched.
+    """
     from mptcpkit.tools import systemd
 
     for line in systemd.enable(unit, unit_dir=unit_dir):
@@ -143,7 +187,7 @@ def enable(
 
 
 def disable(
-    unit: Annotated[str, typer.Argument(help="systemd unit given to `mptcpkit enable`")],
+    unit: Annotated[str, typer.Argument(help="systemd unit (or unit file path) given to `mptcpkit enable`")],
     unit_dir: UnitDir = None,
 ) -> None:
     """Remove exactly what `mptcpkit enable` added, then daemon-reload."""
@@ -204,6 +248,7 @@ def debug(
 def register(app: typer.Typer) -> None:
     """Add the user tools' commands to the top-level app."""
     app.command("run", context_settings=RUN_SETTINGS)(run)
+    app.command("help")(help_command)
     app.command("enable")(enable)
     app.command("disable")(disable)
     app.command("debug", context_settings={"allow_extra_args": True, "allow_interspersed_args": False})(debug)
