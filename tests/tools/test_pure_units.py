@@ -109,6 +109,17 @@ def test_redaction_is_consistent_and_complete() -> None:
 # ---- debug report
 
 
+def test_nstat_split_mptcp_and_other_nonzero() -> None:
+    text = "#kernel\nIpInReceives 10 0.0\nIpForwDatagrams 0 0.0\nMPTcpExtMPJoinSynRx 0 0.0\nTcpExtTCPLossProbes 2 0.0\n"
+    mptcp, other = debuginfo.split_counters(text)
+    assert mptcp == "MPTcpExtMPJoinSynRx 0 0.0\n"  # MPTcp* with zeros
+    assert other == "IpInReceives 10 0.0\nTcpExtTCPLossProbes 2 0.0\n"  # the rest only when non-zero
+    assert debuginfo.split_counters("#kernel\n") == (
+        "(no MPTcp counter: is MPTCP in this kernel?)\n",
+        "(every other counter is 0)\n",
+    )
+
+
 def test_nstat_parse_and_diff() -> None:
     text = "#kernel\nMPTcpExtMPCapableSYNRX          3                  0.0\nMPTcpExtMPJoinSynRx   0  0.0\n"
     before = debuginfo.parse_nstat(text)

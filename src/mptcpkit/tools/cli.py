@@ -197,6 +197,14 @@ def disable(
         typer.echo(line)
 
 
+def _debug_version(value: bool) -> None:
+    if value:
+        from mptcpkit import __version__
+
+        typer.echo(f"mptcpkit debug: version {__version__}")
+        raise typer.Exit()
+
+
 def debug(
     ctx: typer.Context,
     command: Annotated[
@@ -219,15 +227,30 @@ def debug(
     redact: Annotated[
         bool, typer.Option("--redact", help="Replace addresses and host names consistently.")
     ] = False,
+    collect: Annotated[
+        bool,
+        typer.Option(
+            "-c", "--collect", help="Collect a snapshot and exit (the default; as mptcp-get-debug -c)."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "-v", "--version", is_eager=True, callback=_debug_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Collect a bug report about MPTCP on this machine: Markdown report + tar.gz of raw outputs.
 
+    The options of mptcpd's mptcp-get-debug work: -c/--collect (snapshot), -r/--reproduce, -v/--version.
     --reproduce records until Enter is pressed, for --duration seconds, or while `-- CMD...` runs.
     """
     from mptcpkit.errors import UsageError
     from mptcpkit.tools import debuginfo
 
     cmd = [*(command or []), *ctx.args]
+    if collect and reproduce:
+        raise UsageError("--collect and --reproduce exclude each other")
     if (duration is not None or cmd) and not reproduce:
         raise UsageError("--duration and a command need --reproduce")
     if duration is not None and cmd:
