@@ -9,14 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from mptcpkit.tools.checkserve import CheckProtocol, CheckServer, ServeConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fuzz_targets_tools import Case, hostile_streams, pieces, serve_session
 
 pytestmark = pytest.mark.needs_root  # MPTCP listening socket
 
@@ -114,70 +118,22 @@ def test_default_buffers_long_bursts() -> None:
     assert asyncio.run(main()) == []
 
 
-# ---- hypothesis: hostile request streams ------------------------------------------------------------
-
-token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-0123456789", min_size=1, max_size=12)
-header = st.one_of(
-    st.tuples(token, st.text(max_size=40)).map(lambda t: f"{t[0]}: {t[1]}".encode("utf-8", "replace")),
-    st.binary(max_size=60),
-    st.sampled_from(
-        [
-            b"Connection: close",
-            b"Content-Length: 5",
-            b"Content-Length: 99999999",
-            b"Transfer-Encoding: chunked",
-            b"Host: y",
-            b" folded",
-            b"X: " + b"A" * 20000,
-        ]
-    ),
-)
-request_line = st.one_of(
-    st.sampled_from(
-        [
-            b"GET / HTTP/1.1",
-            b"HEAD / HTTP/1.1",
-            b"GET /files/1M HTTP/1.1",
-            b"HEAD /files/1000M HTTP/1.1",
-            b"GET /nope HTTP/1.1",
-            b"POST / HTTP/1.1",
-            b"GET / HTTP/1.0",
-            b"GET / HTTP/2.0",
-            b"GET http://x/files/ HTTP/1.1",
-        ]
-    ),
-    st.binary(max_size=80),
-)
-message = st.builds(
-    lambda line, headers, body, end: (
-        line + b"\r\n" + b"Host: x\r\n" + b"".join(h + b"\r\n" for h in headers) + end + body
-    ),
-    request_line,
-    st.lists(header, max_size=6),
-    st.binary(max_size=20),
-    st.sampled_from([b"\r\n", b"\n", b"", b"\r\n\r\n"]),
-)
-stream = st.tuples(st.lists(message, min_size=1, max_size=5), st.lists(st.integers(1, 4096), max_size=4))
+# ---- hypothesis: hostile request streams (strategies shared with benchmarks/fuzz_http.py) ------------
 
 
-async def hostile_case(port: int, messages: list[bytes], cuts: list[int]) -> None:
+async def hostile_case(port: int, case: Case) -> None:
     """Send the stream in pieces (cut points), read a little, close abruptly or politely."""
     loop = asyncio.get_running_loop()
-    payload = b"".join(messages)
     s = socket.socket()
     s.setblocking(False)
     try:
         await loop.sock_connect(s, ("127.0.0.1", port))
-        start = 0
-        for cut in [*sorted(cuts), len(payload)]:
-            piece = payload[start:cut]
-            start = max(start, cut)
-            if piece:
-                with contextlib.suppress(ConnectionError):
-                    await loop.sock_sendall(s, piece)
+        for piece in pieces(case):
+            with contextlib.suppress(ConnectionError):
+                await loop.sock_sendall(s, piece)
         with contextlib.suppress(ConnectionError, TimeoutError):
             await asyncio.wait_for(loop.sock_recv(s, 65536), 0.2)
-        if len(cuts) % 2:  # an abortive close (RST) half of the time
+        if len(case[1]) % 2:  # an abortive close (RST) half of the time
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     finally:
         s.close()
@@ -194,9 +150,9 @@ def run_hostile_cases(cases: int) -> None:
             database=None,
             suppress_health_check=list(HealthCheck),
         )
-        @given(stream)
-        def one(case: tuple[list[bytes], list[int]]) -> None:
-            fut = asyncio.run_coroutine_threadsafe(hostile_case(w.port, *case), loop)
+        @given(hostile_streams())
+        def one(case: Case) -> None:
+            fut = asyncio.run_coroutine_threadsafe(hostile_case(w.port, case), loop)
             fut.result(timeout=30)
 
         await asyncio.to_thread(one)
@@ -261,3 +217,17 @@ def test_1000_connections_held_open_and_huge_heads() -> None:
             return w.reports
 
     assert asyncio.run(main()) == []
+
+
+def test_hypothesis_against_the_real_server_process() -> None:
+    """The same cases against `mptcpkit check serve` itself: its stderr must stay free of tracebacks."""
+    counts = {"accepted": 0, "refused": 0}
+    with serve_session() as check:
+
+        @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(hostile_streams())
+        def one(case: Case) -> None:
+            counts[check(case)] += 1
+
+        one()
+    assert counts["accepted"] > 0 and counts["refused"] > 0
