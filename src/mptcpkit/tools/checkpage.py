@@ -179,22 +179,28 @@ def respond(request: Request, info: ConnInfo) -> Response:
         return Response(
             405, "text/plain; charset=utf-8", b"Only GET and HEAD are supported.\n", (("Allow", "GET, HEAD"),)
         )
-    path = request_path(request.target)
-    if path == "/favicon.ico":
-        return Response(204, "image/x-icon", b"")
+    target = request.target
+    path = "/" if target == "/" else request_path(target)  # the hot path: `GET /`
     flavor = choose_flavor(request)
-    if path.startswith("/files"):
+    if path != "/" and path != "/index.html":
+        if path == "/favicon.ico":
+            return Response(204, "image/x-icon", b"")
         if path in ("/files", "/files/"):
             return files_index(flavor)
         size = file_size(path)
         if size is not None:
             return Response(200, "application/octet-stream", b"", (), size)
-    if path not in ("/", "/index.html"):
         return error_response(404, f"not found: this server answers / and /files/ (1M to {MAX_FILE_MIB}M)")
+    host = (request.header("host") or "") if flavor is Flavor.HTML else ""
+    return check_response(flavor, info, host)
+
+
+@functools.lru_cache(maxsize=512)
+def check_response(flavor: Flavor, info: ConnInfo, host: str) -> Response:
+    """The check's answer (cached: a few distinct (flavor, state, host) combinations repeat all the time)."""
     if flavor is Flavor.JSON:
         return Response(200, "application/json", json_body(info).encode())
     if flavor is Flavor.HTML:
-        host = request.header("host") or ""
         return Response(200, "text/html; charset=utf-8", html_body(info, host).encode())
     return Response(200, "text/plain; charset=utf-8", plain_body(info).encode())
 
