@@ -202,7 +202,9 @@ def test_1000_connections_held_open_and_huge_heads() -> None:
                         break
                     await asyncio.sleep(0.05)
                 assert len(w.server.connections) == 1000
-                answer = await exchange(w.port, CLOSE)  # answered while the crowd is held (latency: benchmark)
+                answer = await exchange(
+                    w.port, CLOSE
+                )  # answered while the crowd is held (latency: benchmark)
                 assert answer.endswith(b"You are not using MPTCP.\n")
                 huge = await exchange(
                     w.port, b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"A" * 70000 + b"\r\n\r\n"
