@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -212,3 +213,28 @@ def test_maybe_state_from_a_socket_that_cannot_be_asked() -> None:
     info = checkserve.conn_info(dup)
     assert info.state == "maybe" and info.error is not None and "cannot read the socket" in info.error
     assert checkserve.conn_info(None).state == "maybe"
+
+
+def test_unread_downloads_pin_little_kernel_memory(start_serve: Start) -> None:
+    """TCP_NOTSENT_LOWAT: a download nobody reads queues ~100 KiB in the kernel, not tcp_wmem's 4 MiB."""
+    proc, port = start_serve()
+    socks = []
+    try:
+        for _ in range(10):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /files/1000M HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+        time.sleep(1.5)
+        out = subprocess.run(
+            ["ss", "-Htnm", "state", "established", f"( sport = :{port} )"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        queued = [int(w) for w in re.findall(r"\bw(\d+)", out)]
+        assert len(queued) == 10, out
+        assert max(queued) < 512 * 1024, queued  # was 3.7 MiB each before
+    finally:
+        for s in socks:
+            s.close()
+    assert proc.poll() is None

@@ -16,6 +16,7 @@ socket). So `resume_writing()` only schedules the work (`call_soon`); it never w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import resource
 import signal
@@ -44,6 +45,8 @@ class ServeConfig:
 
 
 CHUNK = 64 * 1024
+PUMP_BUDGET = 4  # chunks per download per event-loop turn
+NOTSENT_LOWAT = 128 * 1024
 _PATTERN = bytes(
     (i * 131 + 17) & 0xFF for i in range(CHUNK)
 )  # downloads: not all zeros, not compressible away
@@ -111,6 +114,12 @@ class CheckProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.sock = transport.get_extra_info("socket")
+        if self.sock is not None:
+            # Unsent data in the kernel capped per connection (in-flight data keeps autotuning): without it
+            # each download nobody reads pins up to tcp_wmem's max (4 MiB) of kernel memory; a few hundred
+            # push the whole host into TCP memory pressure, where every connection stalls on retransmits.
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         if not self.server.connection_opened(self):
             self.closing = True
             self.transport.abort()
@@ -144,6 +153,9 @@ class CheckProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         # Called from inside the transport's write handler: never write or close here (see module doc).
         self.paused = False
+        self._schedule_resume()
+
+    def _schedule_resume(self) -> None:
         if not self.scheduled and not self.closing:
             self.scheduled = True
             asyncio.get_running_loop().call_soon(self._resume)
@@ -197,6 +209,7 @@ class CheckProtocol(asyncio.Protocol):
         self.stream_left = response.stream_bytes
         self.stream_keep_alive = keep_alive
         assert self.transport is not None
+        self._disarm()  # the request's head/idle deadline is over; a stalled download has its own
         self.transport.pause_reading()  # no new request until the body is out
         # Plain TCP: pause as soon as the kernel does not take a whole chunk. TLS: the TLS transport only
         # re-checks its limit when the socket transport below it resumes, and it flushes to that socket
@@ -205,12 +218,19 @@ class CheckProtocol(asyncio.Protocol):
         self._pump()
 
     def _pump(self) -> None:
-        """Write download chunks until the transport asks us to pause or the body is complete."""
+        """Write download chunks until the transport asks us to pause, the body is complete, or this turn's
+        budget is spent (then the rest waits behind other connections' work: one download whose client
+        reads fast must not hold the event loop while the kernel takes megabytes)."""
         assert self.transport is not None
         view = memoryview(_PATTERN)
+        budget = PUMP_BUDGET
         while self.stream_left and not self.paused and not self.closing:
             if self.transport.is_closing():
                 return
+            if budget == 0:
+                self._schedule_resume()
+                return
+            budget -= 1
             n = min(self.stream_left, CHUNK)
             self.stream_left -= n
             self.transport.write(view[:n])
