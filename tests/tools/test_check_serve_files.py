@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -238,3 +239,32 @@ def test_unread_downloads_pin_little_kernel_memory(start_serve: Start) -> None:
         for s in socks:
             s.close()
     assert proc.poll() is None
+
+
+def test_hostile_bytes_on_the_tls_port_log_nothing(certificate: tuple[Path, Path]) -> None:
+    """Plain HTTP, truncated or garbage handshakes, RSTs and hypothesis streams on the HTTPS listener."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from hypothesis import HealthCheck, given, settings
+
+    from fuzz_targets_tools import LOGGED_PROBLEM, hostile_streams, play, start_server, stop_server
+
+    cert, key = certificate
+    proc, port = start_server(
+        "--cert", str(cert), "--key", str(key), "--head-timeout", "1", "--idle-timeout", "1"
+    )
+    try:
+        play(port, ([b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"], []))
+        play(port, ([b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 50], [1]))
+
+        @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(hostile_streams())
+        def one(case: tuple[list[bytes], list[int]]) -> None:
+            play(port, case, read_for=0.05)
+            assert proc.poll() is None
+
+        one()
+        ok = run("curl", "-s", "--cacert", str(cert), f"https://127.0.0.1:{port}/").stdout
+        assert ok == b"You are not using MPTCP.\n"
+    finally:
+        log = stop_server(proc)
+    assert LOGGED_PROBLEM.search(log) is None, log[:2000]
