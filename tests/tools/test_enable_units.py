@@ -130,6 +130,7 @@ def test_systemd_is_asked_where_the_unit_file_lives(tmp_path: Path, monkeypatch:
         (["enable", "mkt-tl.socket"], "not a service unit"),
         (["enable", "../etc/passwd"], "no such unit file"),
         (["enable", "-"], "not found"),
+        (["enable", "/etc/hostname"], "not a service unit file"),
     ],
 )
 def test_bad_units_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -73,6 +73,8 @@ def locate(unit: str, unit_dir: Path | None = None) -> UnitLocation:
         path = Path(unit)
         if not path.is_file():
             raise UsageError(f"{unit}: no such unit file")
+        if not path.name.endswith(".service"):
+            raise UsageError(f"{unit}: not a service unit file (its name must end with .service)")
         name = unit_name(path.name)
         try:
             path.read_bytes()
