@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mptcpkit.netlink import MptcpPmClient, wire
+from mptcpkit.netlink import MptcpPmClient, nlmsg
 from mptcpkit.netlink.socket import NETLINK_ROUTE, ifindex, open_netlink
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,13 +67,13 @@ class AddrSetter:
     def _send(self, msg_type: int, addr: ipaddress.IPv4Address) -> None:
         self.seq += 1
         body = struct.pack("=BBBBI", socket.AF_INET, 32, 0, 0, self.index)
-        body += wire.pack_attr(IFA_LOCAL, addr.packed) + wire.pack_attr(IFA_ADDRESS, addr.packed)
-        flags = wire.NLM_F_ACK | (0x400 | 0x200 if msg_type == RTM_NEWADDR else 0)  # CREATE|EXCL
-        self.sock.send(wire.pack_nlmsg(msg_type, wire.NLM_F_REQUEST | flags, self.seq, body))
+        body += nlmsg.pack_attr(IFA_LOCAL, addr.packed) + nlmsg.pack_attr(IFA_ADDRESS, addr.packed)
+        flags = nlmsg.NLM_F_ACK | (0x400 | 0x200 if msg_type == RTM_NEWADDR else 0)  # CREATE|EXCL
+        self.sock.send(nlmsg.pack_nlmsg(msg_type, nlmsg.NLM_F_REQUEST | flags, self.seq, body))
         while True:
-            for m in wire.iter_nlmsgs(self.sock.recv(65536)):
-                if m.type == wire.NLMSG_ERROR and m.seq == self.seq:
-                    err = wire.parse_error(m)
+            for m in nlmsg.iter_nlmsgs(self.sock.recv(65536)):
+                if m.type == nlmsg.NLMSG_ERROR and m.seq == self.seq:
+                    err = nlmsg.parse_error(m)
                     if err.errno:
                         raise OSError(err.errno, f"rtnetlink: {os.strerror(err.errno)}")
                     return

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcpkit.netlink import Endpoint, Limits, MptcpPmClient
+from mptcpkit.netlink import KernelEndpoint, Limits, MptcpPmClient
 
 MPTCPD = Path("/usr/libexec/mptcpd")
 MPTCPD_PLUGINS = Path("/usr/lib/x86_64-linux-gnu/mptcpd")
@@ -33,7 +33,7 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condit
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def endpoints(ns: str) -> list[Endpoint]:
+def endpoints(ns: str) -> list[KernelEndpoint]:
     with MptcpPmClient(netns=ns) as pm:
         return pm.dump_endpoints()
 
@@ -44,7 +44,7 @@ def limits(ns: str) -> Limits:
 
 
 def table(ns: str) -> set[tuple[str, int, tuple[str, ...]]]:
-    """Endpoint table as (address, id, flags) for comparisons."""
+    """KernelEndpoint table as (address, id, flags) for comparisons."""
     return {(str(e.addr), e.id, tuple(e.flags.names())) for e in endpoints(ns)}
 
 

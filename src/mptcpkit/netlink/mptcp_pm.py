@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from mptcpkit.netlink import wire
+from mptcpkit.netlink import nlmsg
 from mptcpkit.netlink.errors import DecodeError
 
 FAMILY_NAME = "mptcp_pm"
@@ -162,17 +162,17 @@ def encode_addr(
     out = b""
     fam = _family_of(addr) if addr is not None else family
     if fam is not None:
-        out += wire.pack_attr(AddrAttr.FAMILY, wire.u16(fam))
+        out += nlmsg.pack_attr(AddrAttr.FAMILY, nlmsg.u16(fam))
     if id is not None:
-        out += wire.pack_attr(AddrAttr.ID, wire.u8(id))
+        out += nlmsg.pack_attr(AddrAttr.ID, nlmsg.u8(id))
     if addr is not None:
-        out += wire.pack_attr(AddrAttr.ADDR4 if addr.version == 4 else AddrAttr.ADDR6, addr.packed)
+        out += nlmsg.pack_attr(AddrAttr.ADDR4 if addr.version == 4 else AddrAttr.ADDR6, addr.packed)
     if port is not None:
-        out += wire.pack_attr(AddrAttr.PORT, wire.u16(port))
+        out += nlmsg.pack_attr(AddrAttr.PORT, nlmsg.u16(port))
     if flags is not None:
-        out += wire.pack_attr(AddrAttr.FLAGS, wire.u32(int(flags)))
+        out += nlmsg.pack_attr(AddrAttr.FLAGS, nlmsg.u32(int(flags)))
     if ifindex is not None:
-        out += wire.pack_attr(AddrAttr.IF_IDX, wire.s32(ifindex))
+        out += nlmsg.pack_attr(AddrAttr.IF_IDX, nlmsg.s32(ifindex))
     return out
 
 
@@ -189,7 +189,7 @@ def _ip6(value: bytes) -> ipaddress.IPv6Address:
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
+class KernelEndpoint:
     """One in-kernel PM endpoint (`ip mptcp endpoint show` line)."""
 
     id: int
@@ -219,8 +219,8 @@ class Limits:
         return {"subflows": self.subflows, "add_addr_accepted": self.add_addr_accepted}
 
 
-def decode_endpoint_attrs(nested: bytes) -> Endpoint:
-    a = wire.attr_map(nested)
+def decode_endpoint_attrs(nested: bytes) -> KernelEndpoint:
+    a = nlmsg.attr_map(nested)
     if AddrAttr.ID not in a:
         raise DecodeError("endpoint without id")
     addr: IPAddress | None = None
@@ -228,30 +228,30 @@ def decode_endpoint_attrs(nested: bytes) -> Endpoint:
         addr = _ip4(a[AddrAttr.ADDR4])
     elif AddrAttr.ADDR6 in a:
         addr = _ip6(a[AddrAttr.ADDR6])
-    return Endpoint(
-        id=wire.get_u8(a[AddrAttr.ID]),
+    return KernelEndpoint(
+        id=nlmsg.get_u8(a[AddrAttr.ID]),
         addr=addr,
-        flags=EndpointFlags(wire.get_u32(a[AddrAttr.FLAGS])) if AddrAttr.FLAGS in a else EndpointFlags(0),
-        port=wire.get_u16(a[AddrAttr.PORT]) if AddrAttr.PORT in a else 0,
-        ifindex=wire.get_s32(a[AddrAttr.IF_IDX]) if AddrAttr.IF_IDX in a else 0,
+        flags=EndpointFlags(nlmsg.get_u32(a[AddrAttr.FLAGS])) if AddrAttr.FLAGS in a else EndpointFlags(0),
+        port=nlmsg.get_u16(a[AddrAttr.PORT]) if AddrAttr.PORT in a else 0,
+        ifindex=nlmsg.get_s32(a[AddrAttr.IF_IDX]) if AddrAttr.IF_IDX in a else 0,
     )
 
 
-def decode_endpoint(payload: bytes) -> Endpoint:
+def decode_endpoint(payload: bytes) -> KernelEndpoint:
     """Decode a GET_ADDR reply (do or one dump part) from its genl payload."""
-    genl = wire.unpack_genl(payload)
-    a = wire.attr_map(genl.attrs)
+    genl = nlmsg.unpack_genl(payload)
+    a = nlmsg.attr_map(genl.attrs)
     if Attr.ADDR not in a:
         raise DecodeError("GET_ADDR reply without ADDR")
     return decode_endpoint_attrs(a[Attr.ADDR])
 
 
 def decode_limits(payload: bytes) -> Limits:
-    genl = wire.unpack_genl(payload)
-    a = wire.attr_map(genl.attrs)
+    genl = nlmsg.unpack_genl(payload)
+    a = nlmsg.attr_map(genl.attrs)
     return Limits(
-        subflows=wire.get_u32(a[Attr.SUBFLOWS]) if Attr.SUBFLOWS in a else 0,
-        add_addr_accepted=wire.get_u32(a[Attr.RCV_ADD_ADDRS]) if Attr.RCV_ADD_ADDRS in a else 0,
+        subflows=nlmsg.get_u32(a[Attr.SUBFLOWS]) if Attr.SUBFLOWS in a else 0,
+        add_addr_accepted=nlmsg.get_u32(a[Attr.RCV_ADD_ADDRS]) if Attr.RCV_ADD_ADDRS in a else 0,
     )
 
 
@@ -259,15 +259,15 @@ def decode_limits(payload: bytes) -> Limits:
 
 
 def _req(cmd: Cmd, attrs: bytes = b"") -> bytes:
-    return wire.pack_genl(cmd, FAMILY_VERSION, attrs)
+    return nlmsg.pack_genl(cmd, FAMILY_VERSION, attrs)
 
 
 def _nest(attr: Attr, inner: bytes) -> bytes:
-    return wire.pack_attr(attr, inner, nested=True)
+    return nlmsg.pack_attr(attr, inner, nested=True)
 
 
 def _token(token: int | None) -> bytes:
-    return wire.pack_attr(Attr.TOKEN, wire.u32(token)) if token is not None else b""
+    return nlmsg.pack_attr(Attr.TOKEN, nlmsg.u32(token)) if token is not None else b""
 
 
 def req_add_addr(
@@ -296,9 +296,9 @@ def req_set_limits(subflows: int | None, add_addr_accepted: int | None) -> bytes
     """Absent limits are left unchanged by the kernel."""
     attrs = b""
     if add_addr_accepted is not None:
-        attrs += wire.pack_attr(Attr.RCV_ADD_ADDRS, wire.u32(add_addr_accepted))
+        attrs += nlmsg.pack_attr(Attr.RCV_ADD_ADDRS, nlmsg.u32(add_addr_accepted))
     if subflows is not None:
-        attrs += wire.pack_attr(Attr.SUBFLOWS, wire.u32(subflows))
+        attrs += nlmsg.pack_attr(Attr.SUBFLOWS, nlmsg.u32(subflows))
     return _req(Cmd.SET_LIMITS, attrs)
 
 
@@ -332,7 +332,7 @@ def req_announce(
 
 
 def req_remove(token: int, loc_id: int) -> bytes:
-    return _req(Cmd.REMOVE, _token(token) + wire.pack_attr(Attr.LOC_ID, wire.u8(loc_id)))
+    return _req(Cmd.REMOVE, _token(token) + nlmsg.pack_attr(Attr.LOC_ID, nlmsg.u8(loc_id)))
 
 
 def req_subflow_create(
@@ -526,12 +526,12 @@ class _Attrs:
         return self.raw[a]
 
     def token(self) -> int:
-        return wire.get_u32(self.need(EventAttr.TOKEN))
+        return nlmsg.get_u32(self.need(EventAttr.TOKEN))
 
     def family(self) -> int:
         """FAMILY, or (announced events omit it) the family of whichever address attribute is present."""
         if EventAttr.FAMILY in self.raw:
-            return wire.get_u16(self.raw[EventAttr.FAMILY])
+            return nlmsg.get_u16(self.raw[EventAttr.FAMILY])
         if EventAttr.SADDR4 in self.raw or EventAttr.DADDR4 in self.raw:
             return int(socket.AF_INET)
         if EventAttr.SADDR6 in self.raw or EventAttr.DADDR6 in self.raw:
@@ -539,22 +539,22 @@ class _Attrs:
         raise DecodeError(f"{self.what} event has neither FAMILY nor an address")
 
     def u8(self, a: EventAttr) -> int | None:
-        return wire.get_u8(self.raw[a]) if a in self.raw else None
+        return nlmsg.get_u8(self.raw[a]) if a in self.raw else None
 
     def u32(self, a: EventAttr) -> int | None:
-        return wire.get_u32(self.raw[a]) if a in self.raw else None
+        return nlmsg.get_u32(self.raw[a]) if a in self.raw else None
 
     def port(self, a: EventAttr) -> int | None:
-        return wire.get_be16(self.raw[a]) if a in self.raw else None
+        return nlmsg.get_be16(self.raw[a]) if a in self.raw else None
 
     def flags(self) -> int | None:
         if EventAttr.FLAGS not in self.raw:
             return None
         v = self.raw[EventAttr.FLAGS]
-        return wire.get_u16(v) if len(v) == 2 else wire.get_u32(v)
+        return nlmsg.get_u16(v) if len(v) == 2 else nlmsg.get_u32(v)
 
     def ifidx(self) -> int | None:
-        return wire.get_s32(self.raw[EventAttr.IF_IDX]) if EventAttr.IF_IDX in self.raw else None
+        return nlmsg.get_s32(self.raw[EventAttr.IF_IDX]) if EventAttr.IF_IDX in self.raw else None
 
     def addr(self, v4: EventAttr, v6: EventAttr) -> IPAddress | None:
         if v4 in self.raw:
@@ -566,8 +566,8 @@ class _Attrs:
 
 def decode_event(payload: bytes) -> MptcpEvent:
     """Decode one genl payload from the `mptcp_pm_events` group into its typed event."""
-    genl = wire.unpack_genl(payload)
-    raw = wire.attr_map(genl.attrs)
+    genl = nlmsg.unpack_genl(payload)
+    raw = nlmsg.attr_map(genl.attrs)
     try:
         etype = EventType(genl.cmd)
     except ValueError:
@@ -591,13 +591,13 @@ def decode_event(payload: bytes) -> MptcpEvent:
     if etype is EventType.ANNOUNCED:
         return AddressAnnounced(
             token=a.token(),
-            rem_id=wire.get_u8(a.need(EventAttr.REM_ID)),
+            rem_id=nlmsg.get_u8(a.need(EventAttr.REM_ID)),
             family=a.family(),
             daddr=a.addr(EventAttr.DADDR4, EventAttr.DADDR6),
             dport=a.port(EventAttr.DPORT),
         )
     if etype is EventType.REMOVED:
-        return AddressRemoved(token=a.token(), rem_id=wire.get_u8(a.need(EventAttr.REM_ID)))
+        return AddressRemoved(token=a.token(), rem_id=nlmsg.get_u8(a.need(EventAttr.REM_ID)))
     if etype in (EventType.LISTENER_CREATED, EventType.LISTENER_CLOSED):
         return cls(  # type: ignore[call-arg]
             family=a.family(), saddr=a.addr(EventAttr.SADDR4, EventAttr.SADDR6), sport=a.port(EventAttr.SPORT)
@@ -606,8 +606,8 @@ def decode_event(payload: bytes) -> MptcpEvent:
     return cls(  # type: ignore[call-arg]
         token=a.token(),
         family=a.family(),
-        loc_id=wire.get_u8(a.need(EventAttr.LOC_ID)),
-        rem_id=wire.get_u8(a.need(EventAttr.REM_ID)),
+        loc_id=nlmsg.get_u8(a.need(EventAttr.LOC_ID)),
+        rem_id=nlmsg.get_u8(a.need(EventAttr.REM_ID)),
         saddr=a.addr(EventAttr.SADDR4, EventAttr.SADDR6),
         daddr=a.addr(EventAttr.DADDR4, EventAttr.DADDR6),
         sport=a.port(EventAttr.SPORT),
@@ -637,11 +637,11 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionCreated",
     "ConnectionEstablished",
-    "Endpoint",
     "EndpointFlags",
     "EventAttr",
     "EventFlags",
     "EventType",
+    "KernelEndpoint",
     "Limits",
     "ListenerClosed",
     "ListenerCreated",

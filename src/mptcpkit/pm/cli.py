@@ -14,15 +14,21 @@ from mptcpkit.errors import UsageError
 app = typer.Typer(
     help="Path-manager daemon, a drop-in for mptcpd: `mptcpkit pm` (with mptcpd's flags) runs it in the foreground.",
     invoke_without_command=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help", "-?"]},
 )
 
 
 def _version(value: bool) -> None:
     if value:
-        from mptcpkit import __version__
+        from mptcpkit.pm.daemon_args import version_line
 
-        typer.echo(f"mptcpkit pm {__version__} (mptcpd 0.13 compatible)")
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+def _usage(ctx: typer.Context, value: bool) -> None:
+    if value:
+        typer.echo(ctx.get_usage())
         raise typer.Exit()
 
 
@@ -42,22 +48,28 @@ def daemon(
         str | None, typer.Option("--load-plugins", help="Only these plugins, e.g. addr_adv,sspi.")
     ] = None,
     plugin_dir: Annotated[
-        Path | None, typer.Option("--plugin-dir", help="Directory of Python plugin files.")
+        str | None, typer.Option("--plugin-dir", metavar="DIR", help="Directory of Python plugin files.")
     ] = None,
     log: Annotated[str | None, typer.Option("-l", "--log", help="stderr, syslog, journal or null.")] = None,
     debug: Annotated[bool, typer.Option("-d", "--debug", help="Debug log messages.")] = False,
     version: Annotated[
         bool, typer.Option("-V", "--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
+    usage: Annotated[
+        bool,
+        typer.Option(
+            "--usage", callback=_usage, is_eager=True, help="Print a short usage message (as mptcpd)."
+        ),
+    ] = False,
     config: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "-c", "--config", help="mptcpd.conf to read (default /etc/mptcpd/mptcpd.conf if present)."
         ),
     ] = None,
     netns: Annotated[str | None, typer.Option("--netns", help="Manage this named network namespace.")] = None,
     state_file: Annotated[
-        Path | None, typer.Option("--state-file", help="Where `pm status` finds the daemon.")
+        str | None, typer.Option("--state-file", help="Where `pm status` finds the daemon.")
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
@@ -69,26 +81,42 @@ def daemon(
     """Run the path-manager daemon in the foreground (mptcpd's command-line flags and mptcpd.conf apply)."""
     if ctx.invoked_subcommand is not None:
         return
-    from mptcpkit.pm.config import load
-    from mptcpkit.pm.daemon import run_daemon
+    from mptcpkit.pm.daemon_args import start
 
-    cfg = load(
-        config,
-        {
-            "path-manager": path_manager,
-            "addr-flags": addr_flags,
-            "notify-flags": notify_flags,
-            "load-plugins": load_plugins,
-            "plugin-dir": str(plugin_dir) if plugin_dir is not None else None,
-            "log": log,
-        },
+    start(
+        config=config,
+        path_manager=path_manager,
+        addr_flags=addr_flags,
+        notify_flags=notify_flags,
+        load_plugins=load_plugins,
+        plugin_dir=plugin_dir,
+        log=log,
         debug=debug,
         netns=netns,
         state_file=state_file,
         metrics_port=metrics_port,
-        restore_on_exit=not keep,
+        keep=keep,
     )
-    run_daemon(cfg)
+
+
+@app.command("check-config")
+def check_config(ctx: typer.Context) -> None:
+    """Check mptcpd.conf and the flags strictly: every warning the daemon would log is an error (exit 2).
+
+    Flags go before the subcommand: `mptcpkit pm -c FILE --addr-flags subflow check-config`. Also loads the
+    plugins (trust rules, name clashes) without touching the kernel."""
+    from mptcpkit.pm.check import check
+
+    parent = ctx.parent
+    assert parent is not None
+    problems, summary = check(dict(parent.params))
+    for line in summary:
+        typer.echo(line)
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
+    if problems:
+        raise UsageError(f"{len(problems)} problem(s); the daemon would start but warn (mptcpd's behaviour)")
+    typer.echo("configuration ok")
 
 
 @app.command()
@@ -101,14 +129,16 @@ def status(
 ) -> None:
     """Show the running daemon's view: plugins, addresses, connections, and the kernel's endpoints/limits."""
     from mptcpkit.netlink.client import MptcpPmClient
-    from mptcpkit.pm.daemon import _alive, default_state_file
+    from mptcpkit.pm.observe import alive, default_state_file
 
     path = state_file or default_state_file(netns)
     try:
         state: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"no mptcpkit pm running (no state file {path})") from None
-    state["running"] = _alive(int(state.get("pid", 0)))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read state file {path}: {exc}") from None
+    state["running"] = alive(int(state.get("pid", 0)))
     with MptcpPmClient(netns=netns) as pm:
         state["kernel"] = {
             "endpoints": [e.to_dict() for e in pm.dump_endpoints()],
@@ -203,6 +233,7 @@ def run_alias(ctx: typer.Context) -> None:
     assert parent is not None
     params = dict(parent.params)
     params.pop("version", None)
+    params.pop("usage", None)
     ctx.invoked_subcommand = None
     parent.invoked_subcommand = None
     daemon(parent, **params)  # type: ignore[arg-type]

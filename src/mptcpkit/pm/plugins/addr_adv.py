@@ -17,13 +17,20 @@ import logging
 
 from mptcpkit.netlink.errors import KernelError
 from mptcpkit.netlink.mptcp_pm import EndpointFlags
-from mptcpkit.pm.netmon import Interface
+from mptcpkit.netlink.rtnetlink import Interface
 from mptcpkit.pm.plugin import PRIORITY_DEFAULT, Plugin, SockAddr
 
 MIN_SUBFLOWS = 2
 MAX_SUBFLOWS = 8
 
 log = logging.getLogger("mptcpkit.pm.addr_adv")
+
+
+def limits_for(count: int, addr_flags: int) -> tuple[int, int] | None:
+    """mptcpd's rule: (subflows, add_addr_accepted) to write for `count`, None outside 2..8 (unchanged)."""
+    if not MIN_SUBFLOWS <= count <= MAX_SUBFLOWS:
+        return None
+    return count, count if addr_flags & EndpointFlags.SUBFLOW else 0
 
 
 class AddrAdvPlugin(Plugin):
@@ -42,13 +49,18 @@ class AddrAdvPlugin(Plugin):
 
     def _update_limits(self, delta: int) -> None:
         self.count += delta
-        if not MIN_SUBFLOWS <= self.count <= MAX_SUBFLOWS:
+        lim = limits_for(self.count, self.pm.config.addr_flags)
+        if lim is None:
             return
-        accepted = self.count if self.pm.config.addr_flags & EndpointFlags.SUBFLOW else 0
         try:
-            self.pm.kpm_set_limits(subflows=self.count, add_addr_accepted=accepted)
+            self.pm.kpm_set_limits(subflows=lim[0], add_addr_accepted=lim[1])
         except KernelError as exc:
             log.warning("can't update limits to %d: %s", self.count, exc)
+
+    def _flags(self, ifindex: int, addr: object) -> int:
+        """addr-flags, or the per-interface / per-address flags of the config (beyond mptcpd)."""
+        link = self.pm.network.links.get(ifindex)
+        return int(self.pm.config.flags_for(link.name if link else "", addr))
 
     def new_local_address(self, iface: Interface, addr: SockAddr) -> None:
         id = self.pm.idm.get_id(addr.addr)
@@ -57,7 +69,7 @@ class AddrAdvPlugin(Plugin):
             return
         self._update_limits(+1)
         try:
-            self.pm.kpm_add_addr(addr.addr, id, int(self.pm.config.addr_flags), iface.index)
+            self.pm.kpm_add_addr(addr.addr, id, self._flags(iface.index, addr.addr), iface.index)
         except KernelError as exc:
             # ERANGE: the kernel's table is full (8 endpoints); retried when an endpoint goes away
             self.failed.add(str(addr.addr))
@@ -95,7 +107,7 @@ class AddrAdvPlugin(Plugin):
                 log.info("endpoint %s id %d vanished; adding it again", ep.addr, id)
                 del self.pm.owned[id]
                 a = in_use[ep.addr]
-                self.pm.kpm_add_addr(a.addr, id, int(self.pm.config.addr_flags), a.ifindex)
+                self.pm.kpm_add_addr(a.addr, id, self._flags(a.ifindex, a.addr), a.ifindex)
         owned_addrs = {e.addr for e in self.pm.owned.values()}
         for addr, a in in_use.items():
             if addr not in owned_addrs:
@@ -103,7 +115,7 @@ class AddrAdvPlugin(Plugin):
                 if id:
                     log.info("adding missing endpoint %s id %d", addr, id)
                     try:
-                        self.pm.kpm_add_addr(addr, id, int(self.pm.config.addr_flags), a.ifindex)
+                        self.pm.kpm_add_addr(addr, id, self._flags(a.ifindex, addr), a.ifindex)
                         self.failed.discard(str(addr))
                     except KernelError as exc:
                         self.failed.add(str(addr))
