@@ -276,6 +276,7 @@ class Daemon:
                 self._kwargs_ok[key] = all(_takes_kwarg(fn, k) for k in kwargs)
             if not self._kwargs_ok[key]:
                 kwargs = {}
+        log.debug("-> %s.%s%s", call.plugin, call.method, call.args)
         try:
             fn(*call.args, **kwargs)
         except SystemExit as exc:

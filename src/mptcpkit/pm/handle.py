@@ -12,7 +12,6 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mptcpkit.mptcp_socket import IPPROTO_MPTCP
 from mptcpkit.netlink.client import MptcpPmClient
 from mptcpkit.netlink.errors import KernelError
 from mptcpkit.netlink.mptcp_pm import EndpointFlags, IPAddress, KernelEndpoint, Limits
@@ -23,6 +22,7 @@ from mptcpkit.pm.netmon import NetworkMonitor
 from mptcpkit.pm.plugin import SockAddr
 
 log = logging.getLogger("mptcpkit.pm")
+IPPROTO_MPTCP = 262  # not from mptcp_socket: it imports subprocess/shutil, RSS the daemon does not need
 
 
 class IdManager:

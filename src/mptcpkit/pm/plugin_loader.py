@@ -16,14 +16,15 @@ is refused at start (exit 2): silently replacing `addr_adv` would change what th
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import json
 import logging
 import os
 import stat
 import sys
 import types
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from mptcpkit.errors import UsageError
@@ -99,21 +100,68 @@ class Found:
     """Where it came from: `entry point NAME (module:attr)` or the file path."""
 
 
+def entry_point_specs(group: str = ENTRY_POINT_GROUP) -> list[tuple[str, str]]:
+    """(name, "module:attr") of every entry point in `group`. Read in a forked child, so the daemon never
+    imports importlib.metadata (email, zipfile, csv...: about 7 MB of RSS it would keep for its life)."""
+
+    def read() -> list[tuple[str, str]]:
+        from importlib.metadata import entry_points
+
+        return [(ep.name, ep.value) for ep in entry_points(group=group)]
+
+    if "importlib.metadata" in sys.modules:
+        return read()
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return read()
+    if pid == 0:  # child: answer through the pipe, never return into the caller's code
+        code = 0
+        try:
+            os.close(r)
+            data = json.dumps(read()).encode()
+            while data:
+                data = data[os.write(w, data) :]
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    with os.fdopen(r, "rb") as f:
+        chunks.append(f.read())
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        return read()
+    return [(str(n), str(v)) for n, v in json.loads(b"".join(chunks) or b"[]")]
+
+
+def _load_spec(value: str) -> object:
+    module, _, attr = value.partition(":")
+    obj: object = importlib.import_module(module.strip())
+    for part in attr.strip().split(".") if attr.strip() else []:
+        obj = getattr(obj, part)
+    return obj
+
+
 def from_entry_points() -> dict[str, Found]:
     found: dict[str, Found] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        origin = f"entry point {ep.name} ({ep.value})"
+    for name, value in entry_point_specs():
+        origin = f"entry point {name} ({value})"
         try:
-            cls = ep.load()
+            cls = _load_spec(value)
         except (Exception, SystemExit) as exc:  # a broken third-party plugin must not stop the daemon
             log.error("plugin %s failed to import: %s", origin, exc)
             continue
         if not (inspect.isclass(cls) and issubclass(cls, Plugin)):
             log.error("%s is not a Plugin subclass; skipped", origin)
             continue
-        if ep.name in found:
-            raise UsageError(f"two plugins are named {ep.name!r}: {found[ep.name].origin} and {origin}")
-        found[ep.name] = Found(cls, origin)
+        if name in found:
+            raise UsageError(f"two plugins are named {name!r}: {found[name].origin} and {origin}")
+        found[name] = Found(cls, origin)
     return found
 
 
