@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno as _errno
 import itertools
 import select
+import socket
 import time
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from types import TracebackType
@@ -244,10 +245,13 @@ class MptcpPmClient:
         )
 
     # -- events
-    def subscribe(self) -> GenlSocket:
-        """Open (once) the event socket joined to `mptcp_pm_events`; its fileno() suits select/asyncio."""
+    def subscribe(self, rcvbuf: int | None = None) -> GenlSocket:
+        """Open (once) the event socket joined to `mptcp_pm_events`; its fileno() suits select/asyncio.
+        `rcvbuf` shrinks the receive buffer (tests use it to provoke an overrun)."""
         if self._ev is None:
             self._ev = GenlSocket(pm.FAMILY_NAME, self.netns)
+            if rcvbuf is not None:
+                self._ev.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             self._ev.join(pm.GROUP_EVENTS)
             self._ev.sock.setblocking(False)
         return self._ev

@@ -14,6 +14,7 @@ from mptcpkit.errors import UsageError
 app = typer.Typer(
     help="Path-manager daemon, a drop-in for mptcpd: `mptcpkit pm` (with mptcpd's flags) runs it in the foreground.",
     invoke_without_command=True,
+    add_completion=False,
     context_settings={"help_option_names": ["-h", "--help", "-?"]},
 )
 

@@ -87,7 +87,8 @@ class Daemon:
 
     def _open(self, client: MptcpPmClient) -> None:
         self.client = client
-        client.subscribe()
+        rcvbuf = os.environ.get("MPTCPKIT_PM_EVENT_RCVBUF")  # a test knob: provoke event overruns
+        client.subscribe(int(rcvbuf) if rcvbuf and rcvbuf.isdigit() else None)
         self.rtnl = RtnlSocket(self.netns)
         cfg = self.config
         network = netmon.NetworkMonitor(

@@ -1,0 +1,135 @@
+"""What an operator replacing mptcpd hits on day one: endpoints already there, lost events, mptcpd's CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mptcpkit.mptcp_socket import IPPROTO_MPTCP, mptcp_info
+from mptcpkit.netlink import MptcpPmClient
+from mptcpkit.netlink.socket import run_in_netns
+
+from .conftest import Daemon, ip, table, wait_for
+
+
+@pytest.mark.needs_root
+def test_ids_of_endpoints_present_at_start_are_not_reused(pm_ns: str, run_pm: Callable[..., Daemon]) -> None:
+    """mptcpd 0.13 syncs its id manager with the kernel; without it the first address gets id 1, which the
+    kernel refuses (EBUSY) and the address never becomes an endpoint."""
+    with MptcpPmClient(netns=pm_ns) as pm:
+        pm.add_endpoint("10.99.0.1", id=1, flags="signal")  # someone else's endpoint, on no interface
+    run_pm(pm_ns, "--addr-flags=subflow")
+    ip(pm_ns, "addr", "add", "10.1.1.1/24", "dev", "v1")
+    wait_for(lambda: ("10.1.1.1", 2, ("subflow",)) in table(pm_ns), 5, "endpoint with the next free id")
+    assert ("10.99.0.1", 1, ("signal",)) in table(pm_ns)
+
+
+@pytest.mark.needs_root
+def test_connection_list_rebuilt_after_event_overrun(pm_ns: str, run_pm: Callable[..., Daemon]) -> None:
+    d = run_pm(pm_ns, env={"MPTCPKIT_PM_EVENT_RCVBUF": "2048"})
+    stop = threading.Event()
+    ready = threading.Event()
+
+    def server() -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 9400))
+        s.listen(64)
+        ready.set()
+        conns = []
+        s.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                conns.append(s.accept()[0])
+            except TimeoutError:
+                continue
+        for c in conns:
+            c.close()
+        s.close()
+
+    t = threading.Thread(target=run_in_netns, args=(pm_ns, server), daemon=True)
+    t.start()
+    assert ready.wait(5)
+    d.proc.send_signal(signal.SIGSTOP)  # the daemon does not read: the kernel drops events
+    try:
+
+        def connect() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+            s.connect(("127.0.0.1", 9400))
+            return s
+
+        short = [run_in_netns(pm_ns, connect) for _ in range(30)]
+        for s in short:
+            s.close()
+        kept = [run_in_netns(pm_ns, connect) for _ in range(3)]
+        time.sleep(0.3)
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    try:
+        tokens = {i.token for s in kept if (i := mptcp_info(s)) is not None}
+        assert len(tokens) == 3
+
+        def state() -> dict[str, object]:
+            return dict(json.loads(d.state_file.read_text()))
+
+        wait_for(lambda: state()["events"].get("lost", 0) >= 1, 5, "an overrun")  # type: ignore[attr-defined]
+        wait_for(lambda: tokens <= {c["token"] for c in state()["connections"]}, 5, "kept connections listed")  # type: ignore[attr-defined]
+        assert "rebuilding the connection list" in d.output() and d.alive()
+    finally:
+        for s in kept:
+            s.close()
+        stop.set()
+        t.join(5)
+
+
+def pm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mptcpkit", "pm", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("flag", ["-?", "-h", "--help"])
+def test_help_flags_like_mptcpd(flag: str) -> None:
+    out = pm(flag)
+    assert out.returncode == 0 and "--path-manager" in out.stdout and "check-config" in out.stdout
+
+
+def test_usage_prints_one_usage_line() -> None:
+    out = pm("--usage")
+    assert out.returncode == 0 and out.stdout.lower().startswith("usage:") and len(out.stdout) < 2000
+
+
+def test_bad_flags_are_one_line_exit_2() -> None:
+    out = pm("--log", "file")
+    assert out.returncode == 2 and "not one of" in out.stderr and "Traceback" not in out.stderr
+    out = pm("-c", str(Path(__file__).parent))
+    assert out.returncode == 2 and "is a directory" in out.stderr
+
+
+def test_lean_and_typer_daemon_flags_match() -> None:
+    """The daemon's flags are declared twice (argparse for the lean entry, typer for --help/man pages)."""
+    from typer.main import get_command
+
+    from mptcpkit.pm.cli import app
+    from mptcpkit.pm.daemon_args import make_parser
+
+    lean = {o for a in make_parser()._actions for o in a.option_strings}
+    typer_opts = {o for p in get_command(app).params for o in (*p.opts, *p.secondary_opts)}
+    assert lean == typer_opts | {"-h", "--help", "-?"}
+
+
+def test_daemon_run_path_imports_no_cli_libraries() -> None:
+    code = (
+        "import sys; sys.argv=['mptcpkit','pm','--version']; import mptcpkit.launch as l; l.main(); "
+        "print(sorted(m for m in ('typer','click','rich','numpy','pyroute2','asyncio','importlib.metadata') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "['importlib.metadata']"  # --version reads the version only
