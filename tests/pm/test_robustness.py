@@ -133,3 +133,48 @@ def test_daemon_run_path_imports_no_cli_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[-1] == "['importlib.metadata']"  # --version reads the version only
+
+
+@pytest.mark.needs_root
+def test_interface_globs_and_per_interface_flags_in_a_real_daemon(
+    pm_ns: str, run_pm: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    ip(pm_ns, "link", "add", "veth9", "type", "veth", "peer", "name", "veth9p")
+    for dev in ("veth9", "veth9p"):
+        ip(pm_ns, "link", "set", dev, "up")
+    conf = tmp_path / "globs.conf"
+    conf.write_text(
+        "[core]\naddr-flags=subflow\ndeny-interfaces=veth*\ninterface-flags=v1=subflow+backup\n"
+        "address-flags=10.1.7.0/24=signal\n"
+    )
+    run_pm(pm_ns, conf=conf)
+    ip(pm_ns, "addr", "add", "10.1.9.1/24", "dev", "veth9")
+    ip(pm_ns, "addr", "add", "10.1.1.1/24", "dev", "v1")
+    ip(pm_ns, "addr", "add", "10.1.7.1/24", "dev", "v1")
+    ip(pm_ns, "addr", "add", "10.1.2.1/24", "dev", "v0")
+    want = {
+        ("10.1.1.1", ("subflow", "backup")),
+        ("10.1.7.1", ("signal",)),
+        ("10.1.2.1", ("subflow",)),
+    }
+    wait_for(lambda: want <= {(a, f) for a, _, f in table(pm_ns)}, 5, "per-interface flags")
+    time.sleep(0.2)
+    assert "10.1.9.1" not in {a for a, _, _ in table(pm_ns)}  # veth* denied
+
+
+@pytest.mark.needs_root
+def test_kernel_endpoint_with_a_port_gets_the_signal_flag(pm_ns: str) -> None:
+    """mptcpd 0.13's kpm_add_addr takes a port; the kernel needs `signal` with it, so it is added."""
+    import ipaddress
+
+    from mptcpkit.pm.config import Config
+    from mptcpkit.pm.handle import PathManager
+    from mptcpkit.pm.netmon import NetworkMonitor
+    from mptcpkit.pm.plugin import SockAddr
+
+    with MptcpPmClient(netns=pm_ns) as client:
+        handle = PathManager(client, Config(), NetworkMonitor(), pm_ns)
+        ep = handle.kpm_add_addr(SockAddr(ipaddress.ip_address("10.1.0.1"), 10100), 5, 0)
+        assert (ep.port, ep.flags.names()) == (10100, ["signal"])
+        handle.cleanup()
+        assert client.dump_endpoints() == []
