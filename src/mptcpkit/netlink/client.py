@@ -29,7 +29,7 @@ from mptcpkit.netlink.socket import NETLINK_GENERIC, add_membership, open_netlin
 from mptcpkit.netlink.socket import ifindex as nl_ifindex
 
 FlagsSpec = str | Iterable[str] | int | EndpointFlags
-_BUF = 1 << 20
+_BUF = 1 << 16  # netlink messages are at most 32 KiB; a 1 MiB recv() costs an mmap per call
 
 
 class EventsLost(NetlinkError):
@@ -137,8 +137,10 @@ class MptcpPmClient:
         self._cmd.request(
             pm.req_add_addr(ip, id=id, flags=f, ifindex=ifindex, port=port), f"add endpoint {ip}"
         )
+        if id is not None:  # the kernel stored what we sent: no need for a dump round trip
+            return KernelEndpoint(id, ip, EndpointFlags(f), port or 0, ifindex or 0)
         for ep in self.dump_endpoints():
-            if ep.addr == ip and (id is None or ep.id == id) and (port is None or ep.port == port):
+            if ep.addr == ip and (port is None or ep.port == port):
                 return ep
         raise NetlinkError(f"endpoint {ip} added but not found in the dump")
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from mptcpkit.netlink import nlmsg
 from mptcpkit.netlink.errors import DecodeError, KernelError
 
+RECV_SIZE = 1 << 16
+"""Netlink messages are at most 32 KiB (dumps included); a 1 MiB recv() would cost an mmap per call."""
+
 
 @dataclass
 class PendingRequest:
@@ -55,7 +58,7 @@ def transact(
     sock.send(nlmsg.pack_nlmsg(msg_type, flags, seq, payload))
     pending = PendingRequest(seq=seq, dump=dump, what=what)
     while not pending.done:
-        for msg in nlmsg.iter_nlmsgs(sock.recv(1 << 20)):
+        for msg in nlmsg.iter_nlmsgs(sock.recv(RECV_SIZE)):
             pending.feed(msg)
     if pending.error is not None:
         raise pending.error

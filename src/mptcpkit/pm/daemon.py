@@ -38,6 +38,7 @@ from mptcpkit.pm.rtnl_socket import ResyncNeeded, RtnlSocket
 
 log = logging.getLogger("mptcpkit.pm")
 FAMILY_WAIT_LOG_EVERY = 10.0
+STATE_WRITE_DELAY = 0.5
 
 
 def _takes_kwarg(fn: Callable[..., Any], name: str) -> bool:
@@ -293,7 +294,8 @@ class Daemon:
 
     def _schedule_state(self) -> None:
         if self._state_due is None:
-            self._state_due = time.monotonic() + 0.05
+            # debounced: a state write costs ~2-3 ms (fsync-free replace), too much to pay per event
+            self._state_due = time.monotonic() + STATE_WRITE_DELAY
 
     # ---------------------------------------------------------------- socket readers
     def _on_rtnl(self) -> None:

@@ -13,7 +13,7 @@ import itertools
 
 from mptcpkit.netlink import rtnetlink as rt
 from mptcpkit.netlink.errors import DecodeError, KernelError
-from mptcpkit.netlink.session import transact
+from mptcpkit.netlink.session import RECV_SIZE, transact
 from mptcpkit.netlink.socket import NETLINK_ROUTE, add_membership, open_netlink
 
 ROUTE_TEST_V4 = ipaddress.IPv4Address("192.0.2.1")
@@ -58,7 +58,7 @@ class RtnlSocket:
         out: list[rt.RtnlChange] = []
         while True:
             try:
-                data = self.events.recv(1 << 20)
+                data = self.events.recv(RECV_SIZE)
             except BlockingIOError:
                 return out
             except OSError as exc:

@@ -67,27 +67,45 @@ class AddrAdvPlugin(Plugin):
         if id == 0:
             log.error("unable to map %s to an address id", addr)
             return
-        self._update_limits(+1)
-        try:
+        try:  # the endpoint first (as mptcpd): it is what a new subflow waits for
             self.pm.kpm_add_addr(addr.addr, id, self._flags(iface.index, addr.addr), iface.index)
         except KernelError as exc:
             # ERANGE: the kernel's table is full (8 endpoints); retried when an endpoint goes away
             self.failed.add(str(addr.addr))
             log.error("unable to add endpoint %s: %s", addr, exc)
+        self._update_limits(+1)
 
     def delete_local_address(self, iface: Interface, addr: SockAddr) -> None:
         id = self.pm.idm.remove_id(addr.addr)
         if id == 0:
             log.info("no address id for %s", addr)
             return
-        self._update_limits(-1)
         self.failed.discard(str(addr.addr))
         try:
             self.pm.kpm_remove_addr(id)
         except KernelError as exc:
             log.error("unable to remove endpoint %s: %s", addr, exc)
+        self._update_limits(-1)
         if self.failed:
-            self.reconcile()  # beyond mptcpd: a freed slot goes to an address that did not fit
+            self._retry_failed()  # beyond mptcpd: a freed slot goes to an address that did not fit
+
+    def _retry_failed(self) -> None:
+        """Give freed endpoint slots to addresses that did not fit, stopping at the first refusal (so a storm
+        of removals costs one kernel request each, not one per waiting address)."""
+        in_use = {str(a.addr): a for a in self.pm.network.reported_addresses()}
+        for key in list(self.failed):
+            a = in_use.get(key)
+            if a is None:
+                self.failed.discard(key)
+                continue
+            id = self.pm.idm.get_id(a.addr)
+            if not id:
+                return
+            try:
+                self.pm.kpm_add_addr(a.addr, id, self._flags(a.ifindex, a.addr), a.ifindex)
+            except KernelError:
+                return
+            self.failed.discard(key)
 
     def reconcile(self) -> None:
         """Make the kernel's endpoints match the addresses in use (for the endpoints this daemon owns)."""
