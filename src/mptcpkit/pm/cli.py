@@ -78,6 +78,14 @@ def daemon(
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave endpoints and limits in place on exit (as mptcpd).")
     ] = False,
+    control: Annotated[
+        str | None,
+        typer.Option("--control", metavar="BUS", help="Control API on D-Bus: system, session or an address."),
+    ] = None,
+    control_group: Annotated[
+        str | None,
+        typer.Option("--control-group", metavar="GROUP", help="Group allowed to use the control API."),
+    ] = None,
 ) -> None:
     """Run the path-manager daemon in the foreground (mptcpd's command-line flags and mptcpd.conf apply)."""
     if ctx.invoked_subcommand is not None:
@@ -97,6 +105,8 @@ def daemon(
         state_file=state_file,
         metrics_port=metrics_port,
         keep=keep,
+        control=control,
+        control_group=control_group,
     )
 
 
@@ -225,6 +235,118 @@ def monitor(
                 sys.stdout.flush()
         except KeyboardInterrupt:
             pass
+
+
+BusOpt = Annotated[
+    str, typer.Option("--bus", help="D-Bus of the daemon's control API: system, session or an address.")
+]
+NetnsOpt = Annotated[str | None, typer.Option("--netns", help="The namespace the daemon manages.")]
+
+
+@app.command()
+def connections(
+    bus: BusOpt = "system", netns: NetnsOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """List the daemon's MPTCP connections and subflows (control API)."""
+    from mptcpkit.pm.control_client import call
+
+    conns = call(bus, netns, "ListConnections")
+    if as_json:
+        typer.echo(json.dumps(conns, indent=1))
+        return
+    for c in conns:
+        typer.echo(
+            f"{c['token']:08x} {c['plugin'] or '-'} {c['laddr']} -> {c['raddr']}"
+            f" {'server' if c['server_side'] else 'client'} subflows {len(c['subflows']) + 1}"
+        )
+        for la, ra in c["subflows"]:
+            typer.echo(f"  subflow {la} -> {ra}")
+
+
+@app.command()
+def events(
+    bus: BusOpt = "system",
+    netns: NetnsOpt = None,
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", help="Only these event types (repeat).")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Only this connection (hex token).")] = None,
+    count: Annotated[int | None, typer.Option("--count", help="Stop after this many events.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.")] = None,
+) -> None:
+    """Follow the daemon's mptcp_pm events as JSON lines, filtered by type and token (control API)."""
+    from mptcpkit.pm.control_client import events as follow
+
+    try:
+        tok = int(token, 16) if token is not None else None
+    except ValueError:
+        raise UsageError(f"--token {token!r} is not a hex token") from None
+
+    def out(d: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(d) + "\n")
+        sys.stdout.flush()
+
+    def ready() -> None:
+        sys.stderr.write("following events\n")
+        sys.stderr.flush()
+
+    follow(bus, netns, type_ or [], tok, count, timeout, out, ready)
+
+
+def _token(value: str) -> int:
+    try:
+        return int(value, 16)
+    except ValueError:
+        raise UsageError(f"{value!r} is not a hex token") from None
+
+
+@app.command("subflow-add")
+def subflow_add(
+    token: str,
+    local: str,
+    remote: str,
+    port: int,
+    backup: Annotated[bool, typer.Option("--backup")] = False,
+    bus: BusOpt = "system",
+    netns: NetnsOpt = None,
+) -> None:
+    """Open a subflow LOCAL -> REMOTE:PORT on connection TOKEN (user-space PM, control API)."""
+    from mptcpkit.pm.control_client import call
+
+    call(bus, netns, "AddSubflow", _token(token), local, remote, port, backup)
+
+
+@app.command("subflow-remove")
+def subflow_remove(
+    token: str,
+    local: str,
+    local_port: int,
+    remote: str,
+    remote_port: int,
+    bus: BusOpt = "system",
+    netns: NetnsOpt = None,
+) -> None:
+    """Close the subflow LOCAL:LOCAL_PORT -> REMOTE:REMOTE_PORT of connection TOKEN (control API)."""
+    from mptcpkit.pm.control_client import call
+
+    call(bus, netns, "RemoveSubflow", _token(token), local, local_port, remote, remote_port)
+
+
+@app.command("set-backup")
+def set_backup(
+    token: str,
+    local: str,
+    local_port: int,
+    remote: str,
+    remote_port: int,
+    backup: Annotated[bool, typer.Option("--backup/--no-backup")] = True,
+    bus: BusOpt = "system",
+    netns: NetnsOpt = None,
+) -> None:
+    """Set or clear the backup flag of one subflow (MP_PRIO, user-space PM, control API)."""
+    from mptcpkit.pm.control_client import call
+
+    call(bus, netns, "SetBackup", _token(token), local, local_port, remote, remote_port, backup)
 
 
 @app.command("run")

@@ -22,7 +22,14 @@ DEFAULT_PLUGIN_DIR = Path("/etc/mptcpkit/pm-plugins")
 LOG_TARGETS = ("stderr", "syslog", "journal", "null")
 MAX_CONFIG_BYTES = 1 << 20
 KNOWN_KEYS = ("log", "plugin-dir", "path-manager", "addr-flags", "notify-flags", "load-plugins")
-EXTRA_KEYS = ("allow-interfaces", "deny-interfaces", "interface-flags", "address-flags")
+EXTRA_KEYS = (
+    "allow-interfaces",
+    "deny-interfaces",
+    "interface-flags",
+    "address-flags",
+    "control",
+    "control-group",
+)
 """Beyond mptcpd (see docs/pm.md): interface globs and per-interface / per-address endpoint flags."""
 
 
@@ -111,6 +118,10 @@ class Config:
     """(interface glob, endpoint flags) in file order; the first match wins over `addr_flags`."""
     address_flags: tuple[tuple[str, EndpointFlags], ...] = ()
     """(address or prefix, endpoint flags); wins over `interface_flags`."""
+    control: str | None = None
+    """D-Bus for the control API: "system", "session" or a bus address; None: no control API."""
+    control_group: str | None = None
+    """Group whose members may use the control API (root always may)."""
     debug: bool = False
     config_file: Path | None = None
     netns: str | None = None
@@ -275,6 +286,10 @@ def apply_value(cfg: Config, key: str, value: str, where: str, warn: Warnings, *
                 continue
             good.append((spec, flags))
         return replace(cfg, address_flags=tuple(good))
+    if key == "control":
+        return replace(cfg, control=value or None)
+    if key == "control-group":
+        return replace(cfg, control_group=value or None)
     warn.append(f"{where}: unknown key ignored")
     return replace(cfg, extra={**cfg.extra, key: value})
 

@@ -21,7 +21,8 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from ipaddress import ip_address
+from typing import TYPE_CHECKING, Any
 
 from mptcpkit.errors import EnvironmentProblem, UsageError
 from mptcpkit.netlink import mptcp_pm as ev
@@ -32,9 +33,12 @@ from mptcpkit.pm.config import Config, pm_type, require_mptcp_enabled
 from mptcpkit.pm.core import Connection, PathManagerCore, PluginCall, RouteLookup
 from mptcpkit.pm.handle import PathManager
 from mptcpkit.pm.observe import Metrics, alive, default_state_file, setup_logging, status_dict
-from mptcpkit.pm.plugin import Plugin, default_plugin
+from mptcpkit.pm.plugin import Plugin, SockAddr, default_plugin
 from mptcpkit.pm.plugin_loader import discover
 from mptcpkit.pm.rtnl_socket import ResyncNeeded, RtnlSocket
+
+if TYPE_CHECKING:
+    from mptcpkit.pm.control import ControlServer
 
 log = logging.getLogger("mptcpkit.pm")
 FAMILY_WAIT_LOG_EVERY = 10.0
@@ -68,6 +72,7 @@ class Daemon:
         self.metrics: Metrics | None = None
         self.client: MptcpPmClient | None = None
         self.rtnl: RtnlSocket | None = None
+        self.control: ControlServer | None = None
 
     # ---------------------------------------------------------------- start / stop
     def _connect(self) -> MptcpPmClient | None:
@@ -172,7 +177,42 @@ class Daemon:
             return
         log.info("took over %d endpoint(s) left by a previous run (pid %d)", len(self.pm.owned), pid)
 
+    def _start_control(self) -> None:
+        from mptcpkit.pm.control import ControlServer
+
+        self.control = ControlServer(
+            self.config.control or "system",
+            self.config.control_group,
+            self.netns,
+            {
+                "Status": self.status,
+                "ListConnections": lambda: [c.to_dict() for c in self.core.connections.values()],
+                "AddSubflow": self._ctl_add_subflow,
+                "RemoveSubflow": self._ctl_remove_subflow,
+                "SetBackup": self._ctl_set_backup,
+            },
+        )
+        self.control.start()
+        self._sel.register(self.control.wake_r, selectors.EVENT_READ, self.control.run_pending)
+
+    def _ctl_add_subflow(self, token: int, local: str, remote: str, port: int, backup: bool) -> None:
+        laddr = ip_address(local)
+        self.pm.add_subflow(
+            token, self.pm.idm.get_id(laddr), SockAddr(laddr), SockAddr(ip_address(remote), port), backup
+        )
+
+    def _ctl_remove_subflow(self, token: int, local: str, lport: int, remote: str, rport: int) -> None:
+        self.pm.remove_subflow(token, SockAddr(ip_address(local), lport), SockAddr(ip_address(remote), rport))
+
+    def _ctl_set_backup(
+        self, token: int, local: str, lport: int, remote: str, rport: int, backup: bool
+    ) -> None:
+        laddr, raddr = SockAddr(ip_address(local), lport), SockAddr(ip_address(remote), rport)
+        self.pm.set_backup(token, laddr, raddr, backup)
+
     def close(self) -> None:
+        if self.control is not None:
+            self.control.stop()
         for name in self.plugins:
             self._call_plugin(PluginCall(name, "stop"))
         if self.config.restore_on_exit and hasattr(self, "pm"):
@@ -228,6 +268,8 @@ class Daemon:
             self._sel.register(client.subscribe().sock, selectors.EVENT_READ, self._on_pm_events)
             self._sel.register(self.rtnl.events, selectors.EVENT_READ, self._on_rtnl)
             self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
+            if self.config.control:
+                self._start_control()
             self._write_state()
             log.info("mptcpkit pm running (pid %d)", os.getpid())
             while not self._stopping:
@@ -330,6 +372,8 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.event(e.name())
             self.core.handle_pm_event(e, now)
+            if self.control is not None:
+                self.control.publish(e.name(), getattr(e, "token", 0) or 0, e.to_dict())
         self._drain()
         if events:
             self._update_metrics()

@@ -13,7 +13,17 @@ from pathlib import Path
 
 from mptcpkit.errors import MptcpkitError, UsageError
 
-SUBCOMMANDS = ("status", "monitor", "check-config", "run")
+SUBCOMMANDS = (
+    "status",
+    "monitor",
+    "check-config",
+    "run",
+    "connections",
+    "events",
+    "subflow-add",
+    "subflow-remove",
+    "set-backup",
+)
 DAEMON_HELP = (
     "Run the path-manager daemon in the foreground (mptcpd's command-line flags and mptcpd.conf apply)."
 )
@@ -50,6 +60,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--netns", metavar="NAME", help="Manage this named network namespace.")
     p.add_argument("--state-file", metavar="PATH", help="Where `pm status` finds the daemon.")
     p.add_argument("--metrics-port", metavar="PORT", type=int, help="Serve Prometheus metrics on this port.")
+    p.add_argument("--control", metavar="BUS", help="Control API on D-Bus: system, session or an address.")
+    p.add_argument("--control-group", metavar="GROUP", help="Group allowed to use the control API.")
     p.add_argument(
         "--keep", action="store_true", help="Leave endpoints and limits in place on exit (as mptcpd)."
     )
@@ -76,6 +88,8 @@ def start(
     state_file: str | None,
     metrics_port: int | None,
     keep: bool,
+    control: str | None = None,
+    control_group: str | None = None,
 ) -> None:
     """Load the configuration the way mptcpd does and run the daemon until SIGTERM/SIGINT."""
     from mptcpkit.pm.config import load
@@ -92,6 +106,8 @@ def start(
             "load-plugins": load_plugins,
             "plugin-dir": plugin_dir,
             "log": log,
+            "control": control,
+            "control-group": control_group,
         },
         debug=debug,
         netns=netns,
