@@ -23,7 +23,8 @@ from mptcpkit.errors import EnvironmentProblem, UsageError
 from mptcpkit.netlink import genl_ctrl, nlmsg
 from mptcpkit.netlink import mptcp_pm as pm
 from mptcpkit.netlink.errors import DecodeError, FamilyNotFound, KernelError, NetlinkError
-from mptcpkit.netlink.mptcp_pm import EndpointFlags, IPAddress, KernelEndpoint, Limits, MptcpEvent, parse_ip
+from mptcpkit.netlink.mptcp_events import MptcpEvent, decode_event
+from mptcpkit.netlink.mptcp_pm import EndpointFlags, IPAddress, KernelEndpoint, Limits, parse_ip
 from mptcpkit.netlink.session import transact
 from mptcpkit.netlink.socket import NETLINK_GENERIC, add_membership, open_netlink
 from mptcpkit.netlink.socket import ifindex as nl_ifindex
@@ -274,7 +275,7 @@ class MptcpPmClient:
             try:
                 for msg in nlmsg.iter_nlmsgs(data):
                     if msg.type == ev.family.id:
-                        out.append(pm.decode_event(msg.payload))
+                        out.append(decode_event(msg.payload))
             except DecodeError:
                 self.decode_errors += 1  # a malformed datagram is skipped; the others still count
 

@@ -18,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from mptcpkit.netlink import mptcp_pm as ev
+from mptcpkit.netlink import mptcp_events as ev
+from mptcpkit.netlink.mptcp_pm import EventFlags, IPAddress
 from mptcpkit.netlink.rtnetlink import Interface, LocalAddress, RtnlChange
 from mptcpkit.pm import netmon
 from mptcpkit.pm.plugin import SockAddr
@@ -73,7 +74,7 @@ class _RouteRetry:
     due: float
 
 
-def sockaddr(addr: ev.IPAddress | None, port: int | None) -> SockAddr:
+def sockaddr(addr: IPAddress | None, port: int | None) -> SockAddr:
     return SockAddr(addr if addr is not None else ipaddress.IPv4Address(0), port or 0)
 
 
@@ -94,7 +95,7 @@ class PathManagerCore:
         self.default = default
         self.connections: dict[int, Connection] = {}
         self.listeners: set[str] = set()
-        self._retries: dict[tuple[int, ev.IPAddress], _RouteRetry] = {}
+        self._retries: dict[tuple[int, IPAddress], _RouteRetry] = {}
         self._effects: deque[Effect] = deque()
 
     # ------------------------------------------------------------------ outputs
@@ -196,8 +197,8 @@ class PathManagerCore:
         if isinstance(e, ev.ConnectionCreated | ev.ConnectionEstablished):
             laddr, raddr = sockaddr(e.saddr, e.sport), sockaddr(e.daddr, e.dport)
             flags = e.flags or 0
-            side = bool(e.server_side) or bool(flags & ev.EventFlags.SERVER_SIDE)
-            deny0 = bool(flags & ev.EventFlags.DENY_JOIN_ID0)
+            side = bool(e.server_side) or bool(flags & EventFlags.SERVER_SIDE)
+            deny0 = bool(flags & EventFlags.DENY_JOIN_ID0)
             kw = {"deny_join_id0": deny0}
             if isinstance(e, ev.ConnectionCreated):
                 plugin = self.default or ""

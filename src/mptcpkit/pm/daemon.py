@@ -25,9 +25,9 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from mptcpkit.errors import EnvironmentProblem, UsageError
-from mptcpkit.netlink import mptcp_pm as ev
 from mptcpkit.netlink.client import EventsLost, MptcpPmClient
 from mptcpkit.netlink.errors import FamilyNotFound, KernelError, NetlinkError
+from mptcpkit.netlink.mptcp_pm import Limits
 from mptcpkit.pm import netmon
 from mptcpkit.pm.config import Config, pm_type, require_mptcp_enabled
 from mptcpkit.pm.core import Connection, PathManagerCore, PluginCall, RouteLookup
@@ -164,7 +164,7 @@ class Daemon:
         try:
             lim = old.get("limits_before")
             if lim:
-                self.pm.limits_before = ev.Limits(int(lim["subflows"]), int(lim["add_addr_accepted"]))
+                self.pm.limits_before = Limits(int(lim["subflows"]), int(lim["add_addr_accepted"]))
             kernel = {e.id: e for e in self.client.dump_endpoints()}
             for item in old.get("owned_endpoints", []):
                 e = kernel.get(int(item["id"]))
