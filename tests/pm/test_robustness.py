@@ -178,3 +178,30 @@ def test_kernel_endpoint_with_a_port_gets_the_signal_flag(pm_ns: str) -> None:
         assert (ep.port, ep.flags.names()) == (10100, ["signal"])
         handle.cleanup()
         assert client.dump_endpoints() == []
+
+
+def test_waits_for_the_mptcp_pm_family_and_stops_on_a_signal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The family is built into this kernel, so its absence (a module still loading) is simulated: the only
+    stand-in in these tests, for a state the machine cannot reach."""
+    from mptcpkit.netlink.errors import FamilyNotFound
+    from mptcpkit.pm import daemon as daemon_mod
+    from mptcpkit.pm.config import Config, mptcp_enabled_value
+
+    if mptcp_enabled_value() != "1":
+        pytest.skip("MPTCP disabled here")
+    attempts: list[float] = []
+
+    class LateFamily:
+        def __init__(self, netns: str | None) -> None:
+            attempts.append(time.monotonic())
+            if len(attempts) < 3:
+                raise FamilyNotFound("generic netlink family 'mptcp_pm' not found")
+
+    monkeypatch.setattr(daemon_mod, "MptcpPmClient", LateFamily)
+    d = daemon_mod.Daemon(Config())
+    assert isinstance(d._connect(), LateFamily)
+    assert len(attempts) == 3 and attempts[2] - attempts[0] >= 0.35  # polled every 0.2 s
+    attempts.clear()
+    d._wake_w.send(b"x")  # SIGTERM while waiting (what the signal wake-up fd does)
+    monkeypatch.setattr(daemon_mod, "MptcpPmClient", lambda netns: (_ for _ in ()).throw(FamilyNotFound("x")))
+    assert d._connect() is None
