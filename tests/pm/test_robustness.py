@@ -205,3 +205,74 @@ def test_waits_for_the_mptcp_pm_family_and_stops_on_a_signal(monkeypatch: pytest
     d._wake_w.send(b"x")  # SIGTERM while waiting (what the signal wake-up fd does)
     monkeypatch.setattr(daemon_mod, "MptcpPmClient", lambda netns: (_ for _ in ()).throw(FamilyNotFound("x")))
     assert d._connect() is None
+
+
+DENY_PLUGIN = """
+import json, os
+from mptcpkit.pm.plugin import Plugin
+
+class Deny(Plugin):
+    name = "deny"
+
+    def connection_established(self, token, laddr, raddr, server_side, deny_join_id0=False):
+        with open(os.environ["DENY_OUT"], "a") as f:
+            f.write(json.dumps({"token": token, "deny_join_id0": deny_join_id0}) + "\\n")
+"""
+
+
+@pytest.mark.needs_root
+def test_deny_join_id0_reaches_plugins(
+    make_netns: Callable[[str], str], run_pm: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """The server sets RFC 8684's C bit (allow_join_initial_addr_port=0); the client's plugin sees it."""
+    cli, srv = make_netns("djc"), make_netns("djs")
+    subprocess.run(
+        ["ip", "link", "add", "mktdj0", "netns", cli, "type", "veth", "peer", "mktdj1", "netns", srv],
+        check=True,
+    )
+    ip(cli, "addr", "add", "10.20.0.1/24", "dev", "mktdj0")
+    ip(srv, "addr", "add", "10.20.0.2/24", "dev", "mktdj1")
+    ip(cli, "link", "set", "mktdj0", "up")
+    ip(srv, "link", "set", "mktdj1", "up")
+    subprocess.run(
+        ["ip", "netns", "exec", srv, "sysctl", "-qw", "net.mptcp.allow_join_initial_addr_port=0"], check=True
+    )
+    pdir = tmp_path / "plugins"
+    pdir.mkdir(mode=0o755)
+    (pdir / "deny.py").write_text(DENY_PLUGIN)
+    (pdir / "deny.py").chmod(0o644)
+    out = tmp_path / "deny.jsonl"
+    run_pm(
+        cli, f"--plugin-dir={pdir}", "--path-manager=deny", "--load-plugins=deny", env={"DENY_OUT": str(out)}
+    )
+    ready = threading.Event()
+
+    def server() -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("10.20.0.2", 9320))
+        s.listen()
+        ready.set()
+        conn, _ = s.accept()
+        conn.recv(1)
+        conn.close()
+        s.close()
+
+    t = threading.Thread(target=run_in_netns, args=(srv, server), daemon=True)
+    t.start()
+    assert ready.wait(5)
+
+    def connect() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        s.connect(("10.20.0.2", 9320))
+        s.send(b"x")
+        return s
+
+    c = run_in_netns(cli, connect)
+    try:
+        wait_for(lambda: out.exists() and out.read_text().strip() != "", 5, "connection_established")
+        (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+        assert rec["deny_join_id0"] is True
+    finally:
+        c.close()
+        t.join(5)
