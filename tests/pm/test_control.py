@@ -10,16 +10,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from mptcpkit.mptcp_socket import IPPROTO_MPTCP, mptcp_info
-from mptcpkit.netlink.socket import run_in_netns
+from mptcpkit.mptcp_socket import mptcp_info
 
-from .conftest import Daemon, wait_for
+from .conftest import Daemon, mptcp_connect, mptcp_listener, wait_for
 from .test_sspi import two_paths  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.needs_root
@@ -98,71 +96,50 @@ def test_control_api(two_paths: tuple[str, str], run_pm: Callable[..., Daemon], 
     )
     assert follow.stderr is not None
     assert "following events" in follow.stderr.readline()
-    ready, stop = threading.Event(), threading.Event()
+    with mptcp_listener(srv, "0.0.0.0", 9310):
+        c = mptcp_connect(cli, "10.10.1.2", 9310, b"x")
+        try:
+            check_control(d, bus, cli, c, follow)
+        finally:
+            c.close()
+            follow.kill()
 
-    def server() -> None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", 9310))
-        s.listen()
-        ready.set()
-        conn, _ = s.accept()
-        stop.wait(20)
-        conn.close()
-        s.close()
 
-    t = threading.Thread(target=run_in_netns, args=(srv, server), daemon=True)
-    t.start()
-    assert ready.wait(5)
+def check_control(d: Daemon, bus: str, cli: str, c: socket.socket, follow: subprocess.Popen[str]) -> None:
+    """What the control API does with one real connection."""
+    info = mptcp_info(c)
+    assert info is not None
+    token = info.token
+    out, err = follow.communicate(timeout=30)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert len(events) == 1, (out, err, d.output())
+    (event,) = events
+    assert event["type"] == "established" and event["token"] == token, (out, err)
 
-    def connect() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-        s.connect(("10.10.1.2", 9310))
-        s.send(b"x")
-        return s
+    def listed() -> list[dict[str, object]]:
+        r = pm("connections", "--bus", bus, "--netns", cli, "--json")
+        assert r.returncode == 0, r.stderr
+        return list(json.loads(r.stdout))
 
-    c = run_in_netns(cli, connect)
-    try:
-        info = mptcp_info(c)
-        assert info is not None
-        token = info.token
-        out, err = follow.communicate(timeout=30)
-        events = [json.loads(line) for line in out.splitlines()]
-        assert len(events) == 1, (out, err, d.output())
-        (event,) = events
-        assert event["type"] == "established" and event["token"] == token, (out, err)
-
-        def listed() -> list[dict[str, object]]:
-            r = pm("connections", "--bus", bus, "--netns", cli, "--json")
-            assert r.returncode == 0, r.stderr
-            return list(json.loads(r.stdout))
-
-        wait_for(lambda: any(x["token"] == token for x in listed()), 5, "connection listed")
-        # a command: mark the initial subflow backup (MP_PRIO), through the daemon's handle
-        lport = c.getsockname()[1]
-        r = pm(
-            "set-backup",
-            f"{token:x}",
-            "10.10.1.1",
-            str(lport),
-            "10.10.1.2",
-            "9310",
-            "--bus",
-            bus,
-            "--netns",
-            cli,
-        )
-        assert r.returncode == 0, r.stderr + d.output()
-        bad = pm(
-            "set-backup", f"{token:x}", "10.10.9.9", "1", "10.10.1.2", "9310", "--bus", bus, "--netns", cli
-        )
-        assert bad.returncode == 2 and "SetBackup" in bad.stderr and "Traceback" not in bad.stderr
-        # nobody (uid 65534) reaches the bus but not the daemon
-        denied = pm("connections", "--bus", bus, "--netns", cli, user=65534)
-        assert denied.returncode == 2 and "not root nor in the control group" in denied.stderr, denied.stderr
-        assert d.alive()
-    finally:
-        stop.set()
-        c.close()
-        follow.kill()
-        t.join(5)
+    wait_for(lambda: any(x["token"] == token for x in listed()), 5, "connection listed")
+    # a command: mark the initial subflow backup (MP_PRIO), through the daemon's handle
+    lport = c.getsockname()[1]
+    r = pm(
+        "set-backup",
+        f"{token:x}",
+        "10.10.1.1",
+        str(lport),
+        "10.10.1.2",
+        "9310",
+        "--bus",
+        bus,
+        "--netns",
+        cli,
+    )
+    assert r.returncode == 0, r.stderr + d.output()
+    bad = pm("set-backup", f"{token:x}", "10.10.9.9", "1", "10.10.1.2", "9310", "--bus", bus, "--netns", cli)
+    assert bad.returncode == 2 and "SetBackup" in bad.stderr and "Traceback" not in bad.stderr
+    # nobody (uid 65534) reaches the bus but not the daemon
+    denied = pm("connections", "--bus", bus, "--netns", cli, user=65534)
+    assert denied.returncode == 2 and "not root nor in the control group" in denied.stderr, denied.stderr
+    assert d.alive()

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mptcpkit.mptcp_socket import IPPROTO_MPTCP, mptcp_info
+from mptcpkit.mptcp_socket import mptcp_info
 from mptcpkit.netlink import MptcpPmClient
-from mptcpkit.netlink.socket import run_in_netns
 
-from .conftest import Daemon, ip, table, wait_for
+from .conftest import Daemon, ip, mptcp_connect, mptcp_listener, table, wait_for
 
 
 @pytest.mark.needs_root
@@ -36,59 +34,28 @@ def test_ids_of_endpoints_present_at_start_are_not_reused(pm_ns: str, run_pm: Ca
 @pytest.mark.needs_root
 def test_connection_list_rebuilt_after_event_overrun(pm_ns: str, run_pm: Callable[..., Daemon]) -> None:
     d = run_pm(pm_ns, env={"MPTCPKIT_PM_EVENT_RCVBUF": "2048"})
-    stop = threading.Event()
-    ready = threading.Event()
+    with mptcp_listener(pm_ns, "127.0.0.1", 9400):
+        d.proc.send_signal(signal.SIGSTOP)  # the daemon does not read: the kernel drops events
+        try:
+            for s in [mptcp_connect(pm_ns, "127.0.0.1", 9400) for _ in range(30)]:
+                s.close()
+            kept = [mptcp_connect(pm_ns, "127.0.0.1", 9400) for _ in range(3)]
+            time.sleep(0.3)
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        try:
+            tokens = {i.token for s in kept if (i := mptcp_info(s)) is not None}
+            assert len(tokens) == 3
 
-    def server() -> None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 9400))
-        s.listen(64)
-        ready.set()
-        conns = []
-        s.settimeout(0.5)
-        while not stop.is_set():
-            try:
-                conns.append(s.accept()[0])
-            except TimeoutError:
-                continue
-        for c in conns:
-            c.close()
-        s.close()
+            def state() -> dict[str, Any]:
+                return dict(json.loads(d.state_file.read_text()))
 
-    t = threading.Thread(target=run_in_netns, args=(pm_ns, server), daemon=True)
-    t.start()
-    assert ready.wait(5)
-    d.proc.send_signal(signal.SIGSTOP)  # the daemon does not read: the kernel drops events
-    try:
-
-        def connect() -> socket.socket:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-            s.connect(("127.0.0.1", 9400))
-            return s
-
-        short = [run_in_netns(pm_ns, connect) for _ in range(30)]
-        for s in short:
-            s.close()
-        kept = [run_in_netns(pm_ns, connect) for _ in range(3)]
-        time.sleep(0.3)
-    finally:
-        d.proc.send_signal(signal.SIGCONT)
-    try:
-        tokens = {i.token for s in kept if (i := mptcp_info(s)) is not None}
-        assert len(tokens) == 3
-
-        def state() -> dict[str, object]:
-            return dict(json.loads(d.state_file.read_text()))
-
-        wait_for(lambda: state()["events"].get("lost", 0) >= 1, 5, "an overrun")  # type: ignore[attr-defined]
-        wait_for(lambda: tokens <= {c["token"] for c in state()["connections"]}, 5, "kept connections listed")  # type: ignore[attr-defined]
-        assert "rebuilding the connection list" in d.output() and d.alive()
-    finally:
-        for s in kept:
-            s.close()
-        stop.set()
-        t.join(5)
+            wait_for(lambda: state()["events"].get("lost", 0) >= 1, 5, "an overrun")
+            wait_for(lambda: tokens <= {c["token"] for c in state()["connections"]}, 5, "connections listed")
+            assert "rebuilding the connection list" in d.output() and d.alive()
+        finally:
+            for s in kept:
+                s.close()
 
 
 def pm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -245,34 +212,11 @@ def test_deny_join_id0_reaches_plugins(
     run_pm(
         cli, f"--plugin-dir={pdir}", "--path-manager=deny", "--load-plugins=deny", env={"DENY_OUT": str(out)}
     )
-    ready = threading.Event()
-
-    def server() -> None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("10.20.0.2", 9320))
-        s.listen()
-        ready.set()
-        conn, _ = s.accept()
-        conn.recv(1)
-        conn.close()
-        s.close()
-
-    t = threading.Thread(target=run_in_netns, args=(srv, server), daemon=True)
-    t.start()
-    assert ready.wait(5)
-
-    def connect() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-        s.connect(("10.20.0.2", 9320))
-        s.send(b"x")
-        return s
-
-    c = run_in_netns(cli, connect)
-    try:
-        wait_for(lambda: out.exists() and out.read_text().strip() != "", 5, "connection_established")
-        (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
-        assert rec["deny_join_id0"] is True
-    finally:
-        c.close()
-        t.join(5)
+    with mptcp_listener(srv, "10.20.0.2", 9320):
+        c = mptcp_connect(cli, "10.20.0.2", 9320, b"x")
+        try:
+            wait_for(lambda: out.exists() and out.read_text().strip() != "", 5, "connection_established")
+            (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+            assert rec["deny_join_id0"] is True
+        finally:
+            c.close()

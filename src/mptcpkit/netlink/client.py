@@ -25,7 +25,7 @@ from mptcpkit.netlink import mptcp_pm as pm
 from mptcpkit.netlink.errors import DecodeError, FamilyNotFound, KernelError, NetlinkError
 from mptcpkit.netlink.mptcp_events import MptcpEvent, decode_event
 from mptcpkit.netlink.mptcp_pm import EndpointFlags, IPAddress, KernelEndpoint, Limits, parse_ip
-from mptcpkit.netlink.session import transact
+from mptcpkit.netlink.session import Overrun, pending_datagrams, transact
 from mptcpkit.netlink.socket import NETLINK_GENERIC, add_membership, open_netlink
 from mptcpkit.netlink.socket import ifindex as nl_ifindex
 
@@ -263,21 +263,18 @@ class MptcpPmClient:
         """Decode every event queued now, without blocking; raises EventsLost on overflow."""
         ev = self.subscribe()
         out: list[MptcpEvent] = []
-        while True:
-            try:
-                data = ev.sock.recv(_BUF)
-            except BlockingIOError:
-                return out
-            except OSError as exc:
-                if exc.errno == _errno.ENOBUFS:
-                    raise EventsLost("mptcp_pm events lost: socket receive buffer overflowed") from None
-                raise
+        try:
+            datagrams = pending_datagrams(ev.sock)
+        except Overrun:
+            raise EventsLost("mptcp_pm events lost: socket receive buffer overflowed") from None
+        for data in datagrams:
             try:
                 for msg in nlmsg.iter_nlmsgs(data):
                     if msg.type == ev.family.id:
                         out.append(decode_event(msg.payload))
             except DecodeError:
                 self.decode_errors += 1  # a malformed datagram is skipped; the others still count
+        return out
 
     def events(self, timeout: float | None = None) -> Iterator[MptcpEvent]:
         """Yield events as they arrive; stop after `timeout` seconds in total (None = forever)."""

@@ -361,30 +361,10 @@ def req_subflow_destroy(
 
 
 # Events live in mptcp_events.py (this module stays under 600 lines); the names stay importable from here.
-_EVENT_NAMES = frozenset(
-    {
-        "AddressAnnounced",
-        "AddressRemoved",
-        "ConnectionClosed",
-        "ConnectionCreated",
-        "ConnectionEstablished",
-        "ListenerClosed",
-        "ListenerCreated",
-        "MptcpEvent",
-        "SubflowClosed",
-        "SubflowEstablished",
-        "SubflowPriority",
-        "UnknownEvent",
-        "decode_event",
-        "event_to_json_dict",
-    }
-)
-
-
 def __getattr__(name: str) -> Any:
-    if name in _EVENT_NAMES:
-        from mptcpkit.netlink import mptcp_events
+    from mptcpkit.netlink import mptcp_events
 
+    if name in mptcp_events.__all__:
         return getattr(mptcp_events, name)
     raise AttributeError(name)
 

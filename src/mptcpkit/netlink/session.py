@@ -7,6 +7,7 @@ NLMSG_ERROR into `KernelError` with the extack text. `transact()` is the blockin
 
 from __future__ import annotations
 
+import errno
 import socket
 from dataclasses import dataclass, field
 
@@ -48,6 +49,24 @@ class PendingRequest:
         else:
             # a 'do' reply is followed by the ACK we always ask for, which ends the request
             self.replies.append(msg)
+
+
+class Overrun(Exception):
+    """The kernel dropped notifications for this socket (ENOBUFS): state must be read again."""
+
+
+def pending_datagrams(sock: socket.socket) -> list[bytes]:
+    """Every datagram queued on a non-blocking socket now; Overrun if the kernel dropped some."""
+    out: list[bytes] = []
+    while True:
+        try:
+            out.append(sock.recv(RECV_SIZE))
+        except BlockingIOError:
+            return out
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                raise Overrun() from None
+            raise
 
 
 def transact(

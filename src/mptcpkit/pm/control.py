@@ -82,6 +82,22 @@ def uid_allowed(uid: int, group: str | None) -> bool:
         return False
 
 
+async def bus_daemon_call(bus: Any, member: str, signature: str, body: list[Any]) -> Any:
+    """Call a method of the bus itself (org.freedesktop.DBus), e.g. AddMatch or GetConnectionUnixUser."""
+    from dbus_fast import Message
+
+    return await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member=member,
+            signature=signature,
+            body=body,
+        )
+    )
+
+
 class ControlServer:
     """Runs the D-Bus side in a thread; `run_pending()` executes queued commands on the daemon's loop."""
 
@@ -194,16 +210,7 @@ class ControlServer:
 
         bus = self._bus
         try:
-            reply = await bus.call(
-                Message(
-                    destination="org.freedesktop.DBus",
-                    path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus",
-                    member="GetConnectionUnixUser",
-                    signature="s",
-                    body=[msg.sender],
-                )
-            )
+            reply = await bus_daemon_call(bus, "GetConnectionUnixUser", "s", [msg.sender])
             uid = int(reply.body[0])
         except Exception as exc:
             bus.send(Message.new_error(msg, ERR_DENIED, f"cannot identify the caller: {exc}"))

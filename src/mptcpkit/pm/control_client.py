@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mptcpkit.errors import EnvironmentProblem, UsageError
-from mptcpkit.pm.control import IFACE, PATH, SIGNATURES, bus_name
+from mptcpkit.pm.control import IFACE, PATH, SIGNATURES, bus_daemon_call, bus_name
 
 
 async def _connect(bus: str) -> Any:
@@ -65,7 +65,7 @@ async def _events(
     out: Callable[[dict[str, Any]], None],
     ready: Callable[[], None],
 ) -> None:
-    from dbus_fast import Message, MessageType
+    from dbus_fast import MessageType
 
     conn = await _connect(bus)
     done = asyncio.Event()
@@ -88,16 +88,7 @@ async def _events(
     rules = [base + f",arg0='{kind}'" for kind in types] or [base]
     conn.add_message_handler(on_message)
     for rule in rules:
-        await conn.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            )
-        )
+        await bus_daemon_call(conn, "AddMatch", "s", [rule])
     ready()  # the match rules are in place: from here on no event is missed
     try:
         await asyncio.wait_for(done.wait(), timeout)

@@ -7,13 +7,12 @@ notifications (ENOBUFS) are visible.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import itertools
 
 from mptcpkit.netlink import rtnetlink as rt
 from mptcpkit.netlink.errors import DecodeError, KernelError
-from mptcpkit.netlink.session import RECV_SIZE, transact
+from mptcpkit.netlink.session import Overrun, pending_datagrams, transact
 from mptcpkit.netlink.socket import NETLINK_ROUTE, add_membership, open_netlink
 
 ROUTE_TEST_V4 = ipaddress.IPv4Address("192.0.2.1")
@@ -56,19 +55,16 @@ class RtnlSocket:
         """Every notification queued now; ResyncNeeded if the kernel dropped some. A datagram that does
         not decode is counted and skipped (the next resync repairs what it carried)."""
         out: list[rt.RtnlChange] = []
-        while True:
-            try:
-                data = self.events.recv(RECV_SIZE)
-            except BlockingIOError:
-                return out
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    raise ResyncNeeded() from None
-                raise
+        try:
+            datagrams = pending_datagrams(self.events)
+        except Overrun:
+            raise ResyncNeeded() from None
+        for data in datagrams:
             try:
                 out.extend(rt.decode(data))
             except DecodeError:
                 self.decode_errors += 1
+        return out
 
     def _request(self, msg_type: int, body: bytes, *, dump: bool) -> list[rt.RtnlChange]:
         replies = transact(self.req, msg_type, body, next(self._seq), f"rtnetlink {msg_type}", dump=dump)
