@@ -275,6 +275,7 @@ def events(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.")] = None,
 ) -> None:
     """Follow the daemon's mptcp_pm events as JSON lines, filtered by type and token (control API)."""
+    from mptcpkit.pm.control_client import EventFilter
     from mptcpkit.pm.control_client import events as follow
 
     try:
@@ -290,7 +291,7 @@ def events(
         sys.stderr.write("following events\n")
         sys.stderr.flush()
 
-    follow(bus, netns, type_ or [], tok, count, timeout, out, ready)
+    follow(bus, netns, EventFilter(tuple(type_ or ()), tok, count, timeout), out, ready)
 
 
 def _token(value: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mptcpkit.errors import EnvironmentProblem, UsageError
@@ -55,13 +56,20 @@ def call(bus: str, netns: str | None, member: str, *args: Any) -> Any:
     return asyncio.run(_call(bus, netns, member, list(args)))
 
 
+@dataclass(frozen=True)
+class EventFilter:
+    types: tuple[str, ...] = ()
+    """Only these event types (a D-Bus match rule per type: the bus drops the others)."""
+    token: int | None = None
+    count: int | None = None
+    """Stop after this many events."""
+    timeout: float | None = None
+
+
 async def _events(
     bus: str,
     netns: str | None,
-    types: list[str],
-    token: int | None,
-    count: int | None,
-    timeout: float | None,
+    flt: EventFilter,
     out: Callable[[dict[str, Any]], None],
     ready: Callable[[], None],
 ) -> None:
@@ -76,22 +84,22 @@ async def _events(
         if msg.message_type != MessageType.SIGNAL or msg.interface != IFACE or msg.member != "Event":
             return
         kind, tok, payload = msg.body
-        if token is not None and tok != token:
+        if flt.token is not None and tok != flt.token:
             return
         out({"type": kind, "token": tok, **json.loads(payload)})
         seen += 1
-        if count is not None and seen >= count:
+        if flt.count is not None and seen >= flt.count:
             done.set()
 
     # the type filter is a D-Bus match rule (the bus drops other events); the token is checked here
-    base = f"type='signal',interface='{IFACE}',member='Event',path='{PATH}'"
-    rules = [base + f",arg0='{kind}'" for kind in types] or [base]
+    base = f"type='signal',sender='{bus_name(netns)}',interface='{IFACE}',member='Event',path='{PATH}'"
+    rules = [base + f",arg0='{kind}'" for kind in flt.types] or [base]
     conn.add_message_handler(on_message)
     for rule in rules:
         await bus_daemon_call(conn, "AddMatch", "s", [rule])
     ready()  # the match rules are in place: from here on no event is missed
     try:
-        await asyncio.wait_for(done.wait(), timeout)
+        await asyncio.wait_for(done.wait(), flt.timeout)
     except TimeoutError:
         pass
     finally:
@@ -101,12 +109,9 @@ async def _events(
 def events(
     bus: str,
     netns: str | None,
-    types: list[str],
-    token: int | None,
-    count: int | None,
-    timeout: float | None,
+    flt: EventFilter,
     out: Callable[[dict[str, Any]], None],
     ready: Callable[[], None] = lambda: None,
 ) -> None:
-    """Print the daemon's mptcp_pm events; `types` filter with D-Bus match rules (arg0), `token` here."""
-    asyncio.run(_events(bus, netns, types, token, count, timeout, out, ready))
+    """Pass the daemon's mptcp_pm events to `out` until the filter's count or timeout is reached."""
+    asyncio.run(_events(bus, netns, flt, out, ready))
