@@ -29,7 +29,7 @@ from mptcpkit.netlink.client import EventsLost, MptcpPmClient
 from mptcpkit.netlink.errors import FamilyNotFound, KernelError, NetlinkError
 from mptcpkit.netlink.mptcp_pm import Limits
 from mptcpkit.pm import netmon
-from mptcpkit.pm.config import Config, pm_type, require_mptcp_enabled
+from mptcpkit.pm.config import Config, NotifyFlags, pm_type, require_mptcp_enabled
 from mptcpkit.pm.core import Connection, PathManagerCore, PluginCall, RouteLookup
 from mptcpkit.pm.handle import PathManager
 from mptcpkit.pm.observe import Metrics, alive, default_state_file, setup_logging, status_dict
@@ -95,7 +95,7 @@ class Daemon:
         self.client = client
         rcvbuf = os.environ.get("MPTCPKIT_PM_EVENT_RCVBUF")  # a test knob: provoke event overruns
         client.subscribe(int(rcvbuf) if rcvbuf and rcvbuf.isdigit() else None)
-        self.rtnl = RtnlSocket(self.netns)
+        self.rtnl = RtnlSocket(self.netns, routes=bool(self.config.notify_flags & NotifyFlags.CHECK_ROUTE))
         cfg = self.config
         network = netmon.NetworkMonitor(
             notify=cfg.notify_flags, allow=cfg.allow_interfaces, deny=cfg.deny_interfaces

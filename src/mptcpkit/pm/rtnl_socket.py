@@ -26,17 +26,14 @@ class ResyncNeeded(Exception):
 class RtnlSocket:
     """Two rtnetlink sockets in one namespace: one for notifications, one for dumps and route lookups."""
 
-    GROUPS = (
-        rt.RTNLGRP_LINK,
-        rt.RTNLGRP_IPV4_IFADDR,
-        rt.RTNLGRP_IPV6_IFADDR,
-        rt.RTNLGRP_IPV4_ROUTE,
-        rt.RTNLGRP_IPV6_ROUTE,
-    )
+    GROUPS = (rt.RTNLGRP_LINK, rt.RTNLGRP_IPV4_IFADDR, rt.RTNLGRP_IPV6_IFADDR)
+    ROUTE_GROUPS = (rt.RTNLGRP_IPV4_ROUTE, rt.RTNLGRP_IPV6_ROUTE)
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, routes: bool = False) -> None:
+        """`routes`: also follow route changes (only check_route needs them; every address change brings
+        a few local-route messages the daemon would otherwise wake up for)."""
         self.events = open_netlink(NETLINK_ROUTE, netns)
-        for group in self.GROUPS:
+        for group in self.GROUPS + (self.ROUTE_GROUPS if routes else ()):
             add_membership(self.events, group)
         self.events.setblocking(False)
         self.req = open_netlink(NETLINK_ROUTE, netns)
