@@ -144,3 +144,28 @@ def test_limits_follow_mptcpd() -> None:
     assert limits_for(5, subflow) == (5, 5)
     assert limits_for(5, int(ev.EndpointFlags.SIGNAL)) == (5, 0)
     assert limits_for(1, subflow) is None and limits_for(9, subflow) is None
+
+
+def test_a_malformed_notification_is_skipped_not_fatal() -> None:
+    """The daemon's rtnetlink reader on a datagram socket pair: garbage is counted, the next message counts."""
+    import json
+    import socket
+    from pathlib import Path
+
+    from mptcpkit.netlink.rtnetlink import Interface as Link
+    from mptcpkit.pm.rtnl_socket import RtnlSocket
+
+    fixtures = json.loads(
+        (Path(__file__).parents[1] / "netlink" / "fixtures" / "kernel_messages.json").read_text()
+    )
+    link = next(bytes.fromhex(r["hex"]) for r in fixtures if r["name"].startswith("rtnl_links"))
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        b.setblocking(False)
+        reader = RtnlSocket.__new__(RtnlSocket)  # the reader only, without opening netlink sockets
+        reader.events, reader.decode_errors = b, 0
+        a.send(b"\x30\x00\x00\x00garbage that claims 48 bytes")
+        a.send(link)
+        changes = reader.read()
+    assert reader.decode_errors == 1
+    assert [type(c.fact) for c in changes] == [Link]
