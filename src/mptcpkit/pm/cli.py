@@ -177,6 +177,8 @@ def _print_status(s: dict[str, Any]) -> None:
         f"  notify-flags: {','.join(cfg['notify_flags']) or '-'}"
     )
     c.print("plugins: " + ", ".join(p["name"] + (" (default)" if p["default"] else "") for p in s["plugins"]))
+    for w in s.get("warnings", []):
+        c.print(f"[yellow]warning:[/] {w}", highlight=False, markup=True)
     t = Table(title="addresses reported to plugins")
     t.add_column("ifindex")
     t.add_column("address")
