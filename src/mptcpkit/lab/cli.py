@@ -281,6 +281,19 @@ def run_cmd(
         help="Modules directory for --kernel (default: found next to the image or in /lib/modules/RELEASE).",
     ),
     list_only: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Record CPU profiles (perf, system-wide) of each repetition; docs/profiling.md.",
+    ),
+    profile_freq: int = typer.Option(
+        None, "--profile-freq", help="Samples per second per CPU (default 499)."
+    ),
+    profile_symbols: str = typer.Option(
+        None,
+        "--profile-symbols",
+        help="vmlinux or System.map of the kernel under test (default: /proc/kallsyms).",
+    ),
 ) -> None:
     """Run the scenario suite (default: all scenarios), compare each with its analytic expectation, store it.
 
@@ -289,6 +302,9 @@ def run_cmd(
     from mptcpkit.lab.scenarios import default_suite
 
     _check_emulation_mode(emulation)
+    from mptcpkit.lab.profiling.cli import run_options
+
+    profile_options = run_options(profile, profile_freq, profile_symbols)
     suite = {s.name: s for s in default_suite(scale)}
     if list_only:
         table = Table("scenario", "description")
@@ -331,6 +347,8 @@ def run_cmd(
         guest_args += ["--until-ci", str(until_ci)] if until_ci is not None else []
         guest_args += ["--seed", str(seed)] if seed is not None else []
         guest_args += [] if self_check else ["--no-self-check"]
+        guest_args += ["--profile"] if profile else []
+        guest_args += ["--profile-freq", str(profile_freq)] if profile_freq else []
         raise typer.Exit(run_on_kernel(kernel, modules, guest_args, label=label, db=db, json_path=json_path))
     elif modules:
         raise UsageError("--modules goes with --kernel")
@@ -351,6 +369,7 @@ def run_cmd(
         max_reps=max_reps,
         seed=seed,
         self_check=self_check,
+        profile=profile_options,
     )
     raise typer.Exit(0 if report.passed else 1)
 
@@ -463,6 +482,11 @@ def compare_cmd(
         "it a regression (a regression must show in both).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Also show where the CPU time went (differential profile of each regression).",
+    ),
 ) -> None:
     """Per scenario and metric: change with confidence interval, rank test, verdict. Exit 1 on a regression."""
     from mptcpkit.lab.analysis import compare_runs
@@ -487,7 +511,14 @@ def compare_cmd(
         if as_json:
             # --confirm may downgrade a regression: the verdict printed is the confirmed one.
             rows_json = [r.to_json() | {"verdict": v} for r, v in zip(rows, verdicts, strict=True)]
-            print(json.dumps(rows_json, indent=2))
+            if profile:
+                from mptcpkit.lab.profiling.cli import diffs_json
+                from mptcpkit.lab.profiling.views import compare_profiles
+
+                diffs, note = compare_profiles(store, base_run.run_id, new_run.run_id, rows)
+                print(json.dumps({"comparisons": rows_json, "profiles": diffs_json(diffs, note)}, indent=2))
+            else:
+                print(json.dumps(rows_json, indent=2))
         else:
             err.print(
                 f"base {base_run.run_id} ({base_run.label or '-'}, "
@@ -522,6 +553,11 @@ def compare_cmd(
                     f"[{colors[v]}]{v}[/]",
                 )
             out.print(table)
+            if profile:
+                from mptcpkit.lab.profiling.cli import print_diffs
+                from mptcpkit.lab.profiling.views import compare_profiles
+
+                print_diffs(*compare_profiles(store, base_run.run_id, new_run.run_id, rows), out, err)
         if "regression" in verdicts:
             raise typer.Exit(1)
 
@@ -711,3 +747,12 @@ def console_cmd(lab_id: str = typer.Argument(..., metavar="LAB"), host: str = ty
 
 
 __all__ = ["Path", "app"]
+
+
+def _register_profile() -> None:
+    from mptcpkit.lab.profiling.cli import app as profile_app
+
+    app.add_typer(profile_app, name="profile")
+
+
+_register_profile()

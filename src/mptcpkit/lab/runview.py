@@ -43,6 +43,9 @@ class ProgressReporter(Reporter):
     def stage(self, text: str) -> None:
         self.progress.update(self.task, description=text)
 
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]{text}[/]", highlight=False)
+
     def rep_done(self, scenario: str, rep: int, outcome: RepOutcome) -> None:
         self.progress.advance(self.task)
         summary = ", ".join(
@@ -99,6 +102,7 @@ def run_with_progress(
     self_check: bool,
     backend: Any = None,
     store: Any = None,
+    profile: Any = None,
 ) -> RunReport:
     """Run with progress bars on stderr; print the table; write JSON; labs are removed even on SIGTERM."""
     from mptcpkit.lab.backends.netns import NetnsBackend
@@ -117,6 +121,7 @@ def run_with_progress(
         until_ci_pct=until_ci,
         max_reps=max_reps,
         self_check=self_check,
+        profile=profile,
     )
 
     def on_sigterm(signum: int, frame: object) -> None:

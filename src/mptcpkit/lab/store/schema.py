@@ -91,6 +91,25 @@ def _backfill_env_key(db: Database) -> None:
         db.execute("UPDATE runs SET env_key = ? WHERE run_id = ?", (environment_key(json.loads(env)), run_id))
 
 
+def _v5(dialect: str) -> tuple[str, ...]:
+    ident = "INTEGER PRIMARY KEY AUTOINCREMENT" if dialect == "sqlite" else "BIGSERIAL PRIMARY KEY"
+    real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"
+    big = "INTEGER" if dialect == "sqlite" else "BIGINT"
+    return (
+        f"""CREATE TABLE profiles (
+            id {ident},
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            scenario TEXT NOT NULL,
+            rep INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            frequency INTEGER NOT NULL,
+            seconds {real} NOT NULL,
+            samples {big} NOT NULL,
+            folded TEXT NOT NULL,
+            UNIQUE (run_id, scenario, rep))""",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs and results", _v1("sqlite"), _v1("postgresql")),
     Migration(
@@ -100,6 +119,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         _v2("postgresql"),
         after=_backfill_env_key,
     ),
+    # v3 (scenarios) and v4 (cost) are reserved for other branches; the coordinator renumbers if needed.
+    Migration(5, "CPU profiles (folded stacks) of profiled repetitions", _v5("sqlite"), _v5("postgresql")),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

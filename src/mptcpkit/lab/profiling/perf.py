@@ -1,0 +1,208 @@
+"""Running `perf`: is it usable here, which event samples, argv builders, and one recording session.
+
+`probe()` answers once per process whether `perf record -a -g` works (binary present, perf_event_paranoid low
+enough or root with CAP_PERFMON/CAP_SYS_ADMIN, not refused by a container's seccomp) and which event it really
+samples: perf silently falls back from `cycles` to `cpu-clock` where there is no hardware PMU (virtual machines,
+this lab machine), so the event is read back from the recording (`perf evlist`) instead of being assumed.
+The argv builders are pure; `Recording` is the only part with a process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Events tried in order: the hardware cycle counter where there is a PMU, else the kernel's hrtimer clock.
+EVENTS = ("cycles", "cpu-clock")
+#: Default sampling frequency (Hz per CPU). 499 (prime: no lockstep with 100/250/1000 Hz timers) costs < 1 %
+#: on a CPU-bound MPTCP transfer here; see docs/profiling.md.
+DEFAULT_FREQUENCY = 499
+
+
+@dataclass(frozen=True)
+class Support:
+    """What `probe` found: usable or not, and why not in one line."""
+
+    ok: bool
+    event: str = ""
+    perf: str = ""
+    version: str = ""
+    reason: str = ""
+
+
+def record_argv(
+    perf: str, output: str, *, event: str, frequency: int, duration: float | None = None
+) -> list[str]:
+    """System-wide, with call stacks (frame pointers: the kernel is built with them; DWARF would cost more)."""
+    argv = [perf, "record", "-a", "-g", "-e", event, "-F", str(frequency), "-o", output, "--quiet"]
+    if duration is not None:
+        argv += ["--", "sleep", f"{duration:.3f}"]
+    return argv
+
+
+def script_argv(
+    perf: str, data: str, *, kallsyms: str | None = None, vmlinux: str | None = None
+) -> list[str]:
+    argv = [perf, "script", "-F", "comm,tid,time,event,ip,sym,dso", "-i", data]
+    if kallsyms:
+        argv += ["--kallsyms", kallsyms]
+    if vmlinux:
+        argv += ["--vmlinux", vmlinux]
+    return argv
+
+
+def paranoid_level(path: str = "/proc/sys/kernel/perf_event_paranoid") -> int | None:
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+_cache: dict[str, Support] = {}
+
+
+def probe(perf: str | None = None) -> Support:
+    """Can we record system-wide stacks here? Tries a 50 ms recording per event; cached per process/PATH."""
+    binary = perf or shutil.which("perf")
+    key = f"{binary}:{os.environ.get('PATH', '')}:{paranoid_level()}"
+    if key in _cache:
+        return _cache[key]
+    _cache[key] = support = _probe(binary)
+    return support
+
+
+def _probe(binary: str | None) -> Support:
+    if binary is None:
+        return Support(False, reason="perf is not installed (Debian: apt install linux-perf)")
+    try:
+        version = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Support(False, perf=binary, reason=f"{binary} does not run: {exc}")
+    paranoid = paranoid_level()
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="mptcpkit-perf-probe-") as tmp:
+        for event in EVENTS:
+            data = os.path.join(tmp, f"{event}.data")
+            argv = record_argv(binary, data, event=event, frequency=99, duration=0.05)
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                problems.append(f"{event}: {exc}")
+                continue
+            if done.returncode != 0 or not os.path.exists(data):
+                problems.append(f"{event}: {_first_error(done.stderr)}")
+                continue
+            used = _recorded_event(binary, data) or event
+            return Support(True, event=used, perf=binary, version=version)
+    hint = f" (kernel.perf_event_paranoid={paranoid})" if paranoid is not None and paranoid > 1 else ""
+    return Support(
+        False,
+        perf=binary,
+        version=version,
+        reason=f"perf record -a is not allowed here{hint}: " + "; ".join(problems),
+    )
+
+
+def _first_error(stderr: str) -> str:
+    for line in stderr.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("WARNING", "[")):
+            return line[:160]
+    return stderr.strip()[:160] or "failed"
+
+
+def _recorded_event(binary: str, data: str) -> str | None:
+    done = subprocess.run([binary, "evlist", "-i", data], capture_output=True, text=True, timeout=20)
+    for line in done.stdout.splitlines():
+        name = line.strip()
+        if name and not name.startswith("dummy"):
+            return name.split(":")[0]
+    return None
+
+
+@dataclass
+class Recording:
+    """One `perf record -a -g` in the background, started after `delay` seconds and running at most `duration`.
+
+    The delay skips slow start; the duration ends the window before the flows wind down. `stop()` ends it early
+    (SIGINT, so perf writes a complete file) and returns the data file, or None when perf never started.
+    """
+
+    support: Support
+    output: Path
+    frequency: int = DEFAULT_FREQUENCY
+    delay: float = 1.0
+    duration: float | None = None
+    started_at: float | None = None
+    stopped_at: float | None = None
+    error: str | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _cancelled: bool = False
+
+    def start(self) -> None:
+        import threading
+
+        self._timer = threading.Timer(self.delay, self._begin)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _begin(self) -> None:
+        if self._cancelled:
+            return
+        argv = record_argv(
+            self.support.perf,
+            str(self.output),
+            event=self.support.event,
+            frequency=self.frequency,
+            duration=self.duration,
+        )
+        try:
+            self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.started_at = time.monotonic()
+        except OSError as exc:
+            self.error = str(exc)
+
+    def stop(self) -> Path | None:
+        self._cancelled = True
+        self._timer.cancel()
+        self._timer.join(timeout=5)
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+        self.stopped_at = time.monotonic()
+        if proc.returncode not in (0, -signal.SIGINT, 130) or not self.output.exists():
+            self.error = _first_error(stderr.decode(errors="replace"))
+            return None
+        return self.output
+
+    @property
+    def seconds(self) -> float:
+        if self.started_at is None or self.stopped_at is None:
+            return 0.0
+        return self.stopped_at - self.started_at
+
+
+def script(support: Support, data: Path, *, kallsyms: str | None = None, vmlinux: str | None = None) -> str:
+    """`perf script` text of a recording (symbols resolved from /proc/kallsyms unless told otherwise)."""
+    done = subprocess.run(
+        script_argv(support.perf, str(data), kallsyms=kallsyms, vmlinux=vmlinux),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done.stdout
