@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mptcpkit.errors import UsageError
@@ -50,7 +51,7 @@ def _pct(value: float) -> str:
 
 def _change_rows(table: Table, rows: Sequence[ShareChange], top: int) -> None:
     for c in rows[:top]:
-        name = f"[bold magenta]{c.name}[/]" if c.mptcp else c.name
+        name = f"[bold magenta]{escape(c.name)}[/]" if c.mptcp else escape(c.name)
         color = "red" if c.delta > 0 else "blue"
         sure = "[bold]yes[/]" if c.confident else "[dim]no[/]"
         table.add_row(
@@ -116,7 +117,7 @@ def show_cmd(
                 f"({merged.idle} idle), {items[0].event} at {items[0].frequency} Hz",
             )
             for fn, count in merged.self_counts.most_common(top):
-                label = f"[bold magenta]{fn}[/]" if is_mptcp(fn) else fn
+                label = f"[bold magenta]{escape(fn)}[/]" if is_mptcp(fn) else escape(fn)
                 table.add_row(label, _pct(count / merged.busy), _pct(merged.total_counts[fn] / merged.busy))
             out.print(table)
 

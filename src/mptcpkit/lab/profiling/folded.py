@@ -31,10 +31,13 @@ IDLE_LEAVES = re.compile(
 )
 
 
-def _clean_symbol(sym: str) -> str:
+def _clean_symbol(sym: str, dso: str | None) -> str:
+    """The function name; for code without symbols the library instead ('[libcrypto.so.3]'), as
+    stackcollapse-perf does, so a stripped library still shows up as one block."""
     sym = _OFFSET.sub("", sym.strip())
     if not sym or sym == "[unknown]":
-        return "[unknown]"
+        lib = (dso or "").strip().rsplit("/", 1)[-1]
+        return f"[{lib}]" if lib and lib != "[unknown]" else "[unknown]"
     return sym.replace(";", ":").replace(" ", "_")
 
 
@@ -62,7 +65,7 @@ def parse_perf_script(lines: Iterable[str]) -> Counter[str]:
         if line[0] in " \t":
             match = _FRAME.match(line)
             if comm is not None and match:
-                frames.append(_clean_symbol(match.group("sym")))
+                frames.append(_clean_symbol(match.group("sym"), match.group("dso")))
             continue
         if comm is not None:  # a header right after another: the previous sample had no blank line
             folded[_fold(comm, frames)] += 1
