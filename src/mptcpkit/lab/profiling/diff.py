@@ -176,7 +176,8 @@ def _changes(
         out.append(
             ShareChange(name, p_b, p_n, p_n - p_b, low, high, method, is_mptcp(name.rsplit(";", 1)[-1]))
         )
-    out.sort(key=lambda c: (not c.confident, -abs(c.delta), c.name))
+    # What grew comes first (a regression's suspects), then what shrank, then changes within the noise.
+    out.sort(key=lambda c: (not c.confident, c.delta <= 0, -abs(c.delta), c.name))
     return out[:top]
 
 

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,17 +40,39 @@ class Support:
 def record_argv(
     perf: str, output: str, *, event: str, frequency: int, duration: float | None = None
 ) -> list[str]:
-    """System-wide, with call stacks (frame pointers: the kernel is built with them; DWARF would cost more)."""
-    argv = [perf, "record", "-a", "-g", "-e", event, "-F", str(frequency), "-o", output, "--quiet"]
+    """System-wide, with call stacks (frame pointers: the kernel is built with them; DWARF would cost more),
+    time-stamped with CLOCK_MONOTONIC so a window can be cut out by the runner's clock (`time.monotonic()`)."""
+    argv = [
+        perf,
+        "record",
+        "-a",
+        "-g",
+        "-k",
+        "mono",
+        "-e",
+        event,
+        "-F",
+        str(frequency),
+        "-o",
+        output,
+        "--quiet",
+    ]
     if duration is not None:
         argv += ["--", "sleep", f"{duration:.3f}"]
     return argv
 
 
 def script_argv(
-    perf: str, data: str, *, kallsyms: str | None = None, vmlinux: str | None = None
+    perf: str,
+    data: str,
+    *,
+    kallsyms: str | None = None,
+    vmlinux: str | None = None,
+    window: tuple[float, float] | None = None,
 ) -> list[str]:
     argv = [perf, "script", "-F", "comm,tid,time,event,ip,sym,dso", "-i", data]
+    if window is not None:
+        argv += ["--time", f"{window[0]:.6f},{window[1]:.6f}"]
     if kallsyms:
         argv += ["--kallsyms", kallsyms]
     if vmlinux:
@@ -130,10 +153,12 @@ def _recorded_event(binary: str, data: str) -> str | None:
 
 @dataclass
 class Recording:
-    """One `perf record -a -g` in the background, started after `delay` seconds and running at most `duration`.
+    """One `perf record -a -g` in the background, started at once and stopped (SIGINT, so perf writes a complete
+    file) `delay + duration` seconds later or at `stop()`, whichever comes first; `window` is the steady state.
 
-    The delay skips slow start; the duration ends the window before the flows wind down. `stop()` ends it early
-    (SIGINT, so perf writes a complete file) and returns the data file, or None when perf never started.
+    perf needs 0.5-1.5 s to start system-wide (it first walks every process's memory maps), so it is started at
+    the beginning of the repetition, its start-up overlapping the warm-up; only samples inside the window
+    (from `delay` on, by CLOCK_MONOTONIC) are folded (`perf script --time`).
     """
 
     support: Support
@@ -145,62 +170,85 @@ class Recording:
     stopped_at: float | None = None
     error: str | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    _cancelled: bool = False
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def start(self) -> None:
-        import threading
+        self._thread = threading.Thread(target=self._run, name="perf-record", daemon=True)
+        self._thread.start()
 
-        self._timer = threading.Timer(self.delay, self._begin)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _begin(self) -> None:
-        if self._cancelled:
-            return
+    def _run(self) -> None:
         argv = record_argv(
-            self.support.perf,
-            str(self.output),
-            event=self.support.event,
-            frequency=self.frequency,
-            duration=self.duration,
+            self.support.perf, str(self.output), event=self.support.event, frequency=self.frequency
         )
-        try:
-            self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            self.started_at = time.monotonic()
-        except OSError as exc:
-            self.error = str(exc)
+        with self._lock:
+            if self._done.is_set():
+                return
+            try:
+                self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            except OSError as exc:
+                self.error = str(exc)
+                return
+            self.started_at = time.monotonic() + self.delay
+        if self.duration is not None:
+            self._done.wait(self.delay + self.duration)
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        with self._lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                if self.stopped_at is None:
+                    self.stopped_at = time.monotonic()
 
     def stop(self) -> Path | None:
-        self._cancelled = True
-        self._timer.cancel()
-        self._timer.join(timeout=5)
+        """End the recording (if still running) and wait for perf; the data file, or None (see `error`)."""
+        self._done.set()
+        self._interrupt()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         proc = self._proc
         if proc is None:
+            self.error = self.error or "the repetition ended before the steady state"
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
         try:
-            _, stderr = proc.communicate(timeout=30)
+            _, stderr = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             _, stderr = proc.communicate()
-        self.stopped_at = time.monotonic()
-        if proc.returncode not in (0, -signal.SIGINT, 130) or not self.output.exists():
-            self.error = _first_error(stderr.decode(errors="replace"))
+        if not self.output.exists() or self.output.stat().st_size == 0:
+            self.error = (
+                f"perf exited with {proc.returncode}: {_first_error(stderr.decode(errors='replace'))}"
+            )
             return None
         return self.output
 
     @property
+    def window(self) -> tuple[float, float] | None:
+        """(start, end) of the steady state in CLOCK_MONOTONIC seconds; None if it never began."""
+        if self.started_at is None or self.stopped_at is None or self.stopped_at <= self.started_at:
+            return None
+        return self.started_at, self.stopped_at
+
+    @property
     def seconds(self) -> float:
-        if self.started_at is None or self.stopped_at is None:
-            return 0.0
-        return self.stopped_at - self.started_at
+        window = self.window
+        return window[1] - window[0] if window else 0.0
 
 
-def script(support: Support, data: Path, *, kallsyms: str | None = None, vmlinux: str | None = None) -> str:
+def script(
+    support: Support,
+    data: Path,
+    *,
+    kallsyms: str | None = None,
+    vmlinux: str | None = None,
+    window: tuple[float, float] | None = None,
+) -> str:
     """`perf script` text of a recording (symbols resolved from /proc/kallsyms unless told otherwise)."""
     done = subprocess.run(
-        script_argv(support.perf, str(data), kallsyms=kallsyms, vmlinux=vmlinux),
+        script_argv(support.perf, str(data), kallsyms=kallsyms, vmlinux=vmlinux, window=window),
         capture_output=True,
         text=True,
         timeout=300,

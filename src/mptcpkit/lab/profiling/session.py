@@ -118,15 +118,15 @@ class Profiler:
         if recording is None:
             return None
         data = recording.output
-        if recording.error or not data.exists():
-            self.say(
-                f"--profile: {scenario} rep {rep + 1}: perf recorded nothing ({recording.error or 'no data'})"
-            )
+        if recording.error or not data.exists() or recording.window is None:
+            why = recording.error or "the repetition ended before its steady state"
+            self.say(f"--profile: {scenario} rep {rep + 1}: no profile ({why})")
+            data.unlink(missing_ok=True)
             return None
         symbols = self.options.symbols
         kallsyms = symbols if symbols and "System.map" in Path(symbols).name else None
         vmlinux = symbols if symbols and not kallsyms else None
-        text = perf.script(self.support, data, kallsyms=kallsyms, vmlinux=vmlinux)
+        text = perf.script(self.support, data, kallsyms=kallsyms, vmlinux=vmlinux, window=recording.window)
         data.unlink(missing_ok=True)
         stacks = folded.parse_perf_script(text.splitlines())
         profile = Profile(
