@@ -170,3 +170,19 @@ def test_section_html_is_self_contained() -> None:
     assert "flamegraph.default()" in html and "d3-flame-graph" in html and "<script src" not in html
     assert "mptcp_subflow_data_available" in html and "csum_partial" in html
     assert section_html([]) == ""
+
+
+def test_scenario_file_profile_setting(tmp_path: Path) -> None:
+    """`profile = true` in a scenario file turns profiling on for that scenario only, without --profile."""
+    from mptcpkit.lab.profiling.session import Profiler
+    from mptcpkit.lab.scenarios import build, load_scenario_file
+
+    (tmp_path / "hot.toml").write_text('name = "hot"\nprofile = true\n')
+    (tmp_path / "cold.toml").write_text('name = "cold"\n')
+    hot = build(load_scenario_file(tmp_path / "hot.toml")[0])
+    cold = build(load_scenario_file(tmp_path / "cold.toml")[0])
+    notes: list[str] = []
+    assert not Profiler.begin(None, notes.append, "netns", [cold]).enabled and notes == []
+    profiler = Profiler.begin(None, notes.append, "ssh", [hot, cold])
+    assert profiler.options.scenarios == frozenset({"hot"})
+    assert notes == ["profiling: not supported on the ssh backend yet; the run goes on without profiles"]

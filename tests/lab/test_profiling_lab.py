@@ -82,7 +82,9 @@ def test_profiles_are_stored_and_marked(pair: Pair) -> None:
         assert [p.rep for p in profiles] == [0, 1, 2]
         assert all(p.event == perf.probe().event for p in profiles)
         assert all(p.samples > 500 for p in profiles), [p.samples for p in profiles]
-        assert all(1.0 < p.seconds < 3.0 for p in profiles), [p.seconds for p in profiles]  # steady state only
+        assert all(1.0 < p.seconds < 3.0 for p in profiles), [
+            p.seconds for p in profiles
+        ]  # steady state only
         (result,) = store.results(pair.new)
         assert result.details["profiled"] == [True, True, True]
         assert store.get_run(pair.new).environment["profile"]["event"] == perf.probe().event

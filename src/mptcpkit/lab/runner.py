@@ -84,6 +84,9 @@ def aggregate(run_id: str, status: ScenarioStatus) -> list[Result]:
     """Turn per-repetition measurements into one Result per metric (median, score, pass)."""
     results = []
     failed = bool(status.failures)
+    spec = status.scenario.spec
+    sweep = spec.sweep if spec is not None else None
+    params = dict(spec.params) if spec is not None and spec.params else None
     for name, measurements in status.measurements.items():
         first = measurements[0]
         samples = [m.value for m in measurements]
@@ -118,8 +121,11 @@ def aggregate(run_id: str, status: ScenarioStatus) -> list[Result]:
                     "description": status.scenario.description,
                     "self_check": status.self_check,
                     "reps": status.rep_details,
+                    "origin": status.scenario.origin,
                     **({"profiled": status.profiled[name]} if any(status.profiled[name]) else {}),
                 },
+                sweep=sweep,
+                params=params,
             )
         )
     if not status.measurements and failed:
@@ -135,7 +141,9 @@ def aggregate(run_id: str, status: ScenarioStatus) -> list[Result]:
                 score=0.0,
                 passed=False,
                 rule="the scenario must complete",
-                details={"failures": status.failures},
+                details={"failures": status.failures, "origin": status.scenario.origin},
+                sweep=sweep,
+                params=params,
             )
         )
     return results
@@ -195,10 +203,11 @@ def run(
         env["self_check"] = {name: st.self_check for name, st in statuses.items()}
         env["seed"] = seed
         env.update(options.extra_environment)
-        profiler = Profiler.begin(options.profile, rep.note, backend.name)
+        profiler = Profiler.begin(options.profile, rep.note, backend.name, options.scenarios)
         env.update(profiler.environment())
         config = {
             "scenarios": list(statuses),
+            "origins": {name: st.scenario.origin for name, st in statuses.items()},
             "reps": options.reps,
             "until_ci_pct": options.until_ci_pct,
             "max_reps": options.max_reps,

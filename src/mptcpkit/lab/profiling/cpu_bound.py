@@ -6,6 +6,7 @@ benchmark measures.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from mptcpkit.lab.backends.base import Lab
 from mptcpkit.lab.model import Direction, MptcpSettings, Topology
@@ -24,7 +25,9 @@ def unshaped_path(checksum: bool) -> Topology:
     return dataclasses.replace(topo, name=name, hosts=hosts, links=(link,))
 
 
-def _evaluate(scn: Scenario, lab: Lab, outcomes: list[FlowOutcome], _t: dict[str, float]) -> RepOutcome:
+def _evaluate(
+    scn: Scenario, lab: Lab, outcomes: list[FlowOutcome], _t: dict[str, float], _extras: dict[str, Any]
+) -> RepOutcome:
     (outcome,) = outcomes
     return RepOutcome([Measurement("goodput", "Mbit/s", "higher", steady_goodput(outcome.client) / 1e6)])
 

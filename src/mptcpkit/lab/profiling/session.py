@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,17 +53,29 @@ class Profiler:
     recorded: int = 0
 
     @classmethod
-    def begin(cls, options: ProfileOptions | None, say: Callable[[str], None], backend: str) -> Profiler:
-        """Probe perf; on any problem say it in one line and return a disabled profiler (None: not asked)."""
+    def begin(
+        cls,
+        options: ProfileOptions | None,
+        say: Callable[[str], None],
+        backend: str,
+        scenarios: Sequence[Any] = (),
+    ) -> Profiler:
+        """Probe perf; on any problem say it in one line and return a disabled profiler.
+
+        `options` None (no --profile): only scenarios whose file says `profile = true` are profiled.
+        """
+        wanted = frozenset(s.name for s in scenarios if getattr(getattr(s, "spec", None), "profile", False))
+        if options is None and wanted:
+            options = ProfileOptions(scenarios=wanted)
         profiler = cls(options or ProfileOptions(), say)
         if options is None:
             return profiler
         if backend not in ("netns",):
-            say(f"--profile: not supported on the {backend} backend yet; the run goes on without profiles")
+            say(f"profiling: not supported on the {backend} backend yet; the run goes on without profiles")
             return profiler
         profiler.support = perf.probe()
         if not profiler.support.ok:
-            say(f"--profile: {profiler.support.reason}; the run goes on without profiles")
+            say(f"profiling: {profiler.support.reason}; the run goes on without profiles")
         return profiler
 
     @property
@@ -120,7 +132,7 @@ class Profiler:
         data = recording.output
         if recording.error or not data.exists() or recording.window is None:
             why = recording.error or "the repetition ended before its steady state"
-            self.say(f"--profile: {scenario} rep {rep + 1}: no profile ({why})")
+            self.say(f"profiling: {scenario} rep {rep + 1}: no profile ({why})")
             data.unlink(missing_ok=True)
             return None
         symbols = self.options.symbols
@@ -134,7 +146,7 @@ class Profiler:
             scenario=scenario,
             rep=rep,
             event=self.support.event,
-            frequency=self.options.frequency,
+            frequency=recording.frequency,
             seconds=recording.seconds,
             stacks=stacks,
         )

@@ -91,6 +91,16 @@ def _backfill_env_key(db: Database) -> None:
         db.execute("UPDATE runs SET env_key = ? WHERE run_id = ?", (environment_key(json.loads(env)), run_id))
 
 
+def _v3(dialect: str) -> tuple[str, ...]:
+    # Sweeps: each case of a [matrix] scenario is stored under its own name ("unequal[subflows=4]"), so
+    # compare and history work per case; these columns say which sweep it belongs to and its parameters (JSON).
+    return (
+        "ALTER TABLE results ADD COLUMN sweep TEXT",
+        "ALTER TABLE results ADD COLUMN params TEXT",
+        "CREATE INDEX results_sweep ON results (sweep, metric)",
+    )
+
+
 def _v5(dialect: str) -> tuple[str, ...]:
     ident = "INTEGER PRIMARY KEY AUTOINCREMENT" if dialect == "sqlite" else "BIGSERIAL PRIMARY KEY"
     real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"
@@ -119,7 +129,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         _v2("postgresql"),
         after=_backfill_env_key,
     ),
-    # v3 (scenarios) and v4 (cost) are reserved for other branches; the coordinator renumbers if needed.
+    Migration(3, "sweep case parameters", _v3("sqlite"), _v3("postgresql")),
+    # v4 is reserved for cost; the coordinator renumbers if needed.
     Migration(5, "CPU profiles (folded stacks) of profiled repetitions", _v5("sqlite"), _v5("postgresql")),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
