@@ -186,3 +186,20 @@ def test_scenario_file_profile_setting(tmp_path: Path) -> None:
     profiler = Profiler.begin(None, notes.append, "ssh", [hot, cold])
     assert profiler.options.scenarios == frozenset({"hot"})
     assert notes == ["profiling: not supported on the ssh backend yet; the run goes on without profiles"]
+
+
+def test_profiles_travel_in_run_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """How a VM guest hands its profiles to the host: the run JSON carries them, the host stores them."""
+    monkeypatch.setenv("MPTCPKIT_PROFILES", str(tmp_path / "artifacts"))
+    from mptcpkit.lab.profiling.storage import import_profiles, profiles_json
+
+    stacks = Counter({"iperf3;mptcp_sendmsg;csum_partial": 7})
+    with open_store(str(tmp_path / "guest.db")) as guest, open_store(str(tmp_path / "host.db")) as host:
+        g = guest.create_run("g", {}, {})
+        assert profiles_json(guest, g.run_id) == {}
+        save_profile(guest, Profile(g.run_id, "s", 1, "cpu-clock", 499, 1.5, stacks), artifacts=tmp_path)
+        items = profiles_json(guest, g.run_id)["profiles"]
+        h = host.create_run("h", {}, {})
+        assert import_profiles(host, h.run_id, items) == 1
+        (p,) = load_profiles(host, h.run_id)
+        assert p.stacks == stacks and p.rep == 1 and p.run_id == h.run_id

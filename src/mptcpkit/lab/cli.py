@@ -346,6 +346,7 @@ def run_cmd(
         guest_args += [] if self_check else ["--no-self-check"]
         guest_args += ["--profile"] if profile else []
         guest_args += ["--profile-freq", str(profile_freq)] if profile_freq else []
+        guest_args += ["--profile-symbols", profile_symbols] if profile_symbols else []
         raise typer.Exit(run_on_kernel(kernel, modules, guest_args, label=label, db=db, json_path=json_path))
     elif modules:
         raise UsageError("--modules goes with --kernel")

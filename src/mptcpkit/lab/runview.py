@@ -151,7 +151,10 @@ def run_with_progress(
                 )
             print_results(report.results, console)
             if json_path:
-                document = json.dumps(run_to_json(store, report.run_id), indent=2, default=str)
+                from mptcpkit.lab.profiling.storage import profiles_json
+
+                run_json = run_to_json(store, report.run_id) | profiles_json(store, report.run_id)
+                document = json.dumps(run_json, indent=2, default=str)
                 if json_path == "-":
                     sys.stdout.write(document + "\n")
                 else:

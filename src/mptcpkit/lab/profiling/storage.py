@@ -121,3 +121,16 @@ def from_json(run_id: str, item: dict[str, Any]) -> Profile:
         float(item["seconds"]),
         folded.decode(str(item["folded"])),
     )
+
+
+def profiles_json(store: Any, run_id: str) -> dict[str, Any]:
+    """{"profiles": [...]} for a run's JSON when it has profiles, else {} (the JSON stays as it was)."""
+    profiles = load_profiles(store, run_id)
+    return {"profiles": [to_json(p) for p in profiles]} if profiles else {}
+
+
+def import_profiles(store: Any, run_id: str, items: list[dict[str, Any]]) -> int:
+    """Store the profiles a VM guest's run JSON carried, under the host's run id; returns how many."""
+    for item in items:
+        save_profile(store, from_json(run_id, item))
+    return len(items)
