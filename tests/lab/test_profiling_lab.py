@@ -161,3 +161,25 @@ def test_bisect_hook(pair: Pair) -> None:
         assert doc is not None and doc["self"][0]["name"] in CHECKSUM and doc["flame"]["value"] > 0
         assert "fg-0" in first_bad_step_html(store, pair.base, pair.new, "mptcp-cpu-bound")
         assert first_bad_step_profile(store, pair.base, pair.new, "no-such-scenario") is None
+
+
+def test_dashboard_compare_page_in_chromium(pair: Pair, browser: BrowserContext) -> None:
+    """The dashboard's compare page over real HTTP carries the same differential view, drawn in chromium."""
+    from test_dashboard import run_server
+
+    errors: list[str] = []
+    for url in run_server(pair.db):
+        page = browser.new_page()
+        try:
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{url}/compare?base={pair.base}&new={pair.new}", wait_until="load")
+            page.wait_for_selector("#fg-0 svg g rect", timeout=20_000)
+            heading = page.evaluate("document.querySelector('#profiles h2').textContent")
+            first_row = page.evaluate(
+                "document.querySelector('#profiles table.prof tbody tr td.fn').textContent"
+            )
+        finally:
+            page.close()
+        assert not errors, errors
+        assert "Where the CPU time went" in heading
+        assert any(first_row.strip().startswith(c) for c in CHECKSUM), first_row
