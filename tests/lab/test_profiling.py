@@ -203,3 +203,25 @@ def test_profiles_travel_in_run_json(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert import_profiles(host, h.run_id, items) == 1
         (p,) = load_profiles(host, h.run_id)
         assert p.stacks == stacks and p.rep == 1 and p.run_id == h.run_id
+
+
+def test_other_processes_are_marked_and_left_out() -> None:
+    lines = [
+        "iperf3 100/101 1.0: cpu-clock: ",
+        "\tffff csum_partial ([kernel.kallsyms])",
+        "",
+        "cc1 555/555 1.1: cpu-clock: ",
+        "\tffff cc1_main (/usr/lib/gcc/cc1)",
+        "",
+        "swapper 0/0 1.2: cpu-clock: ",
+        "\tffff net_rx_action ([kernel.kallsyms])",
+        "",
+    ]
+    stacks = folded.parse_perf_script(lines, lab_pids={100})
+    assert stacks == Counter({"iperf3;csum_partial": 1, "[other]cc1;cc1_main": 1, "swapper;net_rx_action": 1})
+    assert folded.parse_perf_script(lines)["cc1;cc1_main"] == 1  # no pid set: everything is the lab's
+    shares = reduce_rep(stacks)
+    assert shares.busy == 2 and shares.other == 1 and "cc1_main" not in shares.self_counts
+    diff = differential("s", [stacks], [stacks])
+    assert diff.other_fraction == pytest.approx(2 / 6)
+    assert all(c["name"] != "[other]cc1" for c in diff.flame.get("children", []))

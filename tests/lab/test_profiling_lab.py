@@ -85,6 +85,8 @@ def test_profiles_are_stored_and_marked(pair: Pair) -> None:
         assert all(1.0 < p.seconds < 3.0 for p in profiles), [
             p.seconds for p in profiles
         ]  # steady state only
+        roots = {stack.split(";")[0] for p in profiles for stack in p.stacks}
+        assert "iperf3" in roots  # the lab's own processes, found in its netns (others: "[other]COMM")
         (result,) = store.results(pair.new)
         assert result.details["profiled"] == [True, True, True]
         assert store.get_run(pair.new).environment["profile"]["event"] == perf.probe().event

@@ -269,7 +269,7 @@ def _execute(
         status = statuses[name]
         assert status.lab is not None
         rep.stage(f"{name}: repetition {index + 1}")
-        with profiler.repetition(name, flow_seconds(status.scenario)) as recording:
+        with profiler.repetition(name, flow_seconds(status.scenario), status.lab) as recording:
             try:
                 outcome = status.scenario.run_once(status.lab)
             except LabError as exc:

@@ -70,8 +70,9 @@ def print_diffs(diffs: Sequence[ProfileDiff], note: str, out: Console, err: Cons
     for d in diffs:
         err.print(
             f"\n[bold]{d.scenario}[/]: {d.base_reps} -> {d.new_reps} profiled repetitions, "
-            f"{d.base_samples} -> {d.new_samples} busy samples ({d.event}); change in points of share, "
-            "MPTCP functions in magenta",
+            f"{d.base_samples} -> {d.new_samples} busy samples of the lab ({d.event}; "
+            f"{100 * d.other_fraction:.0f} % of the machine's were other processes, left out); "
+            "change in points of share, MPTCP functions in magenta",
             highlight=False,
         )
         for title, rows in (("function (self)", d.self_changes), ("call path (leaf last)", d.path_changes)):
@@ -114,7 +115,7 @@ def show_cmd(
                 "self",
                 "total",
                 title=f"{name}: {len(items)} repetitions, {merged.busy} busy samples "
-                f"({merged.idle} idle), {items[0].event} at {items[0].frequency} Hz",
+                f"({merged.idle} idle, {merged.other} in other processes), {items[0].event} at {items[0].frequency} Hz",
             )
             for fn, count in merged.self_counts.most_common(top):
                 label = f"[bold magenta]{escape(fn)}[/]" if is_mptcp(fn) else escape(fn)

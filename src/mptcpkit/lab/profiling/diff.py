@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mptcpkit.lab.profiling.attribution import is_other
 from mptcpkit.lab.profiling.folded import is_idle
 
 #: MPTCP's own kernel functions, highlighted everywhere.
@@ -43,6 +44,7 @@ class RepShares:
 
     busy: int
     idle: int
+    other: int
     self_counts: Counter[str]
     total_counts: Counter[str]
     path_counts: Counter[str]
@@ -57,8 +59,11 @@ def reduce_rep(stacks: Mapping[str, int], path_depth: int = 6) -> RepShares:
     self_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
     paths: Counter[str] = Counter()
-    busy = idle = 0
+    busy = idle = other = 0
     for stack, count in stacks.items():
+        if is_other(stack):  # another process on this machine, not the lab's
+            other += count
+            continue
         if is_idle(stack):
             idle += count
             continue
@@ -68,7 +73,7 @@ def reduce_rep(stacks: Mapping[str, int], path_depth: int = 6) -> RepShares:
         for name in set(frames):
             total_counts[name] += count
         paths[tail(stack, path_depth)] += count
-    return RepShares(busy, idle, self_counts, total_counts, paths)
+    return RepShares(busy, idle, other, self_counts, total_counts, paths)
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,8 @@ class ProfileDiff:
     path_changes: list[ShareChange] = field(default_factory=list)
     flame: dict[str, Any] = field(default_factory=dict)
     event: str = ""
+    other_fraction: float = 0.0
+    """Share of all non-idle samples taken in processes outside the lab (left out of everything above)."""
 
     def to_json(self, top: int = 20) -> dict[str, Any]:
         return {
@@ -126,6 +133,7 @@ class ProfileDiff:
             "new_reps": self.new_reps,
             "base_samples": self.base_samples,
             "new_samples": self.new_samples,
+            "other_fraction": self.other_fraction,
             "self": [c.to_json() for c in self.self_changes[:top]],
             "total": [c.to_json() for c in self.total_changes[:top]],
             "paths": [c.to_json() for c in self.path_changes[:top]],
@@ -196,6 +204,8 @@ def differential(
     b = [reduce_rep(s, path_depth) for s in base]
     n = [reduce_rep(s, path_depth) for s in new]
     diff = ProfileDiff(scenario, len(b), len(n), sum(r.busy for r in b), sum(r.busy for r in n), event=event)
+    other = sum(r.other for r in b + n)
+    diff.other_fraction = other / (other + diff.base_samples + diff.new_samples or 1)
     if not b or not n:
         return diff
     diff.self_changes = _changes(b, n, "self_counts", rng, top)
@@ -209,7 +219,7 @@ def _busy(profiles: Iterable[Mapping[str, int]]) -> Counter[str]:
     merged: Counter[str] = Counter()
     for stacks in profiles:
         for stack, count in stacks.items():
-            if not is_idle(stack):
+            if not is_idle(stack) and not is_other(stack):
                 merged[stack] += count
     return merged
 

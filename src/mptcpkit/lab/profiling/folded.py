@@ -2,7 +2,7 @@
 
 Pure: no perf, no files. The parser reads the default `perf script` layout (a header line per sample, then one
 indented line per frame, leaf first, a blank line between samples), which is what `perf script -F
-comm,tid,time,event,ip,sym,dso` prints as well. Frames are reversed to root-first, the command name becomes the
+comm,pid,tid,time,event,ip,sym,dso` prints as well. Frames are reversed to root-first, the command name becomes the
 root frame (as Brendan Gregg's stackcollapse-perf does), offsets (`+0x1a`) are dropped, and runs of unresolved
 frames collapse to one `[unknown]`.
 """
@@ -50,11 +50,23 @@ def _fold(comm: str, frames: list[str]) -> str:
     return ";".join(names)
 
 
-def parse_perf_script(lines: Iterable[str]) -> Counter[str]:
-    """Fold `perf script` output into stacks with sample counts. Samples without frames are kept (comm only)."""
+def parse_perf_script(lines: Iterable[str], lab_pids: set[int] | None = None) -> Counter[str]:
+    """Fold `perf script` output into stacks with sample counts. Samples without frames are kept (comm only).
+
+    With `lab_pids`, samples of other processes get the root frame `[other]COMM` (see attribution.py).
+    """
+    from mptcpkit.lab.profiling.attribution import OTHER, lab_sample
+
     folded: Counter[str] = Counter()
     comm: str | None = None
     frames: list[str] = []
+
+    def root(header: re.Match[str] | None, line: str) -> str:
+        name = header.group("comm").strip() if header else line.split()[0]
+        if lab_pids is None or header is None:
+            return name
+        return name if lab_sample(int(header.group("pid")), name, lab_pids) else OTHER + name
+
     for raw in lines:
         line = raw.rstrip("\n")
         if not line.strip():
@@ -70,7 +82,7 @@ def parse_perf_script(lines: Iterable[str]) -> Counter[str]:
         if comm is not None:  # a header right after another: the previous sample had no blank line
             folded[_fold(comm, frames)] += 1
         header = _HEADER.match(line)
-        comm, frames = (header.group("comm").strip() if header else line.split()[0]), []
+        comm, frames = root(header, line), []
     if comm is not None:
         folded[_fold(comm, frames)] += 1
     return folded

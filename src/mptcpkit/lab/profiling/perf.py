@@ -70,7 +70,7 @@ def script_argv(
     vmlinux: str | None = None,
     window: tuple[float, float] | None = None,
 ) -> list[str]:
-    argv = [perf, "script", "-F", "comm,tid,time,event,ip,sym,dso", "-i", data]
+    argv = [perf, "script", "-F", "comm,pid,tid,time,event,ip,sym,dso", "-i", data]
     if window is not None:
         argv += ["--time", f"{window[0]:.6f},{window[1]:.6f}"]
     if kallsyms:

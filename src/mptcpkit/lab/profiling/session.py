@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit.lab.profiling import folded, perf
+from mptcpkit.lab.profiling.attribution import PidWatch, lab_netns
 from mptcpkit.lab.profiling.storage import Profile, save_profile
 
 #: Seconds skipped at the start of a repetition (connection setup, slow start) and before its end.
@@ -50,6 +51,7 @@ class Profiler:
     say: Callable[[str], None] = print
     support: perf.Support = field(default_factory=lambda: perf.Support(False, reason="not asked"))
     _tmp: Path | None = None
+    _lab_pids: dict[int, set[int] | None] = field(default_factory=dict)
     recorded: int = 0
 
     @classmethod
@@ -100,7 +102,9 @@ class Profiler:
         }
 
     @contextmanager
-    def repetition(self, scenario: str, flow_seconds: float | None) -> Iterator[perf.Recording | None]:
+    def repetition(
+        self, scenario: str, flow_seconds: float | None, lab: Any = None
+    ) -> Iterator[perf.Recording | None]:
         """Record during the steady state of one repetition: from WARMUP_S to COOLDOWN_S before its end."""
         if not self.wants(scenario):
             yield None
@@ -117,11 +121,14 @@ class Profiler:
             delay=WARMUP_S,
             duration=duration,
         )
+        watch = PidWatch(lab_netns(lab))
         recording.start()
+        watch.start()
         try:
             yield recording
         finally:
             recording.stop()
+            self._lab_pids[id(recording)] = watch.stop()
 
     def finish(
         self, recording: perf.Recording | None, store: Any, run_id: str, scenario: str, rep: int
@@ -138,9 +145,10 @@ class Profiler:
         symbols = self.options.symbols
         kallsyms = symbols if symbols and "System.map" in Path(symbols).name else None
         vmlinux = symbols if symbols and not kallsyms else None
+        lab_pids = self._lab_pids.pop(id(recording), None)
         text = perf.script(self.support, data, kallsyms=kallsyms, vmlinux=vmlinux, window=recording.window)
         data.unlink(missing_ok=True)
-        stacks = folded.parse_perf_script(text.splitlines())
+        stacks = folded.parse_perf_script(text.splitlines(), lab_pids)
         profile = Profile(
             run_id=run_id,
             scenario=scenario,
