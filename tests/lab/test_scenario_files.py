@@ -155,6 +155,8 @@ MISTAKES: list[tuple[str, str, int | None]] = [
     ('[[flows]]\nto = "10.0.1.1"\nduration = "1s"\n', "not an address of host 'server'", None),
     ('[[flows]]\nmode = "stream"\nduration = "1s"\n', "rate and a message size", None),
     ('[[flows]]\nparallel = 0\nduration = "1s"\n', "at least 1", 2),
+    ('[[flows]]\nparallel = 100000\nduration = "1s"\n', "within 1..128", 2),
+    ('interval = "1us"\n', "within 10ms..10s", 1),
     ('[[flows]]\nduration = "1s"\n[[flows]]\nduration = "1s"\nname = "flow0"\n', "used twice", None),
     ('name = "bad name!"\n', "scenario names", 1),
     ('timeout = "-1s"\n', "duration", 1),
@@ -319,5 +321,94 @@ def test_cli_check_show_list(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "unknown link 'pth1'" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("run", "-s", "fairnes")
     assert proc.returncode == 2 and "did you mean 'fairness'" in proc.stderr
+    suite_dir = tmp_path / "suite"
+    suite_dir.mkdir()
+    (suite_dir / "a.toml").write_text('name = "mine"\n[[flows]]\nduration = "1s"\n')
+    proc = run_cli("run", "--list", "--suite", str(suite_dir), "-s", "simult-*")
+    assert proc.returncode == 0, proc.stderr
+    assert "mine" in proc.stdout and "simult-delay-25-1" in proc.stdout and "backup" not in proc.stdout
     proc = run_cli("scenario", "check", str(tmp_path / "missing.toml"))
     assert proc.returncode == 2 and "no such scenario file" in proc.stderr
+
+
+def _sweep_run(store: Any) -> str:
+    from mptcpkit.lab.store import Result
+
+    env = {
+        "hostname": "h",
+        "kernel_release": "k",
+        "emulation": "userspace",
+        "backend": "netns",
+        "cpu_model": "c",
+    }
+    run = store.create_run("sweep", env, {"scenarios": [], "reps": 3})
+    cases = ["pm[pm=userspace,n=1]", "pm[pm=kernel,n=1]", "pm[pm=kernel,n=2]"]
+    store.finish_run(run.run_id, "complete")
+    for i, case in enumerate(cases):
+        pm, n = case[3:-1].split(",")
+        params = {"pm": pm.split("=")[1], "n": int(n.split("=")[1])}
+        store.add_result(
+            Result(
+                run.run_id,
+                case,
+                "goodput",
+                "Mbit/s",
+                "higher",
+                [10.0 + i, 11.0 + i, 12.0 + i],
+                40.0,
+                None,
+                True,
+                "informational",
+                {},
+                sweep="pm",
+                params=params,
+            )
+        )
+    return str(run.run_id)
+
+
+def test_store_v3_keeps_sweep_parameters(tmp_path: Path) -> None:
+    from mptcpkit.lab.store import LATEST_VERSION, open_store
+    from mptcpkit.lab.store.db import connect
+    from mptcpkit.lab.store.schema import migrate
+
+    old = connect(str(tmp_path / "old.db"))
+    migrate(old, target=2)
+    old.execute(
+        "INSERT INTO runs (run_id, label, started_at, status, environment, config) VALUES (?, ?, ?, ?, ?, ?)",
+        ("r1", None, "2026-11-29T00:00:00+00:00", "complete", "{}", "{}"),
+    )
+    old.execute(
+        "INSERT INTO results (run_id, scenario, metric, unit, direction, samples, expected, score, passed, rule, "
+        "details) VALUES ('r1', 'backup', 'stall_time', 's', 'lower', '[0.2]', NULL, NULL, 1, '', '{}')"
+    )
+    old.close()
+    assert LATEST_VERSION >= 3
+    with open_store(str(tmp_path / "old.db")) as store:  # migrated v2 -> v3: old results have no sweep
+        (result,) = store.results("r1")
+        assert result.sweep is None and result.params is None
+        run_id = _sweep_run(store)
+        stored = {r.scenario: r for r in store.results(run_id)}
+        assert stored["pm[pm=kernel,n=2]"].params == {"pm": "kernel", "n": 2}
+        assert stored["pm[pm=kernel,n=2]"].sweep == "pm"
+
+
+def test_sweep_figures_group_order_and_draw(tmp_path: Path) -> None:
+    from mptcpkit.lab.report import build_html
+    from mptcpkit.lab.report.sweeps import sweep_figure, sweep_png, sweeps_of
+    from mptcpkit.lab.store import open_store
+
+    with open_store(str(tmp_path / "s.db")) as store:
+        run_id = _sweep_run(store)
+        (sweep,) = sweeps_of(store.results(run_id), order=["pm[pm=kernel,n=1]", "pm[pm=userspace,n=1]"])
+        html = build_html(store, run_id)
+    assert sweep.x_param == "pm" and sweep.params == ["pm", "n"] and not sweep.ci  # 3 samples: min..max bands
+    (metric,) = sweep.metrics
+    assert [p.x for p in metric.lines["n=1"]] == ["kernel", "userspace"]  # the run's (matrix) order
+    assert [p.x for p in metric.lines["n=2"]] == ["kernel"]
+    point = metric.lines["n=1"][0]
+    assert (point.low, point.median, point.high, point.expected) == (11.0, 12.0, 13.0, 40.0)
+    figure = json.loads(sweep_figure(sweep))
+    assert {t["name"] for t in figure["data"]} >= {"n=1", "n=2", "n=1 band", "expected"}
+    assert 'class="card sweep"' in html and "Sweep pm" in html
+    assert sweep_png(sweep, tmp_path / "s.png") and (tmp_path / "s.png").stat().st_size > 3000

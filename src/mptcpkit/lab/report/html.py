@@ -97,7 +97,8 @@ def run_html(data: RunData, **context: Any) -> str:
     from mptcpkit.lab.report.sweeps import sweep_figure, sweeps_of
 
     results = [r for s in data.scenarios for r in s.results]
-    sweeps = [(sweep, sweep_figure(sweep)) for sweep in sweeps_of(results)]
+    order = [str(name) for name in data.run.config.get("scenarios", [])]
+    sweeps = [(sweep, sweep_figure(sweep)) for sweep in sweeps_of(results, order)]
     return render("report_run.html", data=data, figs=run_figures(data), sweeps=sweeps, **context)
 
 

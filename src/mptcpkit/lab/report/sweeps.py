@@ -31,6 +31,7 @@ class SweepPoint:
     low: float
     high: float
     samples: list[float]
+    expected: float | None = None
 
 
 @dataclass(slots=True)
@@ -63,8 +64,9 @@ def _text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def sweeps_of(results: Sequence[Result]) -> list[SweepData]:
-    """Group a run's results by sweep (in result order)."""
+def sweeps_of(results: Sequence[Result], order: Sequence[str] = ()) -> list[SweepData]:
+    """Group a run's results by sweep; points along x in numeric order, else in `order` (the run's scenario
+    list, which is the matrix order), else as stored."""
     by_sweep: dict[str, list[Result]] = {}
     for r in results:
         if r.sweep and r.params is not None and r.samples:
@@ -87,8 +89,15 @@ def sweeps_of(results: Sequence[Result]) -> list[SweepData]:
             line = ", ".join(f"{k}={_text(p.get(k))}" for k in params[1:])
             metric = metrics.setdefault(r.metric, SweepMetric(r.metric, r.unit))
             metric.lines.setdefault(line, []).append(
-                SweepPoint(r.scenario, p.get(x_param), median, low, high, list(r.samples))
+                SweepPoint(r.scenario, p.get(x_param), median, low, high, list(r.samples), r.expected)
             )
+        rank = {case: i for i, case in enumerate(order)}
+        for metric in metrics.values():
+            for points in metric.lines.values():
+                if _numeric(points):
+                    points.sort(key=lambda p: float(p.x))
+                else:
+                    points.sort(key=lambda p: rank.get(p.case, len(rank)))
         sweeps.append(SweepData(name, params, x_param, list(metrics.values()), all_ci))
     return sweeps
 
@@ -150,7 +159,27 @@ def sweep_figure(sweep: SweepData) -> str:
                 row=1,
                 col=col,
             )
+            expected = [p for p in points if p.expected is not None]
+            if expected:
+                fig.add_trace(
+                    go.Scatter(
+                        x=_xs(expected),
+                        y=[p.expected for p in expected],
+                        mode="lines",
+                        line={"color": "#9e9e9e", "dash": "dash", "width": 1.5},
+                        name="expected",
+                        legendgroup="expected",
+                        showlegend=False,
+                        hovertemplate="expected %{y:.4g} " + metric.unit + "<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
         fig.update_xaxes(title_text=sweep.x_param, row=1, col=col)
+        if all(
+            _numeric(points) and all(isinstance(p.x, int) for p in points) for points in metric.lines.values()
+        ):
+            fig.update_xaxes(dtick=1, row=1, col=col)
     fig.update_annotations(font_size=12)
     _layout(
         fig,
@@ -176,14 +205,26 @@ def sweep_png(sweep: SweepData, path: Path) -> bool:
                 xs, [p.low for p in points], [p.high for p in points], color=color, alpha=0.2, lw=0
             )
             ax.plot(xs, [p.median for p in points], "o-", color=color, label=line or None)
+            expected = [(x, p.expected) for x, p in zip(xs, points, strict=True) if p.expected is not None]
+            if expected:
+                ax.plot(
+                    *zip(*expected, strict=True),
+                    "--",
+                    color="#9e9e9e",
+                    lw=1.2,
+                    label="expected" if i == 0 else None,
+                )
+            if _numeric(points) and all(isinstance(p.x, int) for p in points):
+                ax.set_xticks(xs)
             if not _numeric(points):
                 ax.set_xticks(xs, [_text(p.x) for p in points])
         ax.set_title(f"{metric.metric} [{metric.unit}]" if metric.unit else metric.metric, fontsize=10)
         ax.set_xlabel(sweep.x_param)
         ax.grid(True, color="#e6e9ee")
-        if any(metric.lines):
+        if ax.get_legend_handles_labels()[1]:
             ax.legend(fontsize=8)
-    fig.suptitle(f"sweep {sweep.name}", fontsize=11)
+    band = "95 % CI of the median" if sweep.ci else "min..max (under 6 repetitions)"
+    fig.suptitle(f"sweep {sweep.name} (band: {band})", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

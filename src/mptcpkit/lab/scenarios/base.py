@@ -235,7 +235,8 @@ def _parse_result(text: str, who: str) -> TrafficResult:
 def run_flows(
     lab: Lab, flows: Sequence[Flow], actions: Sequence[Action], interval: float, timeout: float
 ) -> tuple[list[FlowOutcome], dict[str, float]]:
-    """Start one server per flow, then all clients at once; apply actions on time; collect both ends."""
+    """Start one server per flow, then each client at its start time; apply actions on time (from a thread,
+    times measured from the first start); collect both ends."""
     servers: list[HostProcess] = []
     clients: list[HostProcess] = []
     started: list[float] = []

@@ -25,6 +25,11 @@ from mptcpkit.lab.scenarios.spec import (
 )
 from mptcpkit.lab.scenarios.values import did_you_mean, sysctl_key_problem
 
+MAX_PARALLEL = 128
+MAX_SECONDS = 86400.0
+MAX_BYTES = 1 << 40
+MAX_COUNT = 1_000_000_000
+MAX_RR_BYTES = 64 << 20
 _SHAPE_FIELDS = {
     "rate_bps": "rate_bps",
     "delay_s": "delay_s",
@@ -47,6 +52,11 @@ def apply_overrides(
     """The topology a scenario runs on. Raises ModelError when the result is invalid (e.g. jitter > delay)."""
     topo = base
     for over in links:
+        if over.name not in [lk.name for lk in base.links]:
+            names = [lk.name for lk in base.links]
+            raise ModelError(
+                ("links", over.name), f"no link '{over.name}' in the topology{did_you_mean(over.name, names)}"
+            )
         link = topo.link(over.name)
         topo = topo.with_link(
             over.name,
@@ -55,6 +65,12 @@ def apply_overrides(
             mtu=over.mtu if over.mtu is not None else link.mtu,
         )
     for host_over in hosts:
+        if host_over.name not in [h.name for h in base.hosts]:
+            names = [h.name for h in base.hosts]
+            raise ModelError(
+                ("hosts", host_over.name),
+                f"no host '{host_over.name}' in the topology{did_you_mean(host_over.name, names)}",
+            )
         host = topo.host(host_over.name)
         mptcp = host.mptcp
         changes: dict[str, Any] = {}
@@ -121,8 +137,19 @@ def _check_flow(i: int, flow: FlowSpec, topology: Topology, hosts: list[str]) ->
         for key in ("local", "server_proto"):
             if getattr(flow, key) is not None:
                 raise ModelError((*at, key), f"'{key}' needs engine = \"mptcpkit\"")
-    if flow.parallel < 1:
-        raise ModelError((*at, "parallel"), "parallel must be at least 1")
+    if not 1 <= flow.parallel <= MAX_PARALLEL:
+        raise ModelError((*at, "parallel"), f"parallel must be within 1..{MAX_PARALLEL}")
+    for key, value, limit in (
+        ("duration", flow.duration_s, MAX_SECONDS),
+        ("start", flow.start_s, MAX_SECONDS),
+        ("size", flow.size_bytes, MAX_BYTES),
+        ("count", flow.count, MAX_COUNT),
+        ("message", flow.message_bytes, MAX_BYTES),
+    ):
+        if value is not None and value > limit:
+            raise ModelError((*at, key), f"{key} {value:g} is larger than the limit {limit:g}")
+    if max(flow.rr_size) > MAX_RR_BYTES:
+        raise ModelError((*at, "rr_size"), f"request/response sizes are at most {MAX_RR_BYTES} bytes")
     if flow.parallel > 1 and not bulk:
         raise ModelError((*at, "parallel"), "parallel connections go with bulk modes")
     if flow.start_s < 0:
@@ -154,8 +181,8 @@ def _check_action(
         raise ModelError(
             (*at, "do"), f"unknown action '{action.kind}'{did_you_mean(action.kind, ACTION_KINDS)}"
         )
-    if action.at_s < 0:
-        raise ModelError((*at, "at"), "an action time must not be negative")
+    if not 0 <= action.at_s <= MAX_SECONDS:
+        raise ModelError((*at, "at"), f"an action time is within 0..{MAX_SECONDS:g} s")
     end = _flow_end(spec.flows)
     if end is not None and action.at_s >= end:
         raise ModelError((*at, "at"), f"at {action.at_s:g}s is after the flows end ({end:g}s)")
@@ -247,6 +274,12 @@ def _check_action(
 
 def check_spec(spec: ScenarioSpec, topology: Topology) -> None:
     """Every cross reference of `spec` against `topology` (already overridden); raises ModelError."""
+    if not 0.01 <= spec.interval_s <= 10:
+        raise ModelError(("interval",), "the sampling interval is within 10ms..10s")
+    if not 0 < spec.timeout_s <= MAX_SECONDS:
+        raise ModelError(("timeout",), f"timeout is within 0..{MAX_SECONDS:g} s")
+    if len(spec.flows) > 32 or len(spec.actions) > 256 or len(spec.metrics) > 256:
+        raise ModelError(("flows",), "at most 32 flows, 256 actions and 256 metrics per scenario")
     hosts = [h.name for h in topology.hosts]
     names: set[str] = set()
     for i, flow in enumerate(spec.flows):
