@@ -16,6 +16,7 @@ from typing import Any
 
 from mptcpkit.errors import LabError
 from mptcpkit.lab.model import Topology
+from mptcpkit.lab.sysctl_rules import require_safe_sysctl
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class Host(abc.ABC):
 
     def set_sysctl(self, key: str, value: str) -> None:
         """Write a sysctl on the host."""
+        require_safe_sysctl(key, value)
         self.run(["sysctl", "-q", "-w", f"{key}={value}"])
 
     @abc.abstractmethod

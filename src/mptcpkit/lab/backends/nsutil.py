@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mptcpkit.errors import LabError
+from mptcpkit.lab.sysctl_rules import require_safe_sysctl
 
 NETNS_RUN_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -52,6 +53,7 @@ def entered(netns: str) -> Iterator[None]:
 
 def write_sysctl(netns: str, key: str, value: str) -> None:
     """Write net.* (or other per-namespace) sysctl `key` inside `netns`."""
+    require_safe_sysctl(key, value)
     with entered(netns):
         Path("/proc/sys", *key.split(".")).write_text(value)
 
