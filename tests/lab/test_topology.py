@@ -297,7 +297,7 @@ def test_writers_refuse_unsafe_sysctl_even_without_validation(tmp_path: Path) ->
     snapshot = ssh_plan.Snapshot(
         {"eth0": link, "eth1": link}, [], [], [], [], [], {}, {"kernel.hostname": "h"}
     )
-    with pytest.raises(UsageError, match="outside 'net.'"):
+    with pytest.raises(UsageError, match=r"outside 'net\.'"):
         ssh_plan.plan_host(topo, "server", snapshot, has_netem=True)
 
 
