@@ -364,3 +364,61 @@ def test_line_mapper_is_linear_on_bracket_lines() -> None:
     lines = index_lines(text)
     assert lines[("hosts", "a", "x")] == 5
     assert ("description",) in lines
+
+
+KERNEL_BASE = """\
+[hosts.zzkca]
+[hosts.zzkcb]
+[[links]]
+a = { host = "zzkca", addresses = ["10.77.0.1/24"] }
+b = { host = "zzkcb", addresses = ["10.77.0.2/24"] }
+"""
+
+
+@pytest.mark.needs_root
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            '[hosts.zzkca.mptcp]\nscheduler = "nosuchsched"\n',
+            "k.toml:7: hosts.zzkca.mptcp.scheduler: MPTCP scheduler 'nosuchsched' is not available",
+        ),
+        (
+            '[hosts.zzkcb.sysctls]\n"net.core.bpf_jit_enable" = 1\n',
+            "k.toml:7: hosts.zzkcb.sysctls.net.core.bpf_jit_enable: sysctl 'net.core.bpf_jit_enable' "
+            "does not exist in a network namespace",
+        ),
+        (
+            '[hosts.zzkcb.sysctls]\n"net.ipv4.tcp_congestion_control" = "nosuchcc"\n',
+            "k.toml:7: hosts.zzkcb.sysctls.net.ipv4.tcp_congestion_control: congestion control 'nosuchcc'",
+        ),
+    ],
+)
+def test_kernel_checks_refuse_at_up_before_creating_anything(
+    tmp_path: Path, extra: str, expected: str
+) -> None:
+    """Settings this kernel lacks: exit 2 with file:line at `lab up`, and no namespace was ever created."""
+    from mptcpkit.lab.backends import nsutil
+
+    path = tmp_path / "k.toml"
+    path.write_text(KERNEL_BASE + extra)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mptcpkit", "lab", "up", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not [n for n in nsutil.list_netns() if n.endswith(("-zzkca", "-zzkcb"))]
+
+
+def test_kernel_checks_per_device_sysctls_use_default() -> None:
+    from mptcpkit.lab.kernel_checks import check_topology, needed_keys, probe_key
+
+    topo = parse_topology(
+        GOOD.replace("[hosts.server]", '[hosts.server]\nsysctls = { "net.ipv4.conf.eth0.rp_filter" = 2 }'),
+        "t.toml",
+    )
+    assert probe_key("net.ipv4.conf.eth0.rp_filter", {"eth0"}) == "net.ipv4.conf.default.rp_filter"
+    assert "net.ipv4.conf.default.rp_filter" in needed_keys(topo)
+    facts = {"net.ipv4.conf.default.rp_filter": "0", "net.ipv4.tcp_available_congestion_control": "cubic"}
+    check_topology(topo, facts)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit.errors import EnvironmentProblem, LabError
-from mptcpkit.lab import registry
+from mptcpkit.lab import kernel_checks, registry
 from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
 from mptcpkit.lab.model import DEFAULT_SYSCTLS, Direction, Link, Topology
@@ -291,6 +291,7 @@ class NetnsBackend(Backend):
 
     def up(self, topology: Topology, *, emulation: str = "auto") -> NetnsLab:
         preflight()
+        kernel_checks.preflight(topology)  # scheduler, path manager, congestion control, sysctls: before creating
         lab_id = registry.new_lab_id()
         record = registry.LabRecord(
             lab_id=lab_id,
