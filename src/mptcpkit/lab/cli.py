@@ -214,7 +214,9 @@ def down(
         return
     if not lab_id:
         raise UsageError("name the lab to remove (see `mptcpkit lab status`) or use --all")
-    record = registry.load(lab_id)
+    if not registry.LAB_ID_RE.fullmatch(lab_id):
+        raise UsageError(f"{lab_id[:40]!a} is not a lab id (6 hex digits, see `mptcpkit lab status`)")
+    record = registry.find(lab_id)  # also a corrupt record, or namespaces whose record was never written
     if record is None:
         raise UsageError(f"no lab '{lab_id}' on this machine (see `mptcpkit lab status`)")
     teardown_record(record)
