@@ -399,7 +399,7 @@ def runs_cmd(
     """List stored runs, newest first."""
     from mptcpkit.lab.store import open_store
 
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         runs = store.list_runs(limit=limit, label=label)
         if not runs:
             err.print(f"no runs in {store.where} yet (start one with `mptcpkit lab run`)")
@@ -433,7 +433,7 @@ def show_cmd(
     from mptcpkit.lab.runview import print_results
     from mptcpkit.lab.store import open_store, run_to_json
 
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         run = store.get_run(run_ref)
         if as_json:
             print(json.dumps(run_to_json(store, run.run_id), indent=2, default=str))
@@ -471,7 +471,7 @@ def compare_cmd(
     from mptcpkit.lab.store import open_store
 
     effect = None if min_effect is None else min_effect / 100
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         base_run, new_run = store.get_run(base), store.get_run(new)
         rows = compare_runs(store, base_run.run_id, new_run.run_id, min_effect=effect)
         if not rows:
@@ -575,7 +575,7 @@ def history_cmd(
     from mptcpkit.lab.analysis import history_change_points
     from mptcpkit.lab.store import open_store
 
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         pairs = [
             (s, m)
             for s, m in store.metrics()

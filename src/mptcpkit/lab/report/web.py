@@ -13,6 +13,7 @@ import contextlib
 import errno
 import functools
 import hashlib
+import re
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +29,7 @@ from starlette.routing import Route
 
 from mptcpkit.errors import EnvironmentProblem, MptcpkitError, UsageError
 from mptcpkit.lab.analysis import HistoryChange, history_change_points
-from mptcpkit.lab.analysis.runs import run_brief
+from mptcpkit.lab.analysis.runs import MetricComparison, compare_runs, run_brief
 from mptcpkit.lab.report import figures
 from mptcpkit.lab.report.data import (
     ChangeMark,
@@ -98,6 +99,75 @@ def run_rows(store: Store, limit: int | None) -> list[RunRow]:
     return rows
 
 
+def label_pattern(label: str | None) -> str | None:
+    """'nightly-2026-11-29' -> 'nightly-#-#-#': runs of one series share a pattern, whatever their numbers."""
+    return None if label is None else re.sub(r"[0-9]+", "#", label)
+
+
+def baseline_of(runs: list[Run], latest: Run) -> Run | None:
+    """The run `latest` is judged against: the newest older run on the same machine with the same label pattern."""
+    pattern = label_pattern(latest.label)
+    for run in runs:
+        if run.started_at >= latest.started_at or run.run_id == latest.run_id:
+            continue
+        if run.environment_key == latest.environment_key and label_pattern(run.label) == pattern:
+            return run
+    return None
+
+
+@dataclass(slots=True)
+class LatestVerdict:
+    """The latest run against its baseline, by `lab compare`'s rules: one verdict per metric and overall."""
+
+    latest: Run
+    baseline: Run | None
+    pinned: bool
+    rows: list[MetricComparison]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {"regression": 0, "improvement": 0, "unchanged": 0, "inconclusive": 0}
+        for row in self.rows:
+            out[row.comparison.verdict] = out.get(row.comparison.verdict, 0) + 1
+        return out
+
+    @property
+    def verdict(self) -> str:
+        """'regression' if any metric regressed, else 'improvement', 'unchanged', 'inconclusive' or 'no baseline'."""
+        if self.baseline is None:
+            return "no baseline"
+        counts = self.counts
+        for verdict in ("regression", "improvement", "unchanged"):
+            if counts.get(verdict):
+                return verdict
+        return "inconclusive"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "latest": run_brief(self.latest),
+            "baseline": run_brief(self.baseline) if self.baseline is not None else None,
+            "pinned": self.pinned,
+            "verdict": self.verdict,
+            "counts": self.counts,
+            "metrics": [r.to_json() for r in self.rows],
+        }
+
+
+def latest_verdict(store: Store, pinned: str | None = None) -> LatestVerdict | None:
+    """The latest run against `pinned` (a run reference) or, by default, `baseline_of` it; None without runs."""
+    runs = store.list_runs(limit=None)
+    if not runs:
+        return None
+    latest = runs[0]
+    baseline = store.get_run(pinned) if pinned is not None else baseline_of(runs, latest)
+    if baseline is not None and baseline.run_id == latest.run_id:
+        raise UsageError("the baseline is the latest run itself; pin an older run")
+    rows = compare_runs(store, baseline.run_id, latest.run_id) if baseline is not None else []
+    order = {"regression": 0, "improvement": 1, "inconclusive": 2, "unchanged": 3}
+    rows.sort(key=lambda r: (order.get(r.comparison.verdict, 4), r.scenario, r.metric))
+    return LatestVerdict(latest, baseline, pinned is not None, rows)
+
+
 class Dashboard:
     """The app's state: one open store and a small cache of the (slow-ish) all-metrics change-point scan."""
 
@@ -125,8 +195,23 @@ class Dashboard:
             self._regressions = (key, found)
             return found
 
+    @property
+    def shown_where(self) -> str:
+        """The database as pages show it: a file name, never the absolute path on the server."""
+        where = self.store.where
+        return where if "://" in where else where.rstrip("/").rsplit("/", 1)[-1]
+
+    def scrub(self, text: str | None) -> str | None:
+        """`text` with the database's absolute path (and its directory) replaced by the shown name."""
+        if text is None or "://" in self.store.where:
+            return text
+        where = self.store.where
+        text = text.replace(where, self.shown_where)
+        directory = where.rsplit("/", 1)[0]
+        return text.replace(directory + "/", "") if directory else text
+
     def nav(self, active: str) -> dict[str, Any]:
-        return {"links": NAV, "active": active, "where": self.store.where}
+        return {"links": NAV, "active": active, "where": self.shown_where}
 
     def page(self, template: str, active: str, **context: Any) -> HTMLResponse:
         html = render(template, plotly_src=PLOTLY_PATH, nav=self.nav(active), links=Links, **context)
@@ -195,7 +280,7 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
     Pass an open `store` instead to share one (tests); the app then leaves closing it to the caller.
     """
     owned = store is None
-    dash = Dashboard(store if store is not None else open_store(db_url))
+    dash = Dashboard(store if store is not None else open_store(db_url, create=False))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -218,16 +303,17 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
                         status = 404
                     else:
                         status = 400
+                    message, hint = dash.scrub(exc.message), dash.scrub(exc.hint)
                     if api:
-                        return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status)
+                        return JSONResponse({"error": message, "hint": hint}, status_code=status)
                     html = render(
                         "error.html",
                         plotly_src=PLOTLY_PATH,
                         nav=dash.nav(""),
                         links=Links,
                         status=status,
-                        message=exc.message,
-                        hint=exc.hint,
+                        message=message,
+                        hint=hint,
                         plots=False,
                     )
                     return HTMLResponse(html, status_code=status)
@@ -307,9 +393,13 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         failing: list[Result] = []
         if latest:
             failing = [r for r in dash.store.results(latest[0].run_id) if not r.passed]
+        pinned = _param(request, "baseline")
         return dash.page(
             "web_regressions.html",
             "regressions",
+            verdict=latest_verdict(dash.store, pinned),
+            runs=dash.store.list_runs(limit=200),
+            pinned=pinned,
             regressions=[c for c in changes if c.kind == "regression"],
             improvements=[c for c in changes if c.kind == "improvement"],
             latest=latest[0] if latest else None,
@@ -359,6 +449,11 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         return JSONResponse([c.to_json() for c in dash.history_changes() if c.kind == "regression"])
 
     @handle(api=True)
+    def api_latest_verdict(request: Request) -> Response:
+        verdict = latest_verdict(dash.store, _param(request, "baseline"))
+        return JSONResponse(verdict.to_json() if verdict is not None else None)
+
+    @handle(api=True)
     def api_result_samples(request: Request) -> Response:
         run = dash.store.get_run(request.path_params["ref"])
         return JSONResponse([result_to_json(r) for r in dash.store.results(run.run_id)])
@@ -391,6 +486,12 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         )
         return HTMLResponse(html, status_code=status)
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        """A bug, not the user's mistake: a plain 500 without details (they stay in the server's log)."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "internal error"}, status_code=500)
+        return HTMLResponse("<!doctype html><title>500</title><p>internal error</p>", status_code=500)
+
     routes = [
         Route("/", runs_page),
         Route("/runs/{ref}", run_page),
@@ -403,9 +504,14 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         Route("/api/compare", api_compare),
         Route("/api/history", api_history),
         Route("/api/regressions", api_regressions),
+        Route("/api/regressions/latest", api_latest_verdict),
         Route(PLOTLY_PATH, plotly_asset),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: not_found, Exception: internal_error},
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
