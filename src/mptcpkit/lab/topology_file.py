@@ -127,7 +127,7 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(f"not valid TOML: {exc}", file=source) from None
+        raise TopologyError(one_line(f"not valid TOML: {exc}"), file=source) from None
     except RecursionError:
         raise TopologyError("not valid TOML: arrays or tables nested too deeply", file=source) from None
     lines = index_lines(text)
@@ -146,8 +146,15 @@ def located(exc: ModelError, source: str, lines: dict[FieldPath, int] | None = N
         with contextlib.suppress(TopologyError):
             lines = index_lines(read_topology_text(Path(source)))
     return TopologyError(
-        exc.message, file=source, line=line_of(lines, exc.path), field=field_path_text(exc.path)
+        one_line(exc.message), file=source, line=line_of(lines, exc.path), field=field_path_text(exc.path)
     )
+
+
+def one_line(text: str) -> str:
+    """`text` with control and other unprintable characters escaped: a message is one line, whatever the file held."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 class _Reader:
