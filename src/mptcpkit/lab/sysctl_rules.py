@@ -12,6 +12,7 @@ a path such as "/tmp/x" or a host-wide key such as "kernel.hostname" through.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from mptcpkit.errors import UsageError
 
@@ -67,3 +68,16 @@ def require_safe_sysctl(key: str, value: str | None = None) -> None:
     problem = sysctl_key_problem(key) or (None if value is None else sysctl_value_problem(value))
     if problem is not None:
         raise UsageError(f"refusing to write sysctl: {problem}")
+
+
+def sysctl_read_path(key: str) -> Path:
+    """/proc/sys path of `key` for reading (any subtree may be read), refusing keys that are not dotted words."""
+    if (
+        not isinstance(key, str)
+        or len(key) > MAX_KEY_LENGTH
+        or not all(_PART.fullmatch(p) for p in key.split("."))
+    ):
+        raise UsageError(
+            f"refusing to read sysctl {str(key)[:60]!a}: not dotted words such as 'net.ipv4.tcp_ecn'"
+        )
+    return Path("/proc/sys", *key.split("."))

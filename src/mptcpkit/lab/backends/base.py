@@ -16,7 +16,7 @@ from typing import Any
 
 from mptcpkit.errors import LabError
 from mptcpkit.lab.model import Topology
-from mptcpkit.lab.sysctl_rules import require_safe_sysctl
+from mptcpkit.lab.sysctl_rules import require_safe_sysctl, sysctl_read_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ class Host(abc.ABC):
 
     def sysctl(self, key: str) -> str:
         """Read a sysctl on the host."""
-        return self.read_file("/proc/sys/" + key.replace(".", "/")).strip()
+        return self.read_file(str(sysctl_read_path(key))).strip()
 
     def set_sysctl(self, key: str, value: str) -> None:
         """Write a sysctl on the host."""

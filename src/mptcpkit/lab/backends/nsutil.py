@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mptcpkit.errors import LabError
-from mptcpkit.lab.sysctl_rules import require_safe_sysctl
+from mptcpkit.lab.sysctl_rules import require_safe_sysctl, sysctl_read_path
 
 NETNS_RUN_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -60,7 +60,7 @@ def write_sysctl(netns: str, key: str, value: str) -> None:
 
 def read_sysctl(netns: str | None, key: str) -> str:
     """Read a sysctl inside `netns` (None: the current namespace)."""
-    path = Path("/proc/sys", *key.split("."))
+    path = sysctl_read_path(key)
     if netns is None:
         return path.read_text().strip()
     with entered(netns):
