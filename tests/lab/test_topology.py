@@ -241,6 +241,18 @@ SERVER = "[hosts.server]\n"
             "gateway 10.0.2.1 is not reachable: it is in no subnet of interface 'eth0'",
         ),
         (
+            (SERVER, SERVER + 'routes = [{ to = "10.0.9.1/24", via = "10.0.1.1" }]\n'),
+            "hosts.server.routes[0].to: 10.0.9.1/24 has host bits set (the kernel refuses it); did you mean 10.0.9.0/24?",
+        ),
+        (
+            (
+                SERVER,
+                SERVER
+                + 'routes = [{ to = "10.0.9.0/24", via = "10.0.1.1" }, { to = "10.0.9.0/24", dev = "eth0" }]\n',
+            ),
+            "hosts.server.routes[1].to: route to 10.0.9.0/24 is given twice with the same metric",
+        ),
+        (
             (SERVER, SERVER + 'routes = [{ to = "fd00::/8", via = "10.0.1.1" }]\n'),
             "gateway 10.0.1.1 is not of the same family as fd00::/8",
         ),
@@ -259,6 +271,13 @@ def test_topology_errors_issue15(change: tuple[str, ...], expected: str) -> None
         parse_topology(text, "t.toml")
     assert expected in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_link_local_subnets_may_repeat() -> None:
+    text = GOOD.replace('"10.0.1.1/24"', '"10.0.1.1/24", "fe80::1/64"').replace(
+        '"10.0.2.1/24"', '"10.0.2.1/24", "fe80::1:1/64"'
+    )
+    assert len(parse_topology(text, "t.toml").links) == 2
 
 
 def test_sysctl_rule_is_one_pure_function() -> None:

@@ -205,7 +205,8 @@ def _check_subnets(links: Iterable[Link]) -> None:
         for side, end in (("a", link.a), ("b", link.b)):
             for address in end.addresses:
                 network = address.network
-                entries.append((network.prefixlen, li, side, network))
+                if not network.is_link_local:  # fe80::/64 on every link is how IPv6 works
+                    entries.append((network.prefixlen, li, side, network))
     entries.sort(key=lambda e: e[0])
     for prefixlen, li, side, network in entries:
         bits = network.max_prefixlen
@@ -259,9 +260,15 @@ def _check_routes(host: Host, ifnames: dict[str, list[IPInterface]]) -> None:
         family = None
         if route.to != "default":
             try:
-                family = ipaddress.ip_network(route.to, strict=False).version
+                network = ipaddress.ip_network(route.to, strict=False)
             except (TypeError, ValueError):
                 raise ModelError((*where, "to"), f'{_shown(route.to)} is not a prefix or "default"') from None
+            family = network.version
+            if int(ipaddress.ip_interface(route.to).ip) != int(network.network_address):
+                raise ModelError(
+                    (*where, "to"),
+                    f"{route.to} has host bits set (the kernel refuses it); did you mean {network}?",
+                )
         if route.via is not None:
             if family is not None and route.via.version != family:
                 raise ModelError(
