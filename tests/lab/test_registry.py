@@ -48,13 +48,14 @@ def lab_id() -> Iterator[str]:
         b'{"lab_id": "x", "namespaces": ["a"], "pids": ["1"], "state": 5, "future_field": true}',
         b'{"namespaces": {"h": 17}, "wire_netns": {"x": 1}, "created_at": "yesterday"}',
         b"",
+        '{"namespaces": {"cl\u00efent": "mkl-LABID-cl\u00efent"}, "state": "building"}'.encode(),
     ],
 )
 @pytest.mark.needs_root
 def test_down_removes_any_record_and_its_namespaces(tmp_path: Path, lab_id: str, content: bytes) -> None:
     from pyroute2 import netns
 
-    (tmp_path / f"{lab_id}.json").write_bytes(content)
+    (tmp_path / f"{lab_id}.json").write_bytes(content.replace(b"LABID", lab_id.encode()))
     ns = f"mkl-{lab_id}-h"
     netns.create(ns)
     status = subprocess.run(

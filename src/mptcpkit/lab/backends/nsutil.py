@@ -128,8 +128,18 @@ def _is_zombie(pid: int) -> bool:
 
 
 def delete_netns(name: str) -> None:
-    """Delete a named namespace (unmount and remove its file); missing is fine."""
+    """Delete a named namespace (unmount and remove its file); missing is fine, and so is a name pyroute2 cannot
+    encode (a record written before names were validated): then the mount is detached and the file removed here."""
     from pyroute2 import netns as pr_netns
 
-    with contextlib.suppress(FileNotFoundError, OSError):
+    try:
         pr_netns.remove(name)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        path = NETNS_RUN_DIR / name
+        if "/" in name or name in (".", "..") or not os.path.lexists(path):
+            return
+        _libc.umount2(os.fsencode(path), 2)  # MNT_DETACH
+        with contextlib.suppress(OSError):
+            path.unlink()
