@@ -441,3 +441,16 @@ def test_kernel_checks_per_device_sysctls_use_default() -> None:
     assert "net.ipv4.conf.default.rp_filter" in needed_keys(topo)
     facts = {"net.ipv4.conf.default.rp_filter": "0", "net.ipv4.tcp_available_congestion_control": "cubic"}
     check_topology(topo, facts)
+
+
+@pytest.mark.needs_root
+def test_python_built_topology_is_validated_at_up() -> None:
+    """A Topology changed in Python after loading is validated again before the namespace backend creates anything."""
+    from mptcpkit.lab.backends import nsutil
+    from mptcpkit.lab.backends.netns import NetnsBackend
+
+    topo = parse_topology(KERNEL_BASE, "k.toml").with_host("zzkca", sysctls={"/tmp/zz-python": "1"})
+    with pytest.raises(TopologyError, match="contains a path separator"):
+        NetnsBackend().up(topo)
+    assert not Path("/tmp/zz-python").exists()
+    assert not [n for n in nsutil.list_netns() if n.endswith(("-zzkca", "-zzkcb"))]

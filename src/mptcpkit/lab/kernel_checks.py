@@ -125,10 +125,15 @@ def probe(keys: set[str]) -> dict[str, str | None]:
 
 
 def preflight(topology: Topology) -> None:
-    """Refuse (TopologyError, exit 2, file:line when the file is at hand) what this kernel cannot build."""
+    """Refuse (TopologyError, exit 2, file:line when the file is at hand) what this kernel cannot build.
+
+    Validates the topology first: one built in Python (or changed with `with_host`) never went through a file.
+    """
+    from mptcpkit.lab.model import validate
     from mptcpkit.lab.topology_file import located
 
     try:
+        validate(topology)
         check_topology(topology, probe(needed_keys(topology)))
     except ModelError as exc:
         raise located(exc, topology.source or "<topology>") from None
