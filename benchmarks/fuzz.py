@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import platform
+import re
 import sys
 import time
 import traceback
@@ -58,6 +59,16 @@ def limits() -> dict[str, Any]:
     with contextlib.suppress(TopologyError):
         parse_topology("".join(f"[hosts.h{i}]\n" for i in range(100_000)), "big.toml")
     out["file_100k_hosts_refused_s"] = round(time.perf_counter() - started, 6)
+    # The line mapper's header pattern before issue 15, on the same input, as the peer to compare with.
+    old_header = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    for spaces in (250, 500, 1_000):
+        started = time.perf_counter()
+        old_header.match("[" + " " * spaces)
+        old_s = time.perf_counter() - started
+        started = time.perf_counter()
+        index_lines('description = """\n[' + " " * spaces + '\n"""\n[' + " " * spaces + "\n")
+        new_s = time.perf_counter() - started
+        out[f"line_mapper_{spaces}_spaces"] = {"before_s": round(old_s, 4), "now_s": round(new_s, 6)}
     for spaces in (2_000, 4_000, 100_000):
         text = 'description = """\n[' + " " * spaces + '\n"""\n[' + " " * spaces + "\n"
         started = time.perf_counter()
