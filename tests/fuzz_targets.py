@@ -291,7 +291,7 @@ def topology_session() -> Iterator[Check]:
                 assert "Traceback" not in str(exc)
                 outcome = "refused"
             elapsed = time.perf_counter() - started
-            assert elapsed < 2.0, f"took {elapsed:.2f} s for {len(value)} bytes"
+            assert elapsed < 5.0, f"took {elapsed:.2f} s for {len(value)} bytes"  # linear: ms; 5 s: a blow-up
             return outcome
 
         yield check
