@@ -126,3 +126,19 @@ def test_all_records_lists_corrupt_records(tmp_path: Path, monkeypatch: pytest.M
     assert records["123456"].state == "up"
     registry.remove("abcdef")
     assert not (tmp_path / "abcdef.json").exists()
+
+
+@pytest.mark.parametrize("content", [b"{broken", b"[1, 2]"])
+@pytest.mark.needs_root
+def test_down_removes_unreadable_vm_lab_record(tmp_path: Path, lab_id: str, content: bytes) -> None:
+    from mptcpkit.lab.backends.vm_supervisor import record_path
+
+    path = record_path(lab_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    try:
+        proc = _down(tmp_path, lab_id)
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr and not path.exists()
+    finally:
+        path.unlink(missing_ok=True)

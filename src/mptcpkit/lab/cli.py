@@ -196,6 +196,8 @@ def down(
     from mptcpkit.lab.backends.netns import preflight, teardown_all, teardown_record
     from mptcpkit.lab.vm_labs import vm_lab_down, vm_lab_list
 
+    if lab_id and not registry.LAB_ID_RE.fullmatch(lab_id):
+        raise UsageError(f"{lab_id[:40]!a} is not a lab id (6 hex digits, see `mptcpkit lab status`)")
     if lab_id and not all_labs and vm_lab_down(lab_id):
         err.print(f"VM lab {lab_id} removed")
         return
@@ -214,10 +216,14 @@ def down(
         return
     if not lab_id:
         raise UsageError("name the lab to remove (see `mptcpkit lab status`) or use --all")
-    if not registry.LAB_ID_RE.fullmatch(lab_id):
-        raise UsageError(f"{lab_id[:40]!a} is not a lab id (6 hex digits, see `mptcpkit lab status`)")
     record = registry.find(lab_id)  # also a corrupt record, or namespaces whose record was never written
     if record is None:
+        from mptcpkit.lab.backends.vm_supervisor import record_path
+
+        if record_path(lab_id).exists():  # a VM lab record nobody can read: its supervisor is long gone
+            record_path(lab_id).unlink()
+            err.print(f"unreadable VM lab record {lab_id} removed")
+            return
         raise UsageError(f"no lab '{lab_id}' on this machine (see `mptcpkit lab status`)")
     teardown_record(record)
     err.print(f"lab {lab_id} removed")
