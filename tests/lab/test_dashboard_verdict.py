@@ -12,7 +12,7 @@ from playwright.sync_api import BrowserContext
 from test_dashboard import run_server
 from test_report import add_run, browser, chromium_page_check
 
-from mptcpkit.lab.report.web import baseline_of, label_pattern
+from mptcpkit.lab.report.verdict import baseline_of, label_pattern
 from mptcpkit.lab.store import open_store
 
 __all__ = ["browser"]

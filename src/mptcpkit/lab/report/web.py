@@ -13,7 +13,6 @@ import contextlib
 import errno
 import functools
 import hashlib
-import re
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +28,7 @@ from starlette.routing import Route
 
 from mptcpkit.errors import EnvironmentProblem, MptcpkitError, UsageError
 from mptcpkit.lab.analysis import HistoryChange, history_change_points
-from mptcpkit.lab.analysis.runs import MetricComparison, compare_runs, run_brief
+from mptcpkit.lab.analysis.runs import run_brief
 from mptcpkit.lab.report import figures
 from mptcpkit.lab.report.data import (
     ChangeMark,
@@ -40,6 +39,7 @@ from mptcpkit.lab.report.data import (
     run_title,
 )
 from mptcpkit.lab.report.html import plotly_js, render, run_html
+from mptcpkit.lab.report.verdict import latest_verdict
 from mptcpkit.lab.store import Result, Run, Store, open_store, result_to_json, run_to_json
 
 PLOTLY_PATH = "/assets/plotly.min.js"
@@ -97,75 +97,6 @@ def run_rows(store: Store, limit: int | None) -> list[RunRow]:
         previous = next((o for o in runs[i + 1 :] if o.environment_key == run.environment_key), None)
         rows.append(RunRow(run, len(by_scenario), sum(by_scenario.values()), previous))
     return rows
-
-
-def label_pattern(label: str | None) -> str | None:
-    """'nightly-2026-11-29' -> 'nightly-#-#-#': runs of one series share a pattern, whatever their numbers."""
-    return None if label is None else re.sub(r"[0-9]+", "#", label)
-
-
-def baseline_of(runs: list[Run], latest: Run) -> Run | None:
-    """The run `latest` is judged against: the newest older run on the same machine with the same label pattern."""
-    pattern = label_pattern(latest.label)
-    for run in runs:
-        if run.started_at >= latest.started_at or run.run_id == latest.run_id:
-            continue
-        if run.environment_key == latest.environment_key and label_pattern(run.label) == pattern:
-            return run
-    return None
-
-
-@dataclass(slots=True)
-class LatestVerdict:
-    """The latest run against its baseline, by `lab compare`'s rules: one verdict per metric and overall."""
-
-    latest: Run
-    baseline: Run | None
-    pinned: bool
-    rows: list[MetricComparison]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        out = {"regression": 0, "improvement": 0, "unchanged": 0, "inconclusive": 0}
-        for row in self.rows:
-            out[row.comparison.verdict] = out.get(row.comparison.verdict, 0) + 1
-        return out
-
-    @property
-    def verdict(self) -> str:
-        """'regression' if any metric regressed, else 'improvement', 'unchanged', 'inconclusive' or 'no baseline'."""
-        if self.baseline is None:
-            return "no baseline"
-        counts = self.counts
-        for verdict in ("regression", "improvement", "unchanged"):
-            if counts.get(verdict):
-                return verdict
-        return "inconclusive"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "latest": run_brief(self.latest),
-            "baseline": run_brief(self.baseline) if self.baseline is not None else None,
-            "pinned": self.pinned,
-            "verdict": self.verdict,
-            "counts": self.counts,
-            "metrics": [r.to_json() for r in self.rows],
-        }
-
-
-def latest_verdict(store: Store, pinned: str | None = None) -> LatestVerdict | None:
-    """The latest run against `pinned` (a run reference) or, by default, `baseline_of` it; None without runs."""
-    runs = store.list_runs(limit=None)
-    if not runs:
-        return None
-    latest = runs[0]
-    baseline = store.get_run(pinned) if pinned is not None else baseline_of(runs, latest)
-    if baseline is not None and baseline.run_id == latest.run_id:
-        raise UsageError("the baseline is the latest run itself; pin an older run")
-    rows = compare_runs(store, baseline.run_id, latest.run_id) if baseline is not None else []
-    order = {"regression": 0, "improvement": 1, "inconclusive": 2, "unchanged": 3}
-    rows.sort(key=lambda r: (order.get(r.comparison.verdict, 4), r.scenario, r.metric))
-    return LatestVerdict(latest, baseline, pinned is not None, rows)
 
 
 class Dashboard:
