@@ -44,6 +44,12 @@ def probe_key(key: str, ifnames: set[str]) -> str:
     return key
 
 
+def per_device_keys(topology: Topology, host: str) -> frozenset[str]:
+    """`host`'s sysctls that name one of its lab interfaces: they can only be written once the links exist."""
+    ifnames = _ifnames(topology).get(host, set())
+    return frozenset(k for k in topology.host(host).sysctls if probe_key(k, ifnames) != k)
+
+
 def needed_keys(topology: Topology) -> set[str]:
     """Every sysctl whose existence or value `check_topology` needs."""
     keys = {SCHEDULERS, PATH_MANAGERS, PATH_MANAGER, PM_TYPE, CONGESTION}

@@ -332,8 +332,9 @@ class NetnsBackend(Backend):
             nsutil.write_sysctl(name, "net.ipv6.conf.all.disable_ipv6", "0")
             with _ipr(name) as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        device_keys = {h.name: kernel_checks.per_device_keys(topo, h.name) for h in topo.hosts}
         for host in topo.hosts:
-            self._sysctls(lab.host(host.name), host)
+            self._sysctls(lab.host(host.name), host, skip=device_keys[host.name])
         if record.wire_netns:
             # The wire is a patch panel: its ends must not send neighbour discovery of their own to the hosts.
             nsutil.write_sysctl(record.wire_netns, "net.ipv6.conf.all.disable_ipv6", "1")
@@ -341,13 +342,16 @@ class NetnsBackend(Backend):
         self.progress(f"lab {record.lab_id}: creating {len(topo.links)} links")
         for index, link in enumerate(topo.links):
             self._link(lab, index, link)
+        for host in topo.hosts:  # sysctls of a host's own interfaces (net.ipv4.conf.eth0.*) once they exist
+            for key in sorted(device_keys[host.name]):
+                lab.host(host.name).set_sysctl(key, host.sysctls[key])
         for host in topo.hosts:
             self._routes(lab, host)
             self._mptcp(lab, host)
         self._emulation(lab, emulation)
         self.progress(f"lab {record.lab_id}: up in {time.monotonic() - started:.2f} s")
 
-    def _sysctls(self, host: NetnsHost, spec: HostSpec) -> None:
+    def _sysctls(self, host: NetnsHost, spec: HostSpec, skip: frozenset[str] = frozenset()) -> None:
         values = dict(DEFAULT_SYSCTLS)
         values["net.mptcp.enabled"] = "1" if spec.mptcp.enabled else "0"
         if spec.forwarding:
@@ -359,7 +363,8 @@ class NetnsBackend(Backend):
         values.update(spec.sysctls)
         allow_congestion_control(values["net.ipv4.tcp_congestion_control"])
         for key, value in values.items():
-            host.set_sysctl(key, value)
+            if key not in skip:
+                host.set_sysctl(key, value)
         if spec.mptcp.path_manager != "kernel" or spec.mptcp.scheduler:
             self._mptcp_sysctls(host, spec)
 
