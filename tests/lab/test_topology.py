@@ -202,6 +202,15 @@ SERVER = "[hosts.server]\n"
         ),
         # addresses are strings; subnets of different links do not overlap
         (
+            (
+                'rate = "10mbit"',
+                'rate = "10mbit"\nmtu = 576',
+                SERVER,
+                SERVER + 'sysctls = { "net.ipv6.conf.eth0.accept_ra" = 0 }\n',
+            ),
+            "hosts.server.sysctls.net.ipv6.conf.eth0.accept_ra: interface 'eth0' has MTU 576 < 1280",
+        ),
+        (
             ('["10.0.1.1/24"]', "[5]"),
             "t.toml:13: links[0].a.addresses[0]: expected an address with prefix as a string",
         ),

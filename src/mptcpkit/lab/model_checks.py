@@ -237,10 +237,23 @@ def _check_host(host: Host, links: list[tuple[int, Link]]) -> None:
         )
     if len(host.sysctls) > MAX_SYSCTLS:
         raise ModelError((*base, "sysctls"), f"at most {MAX_SYSCTLS} sysctls per host")
+    small_mtu = {link.end(host.name).ifname: link.mtu for _, link in links if link.mtu < MIN_MTU_IPV6}
     for key, value in host.sysctls.items():
         problem = sysctl_key_problem(key) or sysctl_value_problem(value)
         if problem:
             raise ModelError((*base, "sysctls", key), problem)
+        parts = key.split(".")
+        if (
+            parts[:2] == ["net", "ipv6"]
+            and len(parts) > 4
+            and parts[2] in ("conf", "neigh")
+            and parts[3] in small_mtu
+        ):
+            raise ModelError(
+                (*base, "sysctls", key),
+                f"interface '{parts[3]}' has MTU {small_mtu[parts[3]]} < {MIN_MTU_IPV6}, so the kernel turns IPv6 off "
+                "there and this sysctl does not exist",
+            )
     _check_routes(host, ifnames)
     _check_mptcp(host, ifnames)
 
