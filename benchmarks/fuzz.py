@@ -4,7 +4,8 @@
 
 The targets live in tests/fuzz_targets.py (the CI tests run a few dozen cases of the same targets). Each one is a
 parser plus a session that checks for leftovers at its end: topology files (random documents and mutated
-files), the dashboard over real HTTP (random methods, paths, parameters, headers and raw bytes). Other parsers
+files), the dashboard over real HTTP (random methods, paths, parameters, headers and raw bytes), and (as root)
+300 random valid topologies built as real namespace labs: what validation accepts must build. Other parsers
 join by registering a Target there (scenario files, mptcpd.conf, netlink decoders, check serve).
 
 It also times the size limits: a 100,000-host topology refused, 1,000 hosts validated, and the TOML line mapper
@@ -98,7 +99,8 @@ def main() -> None:
     for name in wanted:
         target = targets[name]
         try:
-            result = run_target(target, args.cases, seed=args.seed)
+            cases = min(args.cases, target.bench_cases or args.cases)
+            result = run_target(target, cases, seed=args.seed)
             result["tracebacks"] = 0
             result["leftovers"] = 0
         except Exception as exc:  # a failing case: record it (hypothesis has shrunk it) and go on
