@@ -322,6 +322,12 @@ def test_cli_check_show_list(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "unknown link 'pth1'" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("run", "-s", "fairnes")
     assert proc.returncode == 2 and "did you mean 'fairness'" in proc.stderr
+    suite_dir = tmp_path / "suite"
+    suite_dir.mkdir()
+    (suite_dir / "a.toml").write_text('name = "mine"\n[[flows]]\nduration = "1s"\n')
+    proc = run_cli("run", "--list", "--suite", str(suite_dir), "-s", "simult-*")
+    assert proc.returncode == 0, proc.stderr
+    assert "mine" in proc.stdout and "simult-delay-25-1" in proc.stdout and "backup" not in proc.stdout
     proc = run_cli("scenario", "check", str(tmp_path / "missing.toml"))
     assert proc.returncode == 2 and "no such scenario file" in proc.stderr
 
