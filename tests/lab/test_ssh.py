@@ -387,7 +387,7 @@ def _snapshot(**changes: object) -> ssh_plan.Snapshot:
         routes=[],
         rules=[],
         qdiscs=[{"dev": "eth0", "kind": "noqueue", "handle": "0:", "root": True}],
-        endpoints=[{"address": "192.168.1.1", "id": 100}],
+        endpoints=[{"address": "192.168.1.1", "id": 1}],
         limits={"subflows": 2, "add_addr_accepted": 0},
         sysctls={k: "x" for k in ("net.mptcp.enabled", "net.ipv4.tcp_congestion_control")},
     )
@@ -428,8 +428,8 @@ def test_plan_has_an_undo_for_every_change_and_skips_what_exists() -> None:
     assert "address eth1 10.0.2.1/24" in whats
     assert "eth1 up" in whats
     endpoint = next(s for s in plan.steps if s.what.startswith("endpoint"))
-    assert endpoint.apply[-2:] == ("101", "subflow")  # id 100 is taken on the machine
-    assert endpoint.undo == ("ip", "mptcp", "endpoint", "delete", "id", "101")
+    assert endpoint.apply[-2:] == ("100", "subflow")  # the planned id 1 is taken on the machine
+    assert endpoint.undo == ("ip", "mptcp", "endpoint", "delete", "id", "100")
     limits = next(s for s in plan.steps if s.what == "mptcp limits")
     assert limits.undo is not None and limits.undo[-4:] == ("subflows", "2", "add_addr_accepted", "0")
     shape = next(s for s in plan.steps if s.what == "shape eth0")

@@ -30,7 +30,7 @@ from mptcpkit.errors import EnvironmentProblem, LabError
 from mptcpkit.lab import registry
 from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
-from mptcpkit.lab.backends.netns_calls import NetlinkCall, netlink_calls
+from mptcpkit.lab.backends.netns_calls import NetlinkCall, netlink_calls, wire_calls
 from mptcpkit.lab.model import Topology
 from mptcpkit.lab.plan import HostPlan, plan_lab
 
@@ -367,12 +367,12 @@ class NetnsBackend(Backend):
         state_dir = registry.STATE_DIR / lab.record.lab_id  # made by up() before building
         modes = set()
         links = {}
-        for link in lab.topology.links:
-            ab, ba = (s for s in lab.plan.shaping if s.link == link.name)
+        for call in wire_calls(lab.plan):
+            ab, ba = call.args["a_to_b"], call.args["b_to_a"]
             built = emulation.build_wire(
                 wire,
-                f"l{ab.index}a",
-                f"l{ab.index}b",
+                call.args["a_if"],
+                call.args["b_if"],
                 ab.shape,
                 ba.shape,
                 mode=mode,  # type: ignore[arg-type]
@@ -381,7 +381,7 @@ class NetnsBackend(Backend):
             lab.wires.append(built)
             lab.record.pids.extend(built.pids)
             modes.add(built.mode)
-            links[link.name] = built.description
+            links[ab.link] = built.description
             registry.save(lab.record)
         used = sorted(modes - {"none"}) or ["none"]
         lab.record.emulation = {"mode": "+".join(used), "links": links}

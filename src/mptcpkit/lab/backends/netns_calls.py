@@ -7,10 +7,22 @@ namespace backend sets exactly what `lab/plan.py` says, without root.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mptcpkit.lab.plan import Fact, Family, HostPlan, PlannedRoute, PlannedRule, fact, route_fact, rule_fact
+from mptcpkit.lab.emulation.shape import netem_limit, tbf_params
+from mptcpkit.lab.plan import (
+    Fact,
+    Family,
+    HostPlan,
+    LabPlan,
+    PlannedRoute,
+    PlannedRule,
+    fact,
+    route_fact,
+    rule_fact,
+    shaping_fact,
+)
 
 IFA_F_NODAD = 0x02
 AF_INET, AF_INET6 = 2, 10
@@ -129,4 +141,33 @@ def read_calls(host: str, calls: list[NetlinkCall]) -> list[Fact]:
                 )
             )
     out.append(fact(host, "path_manager", value=path_manager))
+    return sorted(out)
+
+
+def wire_calls(plan: LabPlan) -> list[NetlinkCall]:
+    """One `build_wire` per link: the wire namespace's ends `l<i>a`/`l<i>b` and the two planned directions."""
+    calls = []
+    for ab in plan.shaping:
+        if ab.direction != "a_to_b":
+            continue
+        ba = next(s for s in plan.shaping if s.link == ab.link and s.direction == "b_to_a")
+        calls.append(
+            NetlinkCall(
+                "wire", {"a_if": f"l{ab.index}a", "b_if": f"l{ab.index}b", "a_to_b": ab, "b_to_a": ba}
+            )
+        )
+    return calls
+
+
+def read_wire_calls(calls: list[NetlinkCall], *, delay_line: bool | None = None) -> list[Fact]:
+    """The shaping facts of `wire_calls` (the wire sizes tbf and netem with shape.py, from the link's MTU)."""
+    out = []
+    for call in calls:
+        for planned in (call.args["a_to_b"], call.args["b_to_a"]):
+            shape = planned.shape
+            if shape.shaped:
+                line = shape.needs_delay_line if delay_line is None else delay_line
+                mtu = planned.mtu
+                numbers = replace(planned, tbf=tbf_params(shape, mtu), netem_limit=netem_limit(shape, mtu))
+                out.append(shaping_fact(planned.sender, planned.dev, numbers, delay_line=line))
     return sorted(out)

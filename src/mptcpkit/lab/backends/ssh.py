@@ -29,7 +29,7 @@ import asyncssh
 from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
 from mptcpkit.lab.backends.ssh_plan import (
-    HostPlan,
+    ChangePlan,
     Snapshot,
     SshTarget,
     diff_snapshots,
@@ -251,7 +251,7 @@ class _HostState:
     host: SshHost
     before: Snapshot
     keys: list[str]
-    plan: HostPlan
+    plan: ChangePlan
     applied: int = 0
     failures: list[str] = field(default_factory=list)
 
