@@ -1,7 +1,7 @@
 """`lab up --kernel` / `lab console` / `lab down` for VM labs.
 
 Fast (default): the console framing, a real shell session over the console protocol on this machine (pty,
-namespace, exit code), and the error paths of vm_labs. Slow (`-m slow`): a real single-VM lab of two-paths
+namespace, exit code), and the error paths of vm/detached.py. Slow (`-m slow`): a real single-VM lab of two-paths
 under TCG, a shell in the guest through `mptcpkit lab console`, then `lab down` with no QEMU left.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -22,8 +23,10 @@ from pathlib import Path
 import pytest
 
 from mptcpkit.errors import LabError, UsageError
-from mptcpkit.lab import vm_labs
-from mptcpkit.lab.backends import vm, vm_console, vm_supervisor
+from mptcpkit.lab import registry
+from mptcpkit.lab.backends.vm import console as vm_console
+from mptcpkit.lab.backends.vm import detached as vm_labs
+from mptcpkit.lab.backends.vm import state
 from mptcpkit.lab.topology_file import load_topology
 
 DEBIAN_KERNELS = sorted(Path("/boot").glob("vmlinuz-*"))
@@ -175,12 +178,12 @@ def test_vm_lab_up_boot_failure_comes_back_from_the_supervisor(tmp_path: Path) -
     """A kernel that does not boot: the detached supervisor's error reaches `vm_lab_up`, nothing is left."""
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(b"this is not a kernel\n" * 100)
-    before = set(vm_supervisor.labs_dir().glob("*")) if vm_supervisor.labs_dir().is_dir() else set()
+    before = {r.lab_id for r in registry.all_records()}
     with pytest.raises(LabError, match="the guest") as info:
         vm_labs.vm_lab_up("two-paths", str(kernel), None, False, "auto", accel="tcg", timeout=120)
     assert "last lines of the guest console" in str(info.value)
     assert "invalid kernel header" in str(info.value)  # QEMU's own words, from the supervisor's guest
-    assert set(vm_supervisor.labs_dir().glob("*")) <= before
+    assert {r.lab_id for r in registry.all_records()} <= before
     leftovers = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -233,7 +236,7 @@ def test_lab_up_kernel_default_console_and_down(tmp_path: Path) -> None:
         )
     toml = tmp_path / "two-paths-norate.toml"
     toml.write_text(
-        (Path(vm_labs.__file__).parent / "topologies" / "two-paths.toml")
+        (Path(registry.__file__).parent / "topologies" / "two-paths.toml")
         .read_text()
         .replace('rate = "50mbit"', "")
     )
@@ -248,9 +251,11 @@ def test_lab_up_kernel_default_console_and_down(tmp_path: Path) -> None:
     lab_id = up.stdout.strip()
     guests: list[str] = []
     try:
-        listed = {r["lab_id"]: r for r in vm_labs.vm_lab_list()}
-        assert listed[lab_id]["state"] == "up" and listed[lab_id]["backend"] == "vm"
-        guests = [g["name"] for g in vm.running_vms() if g.get("owner") == listed[lab_id]["pid"]]
+        listed = {r.lab_id: r for r in vm_labs.vm_lab_list()}
+        assert listed[lab_id].state == "up" and listed[lab_id].backend == "vm"
+        guests = [g["name"] for g in state.running_vms() if g.get("owner") == listed[lab_id].owner_pid]
+        status = subprocess.run([*cli, "status", "--json"], capture_output=True, text=True, timeout=60)
+        assert any(row["lab_id"] == lab_id and row["backend"] == "vm" for row in json.loads(status.stdout))
         assert len(guests) == 1
         started = time.monotonic()
         shell = subprocess.run(
@@ -269,5 +274,6 @@ def test_lab_up_kernel_default_console_and_down(tmp_path: Path) -> None:
     finally:
         down = subprocess.run([*cli, "down", lab_id], capture_output=True, text=True, timeout=600)
     assert down.returncode == 0, down.stderr
-    assert lab_id not in {r["lab_id"] for r in vm_labs.vm_lab_list()}
+    assert lab_id not in {r.lab_id for r in vm_labs.vm_lab_list()}
+    assert registry.load(lab_id) is None
     assert _qemu_of(lab_id, guests) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import typer
@@ -62,7 +61,7 @@ def up(
     _check_emulation_mode(emulation)
     topo = load_topology(topology)
     if kernel:
-        from mptcpkit.lab.vm_labs import vm_lab_up
+        from mptcpkit.lab.backends.vm.detached import vm_lab_up
 
         vm_id = vm_lab_up(topo, kernel, modules, multi_vm, emulation, progress=_progress)
         err.print(
@@ -98,41 +97,9 @@ def up(
 @app.command("status")
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the labs running on this machine."""
-    from mptcpkit.lab import registry
-    from mptcpkit.lab.backends import nsutil
+    from mptcpkit.lab.backends.lab_status import status_rows
 
-    records = registry.all_records()
-    rows = []
-    for record in records:
-        alive = all(nsutil.netns_inode(ns) is not None for ns in record.all_netns)
-        rows.append(
-            {
-                "lab_id": record.lab_id,
-                "topology": record.topology,
-                "backend": record.backend,
-                "state": record.state if alive else "broken",
-                "hosts": record.namespaces,
-                "emulation": record.emulation.get("mode", "?"),
-                "age_s": round(time.time() - record.created_at),
-            }
-        )
-    from mptcpkit.lab.vm_labs import vm_lab_list
-
-    for vm_lab in vm_lab_list():
-        hosts = vm_lab.get("hosts") or {}
-        rows.append(
-            {
-                "lab_id": vm_lab.get("lab_id"),
-                "topology": vm_lab.get("topology", "?"),
-                "backend": "multi-vm" if vm_lab.get("multi") else "vm",
-                "state": vm_lab.get("state", "?"),
-                "hosts": {h: f"VM {vm_lab.get('kernel_release') or vm_lab.get('kernel', '')}" for h in hosts}
-                if isinstance(hosts, dict | list)
-                else {},
-                "emulation": vm_lab.get("emulation", "?"),
-                "age_s": round(time.time() - float(vm_lab.get("created_at", time.time()))),
-            }
-        )
+    rows = status_rows()
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
@@ -194,17 +161,17 @@ def down(
     """Tear a lab down: namespaces, links, processes, state. `--all` also removes half-built labs."""
     from mptcpkit.lab import registry
     from mptcpkit.lab.backends.netns import preflight, teardown_all, teardown_record
-    from mptcpkit.lab.vm_labs import vm_lab_down, vm_lab_list
+    from mptcpkit.lab.backends.vm.detached import vm_lab_down, vm_lab_list
 
     if lab_id and not all_labs and vm_lab_down(lab_id):
         err.print(f"VM lab {lab_id} removed")
         return
     preflight()
     if all_labs:
-        from mptcpkit.lab.backends.vm import cleanup_vms
+        from mptcpkit.lab.backends.vm.state import cleanup_vms
 
         for vm_lab in vm_lab_list():
-            vm_lab_down(str(vm_lab["lab_id"]))
+            vm_lab_down(vm_lab.lab_id)
 
         guests = cleanup_vms(include_live_owners=True)
         if guests:
@@ -312,26 +279,10 @@ def run_cmd(
 
         chosen = [with_engine(s, engine) for s in chosen]
     if kernel:
-        from mptcpkit.lab.vmrun import run_on_kernel
+        from mptcpkit.lab.backends.vm.kernel_run import run_on_kernel, run_options
 
-        guest_args = [a for name in (scenario or []) for a in ("-s", name)]
-        guest_args += [
-            "--reps",
-            str(reps),
-            "--emulation",
-            emulation,
-            "--max-reps",
-            str(max_reps),
-            "--scale",
-            str(scale),
-            "--engine",
-            engine,
-        ]
-        guest_args += ["--label", label] if label else []
-        guest_args += ["--until-ci", str(until_ci)] if until_ci is not None else []
-        guest_args += ["--seed", str(seed)] if seed is not None else []
-        guest_args += [] if self_check else ["--no-self-check"]
-        raise typer.Exit(run_on_kernel(kernel, modules, guest_args, label=label, db=db, json_path=json_path))
+        options = run_options(run_cmd, locals())  # the guest calls run_cmd with these values (as JSON)
+        raise typer.Exit(run_on_kernel(kernel, modules, options, label=label, db=db, json_path=json_path))
     elif modules:
         raise UsageError("--modules goes with --kernel")
     backend = None
@@ -705,7 +656,7 @@ def _print_checks(checks: list) -> None:  # type: ignore[type-arg]
 @app.command("console")
 def console_cmd(lab_id: str = typer.Argument(..., metavar="LAB"), host: str = typer.Argument(...)) -> None:
     """Open a shell on a host of a running VM lab (over vsock, else the guest's console port)."""
-    from mptcpkit.lab.vm_labs import vm_lab_console
+    from mptcpkit.lab.backends.vm.detached import vm_lab_console
 
     raise typer.Exit(vm_lab_console(lab_id, host))
 

@@ -1,7 +1,8 @@
 """Where running labs are recorded, so another process (`lab status`, `lab down --all`) can find and undo them.
 
 A record is written *before* anything is created (an intent log) and updated as the lab is built, so even a lab
-whose builder was killed with SIGKILL half-way can be removed completely, and nothing else.
+whose builder was killed with SIGKILL half-way can be removed completely, and nothing else. Every backend's labs
+(namespace labs, VM labs kept up by their supervisor) use this one record type and one id generator.
 """
 
 from __future__ import annotations
@@ -31,12 +32,17 @@ class LabRecord:
     topology: str
     created_at: float = field(default_factory=time.time)
     owner_pid: int = field(default_factory=os.getpid)
-    state: str = "building"  # building | up
+    owner_start: str | None = None  # the owner's start time (/proc/PID/stat), to tell it from a reused pid
+    state: str = "building"  # building | up | failed (VM labs whose supervisor reported an error)
+    hosts: list[str] = field(default_factory=list)
     namespaces: dict[str, str] = field(default_factory=dict)  # host -> netns name
     wire_netns: str | None = None
     emulation: dict[str, Any] = field(default_factory=dict)
     pids: list[int] = field(default_factory=list)
     topology_file: str | None = None
+    details: dict[str, Any] = field(
+        default_factory=dict
+    )  # backend-specific: a VM lab's kernel, consoles, error
 
     @property
     def all_netns(self) -> list[str]:
@@ -47,21 +53,26 @@ class LabRecord:
 
     @property
     def owner_alive(self) -> bool:
+        """True while the owner runs (and, when its start time was recorded, is the same process)."""
         try:
-            os.kill(self.owner_pid, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{self.owner_pid}/stat").read_text()
+        except OSError:
             return False
-        except PermissionError:
-            return True
-        return True
+        fields = stat.rsplit(")", 1)[1].split()
+        return fields[0] != "Z" and (self.owner_start is None or fields[19] == self.owner_start)
 
 
 def new_lab_id() -> str:
-    """A fresh lab id not used by any recorded lab or existing namespace."""
+    """A fresh lab id not used by any recorded lab (of any backend) or its state directory."""
     while True:
         lab_id = secrets.token_hex(3)
-        if not (STATE_DIR / f"{lab_id}.json").exists():
+        if not (STATE_DIR / f"{lab_id}.json").exists() and not (STATE_DIR / lab_id).exists():
             return lab_id
+
+
+def state_dir(lab_id: str) -> Path:
+    """The lab's own directory for files beside its record (topology, logs); removed with the lab."""
+    return STATE_DIR / lab_id
 
 
 def netns_name(lab_id: str, host: str) -> str:
@@ -87,7 +98,8 @@ def load(lab_id: str) -> LabRecord | None:
         data = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return LabRecord(**data)
+    known = set(LabRecord.__dataclass_fields__)
+    return LabRecord(**{k: v for k, v in data.items() if k in known})
 
 
 def remove(lab_id: str) -> None:

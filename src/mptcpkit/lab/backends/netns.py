@@ -29,7 +29,7 @@ from typing import Any
 from mptcpkit.errors import EnvironmentProblem, LabError
 from mptcpkit.lab import registry
 from mptcpkit.lab.backends import nsutil
-from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
+from mptcpkit.lab.backends.base import Backend, CommandResult, HostProcess, Lab, LabHost, LabInfo
 from mptcpkit.lab.backends.netns_calls import NetlinkCall, netlink_calls, wire_calls
 from mptcpkit.lab.model import Topology
 from mptcpkit.lab.plan import HostPlan, plan_lab
@@ -103,7 +103,7 @@ class NetnsProcess(HostProcess):
         return self.popen.poll() is None
 
 
-class NetnsHost(Host):
+class NetnsHost(LabHost):
     """A lab host that is a network namespace of this machine."""
 
     def __init__(self, name: str, netns: str) -> None:
@@ -223,6 +223,10 @@ def attach(lab_id: str) -> NetnsLab:
     if record is None:
         known = ", ".join(r.lab_id for r in registry.all_records()) or "none"
         raise LabError(f"no lab '{lab_id}' on this machine (running labs: {known})")
+    if record.backend != "netns":
+        raise LabError(
+            f"lab {lab_id} is a {record.backend} lab; open a shell there with `mptcpkit lab console {lab_id} HOST`"
+        )
     if record.state != "up":
         raise LabError(
             f"lab {lab_id} is not up (state: {record.state}); remove it with `mptcpkit lab down {lab_id}`"
