@@ -145,13 +145,18 @@ def run_with_progress(
                 )
             print_results(report.results, console)
             if json_path:
-                document = json.dumps(run_to_json(store, report.run_id), indent=2, default=str)
-                if json_path == "-":
-                    sys.stdout.write(document + "\n")
-                else:
-                    Path(json_path).write_text(document + "\n")
+                write_run_json(store, report.run_id, json_path)
             verdict = "[green]all scenarios passed[/]" if report.passed else "[red]some scenarios failed[/]"
             console.print(f"run {report.run_id}: {verdict}; see `mptcpkit lab show {report.run_id}`")
             return report
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def write_run_json(store: Any, run_id: str, json_path: str) -> None:
+    """Write a stored run as JSON to `json_path` ('-': stdout): `lab run --json`, on namespaces or a VM."""
+    document = json.dumps(run_to_json(store, run_id), indent=2, default=str)
+    if json_path == "-":
+        sys.stdout.write(document + "\n")
+    else:
+        Path(json_path).write_text(document + "\n")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mptcpkit.errors import LabError, UsageError
+from mptcpkit.lab.emulation.shape import netem_args
 from mptcpkit.lab.model import Topology
 from mptcpkit.lab.plan import (
     TABLE_BASE,
@@ -294,16 +295,8 @@ def qdisc_argv(shaping: PlannedShaping, has_netem: bool) -> list[str]:
                 f"{dev}: delay/jitter/loss need netem, which this machine's kernel lacks (sch_netem)",
                 hint="load sch_netem there, or shape only the rate on bare-metal links",
             )
-        argv = ["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "netem", "limit"]
-        argv += [str(shaping.netem_limit), "delay", f"{round(shape.delay_s * 1e6)}us"]
-        if shape.jitter_s:
-            argv.append(f"{round(shape.jitter_s * 1e6)}us")
-        if shape.loss:
-            argv += ["loss", f"{shape.loss * 100:.6f}%"]
-        if shape.reorder:
-            argv += ["reorder", f"{shape.reorder * 100:.6f}%"]
-        if shape.rate_bps:
-            argv += ["rate", f"{shape.rate_bps}bit"]
+        argv = ["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "netem"]
+        argv += netem_args(shape, shaping.netem_limit)
         return argv
     tbf = shaping.tbf
     assert tbf is not None

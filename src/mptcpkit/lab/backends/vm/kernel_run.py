@@ -28,7 +28,7 @@ from mptcpkit.lab.backends.vm.guest import guest_python_argv, run_in_vm
 from mptcpkit.lab.backends.vm.kernel import AccelChoice, default_kernel
 from mptcpkit.lab.backends.vm.state import NAME_PREFIX
 from mptcpkit.lab.error_codec import error_from_json, error_to_json
-from mptcpkit.lab.store import Result, open_store, run_to_json
+from mptcpkit.lab.store import Result, open_store
 
 # `lab run` parameters that only mean something on this machine: the guest never gets them.
 HOST_ONLY = frozenset({"kernel", "modules", "db", "json_path", "ssh", "known_hosts", "identity", "list_only"})
@@ -82,7 +82,7 @@ def run_on_kernel(
     json_path: str | None,
 ) -> int:
     """Boot `kernel` ('default' = the distribution kernel), run the lab there, store the run here."""
-    from mptcpkit.lab.runview import print_results
+    from mptcpkit.lab.runview import print_results, write_run_json
 
     console = Console(stderr=True)
     if not console.is_terminal:
@@ -139,11 +139,7 @@ def run_on_kernel(
         )
         print_results(results, console)
         if json_path:
-            document = json.dumps(run_to_json(store, run.run_id), indent=2, default=str)
-            if json_path == "-":
-                sys.stdout.write(document + "\n")
-            else:
-                Path(json_path).write_text(document + "\n")
+            write_run_json(store, run.run_id, json_path)
     return outcome.returncode
 
 

@@ -1,0 +1,104 @@
+"""One topology on namespaces (the plan as netlink calls) and on VMs (the plan as commands in each guest).
+
+Slow (`-m slow`, TCG boots): the routing state read back from both is the same, and the emulation self-checks
+of both agree within their tolerances.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+from typing import Any
+
+import pytest
+
+from mptcpkit.lab.backends.base import Lab
+from mptcpkit.lab.model import Direction, Endpoint, Host, Link, LinkEnd, MptcpSettings, Topology, validate
+from mptcpkit.lab.selfcheck import Check, self_check
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow, pytest.mark.vm]
+needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU is not installed")
+
+
+def _topology() -> Topology:
+    ip = ipaddress.ip_interface
+    slow = Direction(rate_bps=5_000_000, delay_s=0.01)
+    slower = Direction(rate_bps=3_000_000, delay_s=0.02)
+    signal = Endpoint(ipaddress.ip_address("10.0.2.2"), frozenset({"signal"}))
+    return Topology(
+        "plan-two-paths",
+        hosts=(
+            Host("a", mptcp=MptcpSettings(subflows=2, add_addr_accepted=2)),
+            Host("b", mptcp=MptcpSettings(subflows=2, add_addr_accepted=2, endpoints=(signal,))),
+        ),
+        links=(
+            Link(
+                "p1",
+                LinkEnd("a", "eth0", (ip("10.0.1.1/24"),)),
+                LinkEnd("b", "eth0", (ip("10.0.1.2/24"),)),
+                slow,
+                slow,
+            ),
+            Link(
+                "p2",
+                LinkEnd("a", "eth1", (ip("10.0.2.1/24"),)),
+                LinkEnd("b", "eth1", (ip("10.0.2.2/24"),)),
+                slower,
+                slower,
+            ),
+        ),
+    )
+
+
+def _routing(lab: Lab, host: str) -> dict[str, Any]:
+    """Rules and the lab's routes (policy tables, and main-table routes over lab interfaces), comparable."""
+    ifnames = {link.end(host).ifname for link in lab.topology.links_of(host)}
+    h = lab.host(host)
+    rules = json.loads(h.run(["ip", "-j", "-4", "rule", "show"]).stdout)
+    routes = json.loads(h.run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout)
+    return {
+        "rules": sorted(
+            (r["priority"], r.get("src", "all"), str(r.get("table")), r.get("suppress_prefixlen"))
+            for r in rules
+            if r["priority"] not in (0, 32766, 32767)
+        ),
+        "routes": sorted(
+            (str(r.get("table", "main")), r["dst"], r.get("gateway"), r.get("dev"))
+            for r in routes
+            if r.get("dev") in ifnames and str(r.get("table", "main")) not in ("local",)
+        ),
+        "endpoints": sorted(
+            (e["address"], e["id"], tuple(e.get("flags", [])))
+            for e in json.loads(h.run(["ip", "-j", "mptcp", "endpoint", "show"]).stdout or "[]")
+        ),
+    }
+
+
+def _by_key(checks: list[Check]) -> dict[tuple[str, str, str], Check]:
+    return {(c.link, c.direction, c.quantity): c for c in checks}
+
+
+@needs_qemu
+def test_same_topology_on_namespaces_and_on_vms() -> None:
+    from mptcpkit.lab.backends.netns import NetnsBackend
+    from mptcpkit.lab.backends.vm.multi import MultiVmBackend
+
+    topology = _topology()
+    validate(topology)
+    with NetnsBackend().up(topology) as netns_lab:
+        netns_routing = {h.name: _routing(netns_lab, h.name) for h in topology.hosts}
+        netns_checks = _by_key(self_check(netns_lab, rate_duration=3.0))
+    with MultiVmBackend(label="debian", accel="tcg").up(topology) as vm_lab:
+        vm_routing = {h.name: _routing(vm_lab, h.name) for h in topology.hosts}
+        vm_checks = _by_key(self_check(vm_lab, rate_duration=3.0))
+    assert vm_routing == netns_routing
+    assert netns_routing["a"]["rules"][0][:2] == (100, "all") and netns_routing["a"]["rules"][0][3] == 0
+    assert ("101", "default", "10.0.2.2", "eth1") in netns_routing["a"]["routes"]
+    assert set(vm_checks) == set(netns_checks) and netns_checks
+    report = {k: (round(netns_checks[k].measured, 2), round(vm_checks[k].measured, 2)) for k in netns_checks}
+    for key, ours in netns_checks.items():
+        theirs = vm_checks[key]
+        assert ours.ok, f"namespaces: {ours}"
+        assert theirs.ok, f"VMs: {theirs} (all: {report})"
+        assert abs(ours.measured - theirs.measured) <= 2 * ours.tolerance * ours.configured, report
