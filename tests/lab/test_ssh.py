@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mptcp_transfer import sending_client, sink_server
 
 from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab.backends import ssh_plan
@@ -235,27 +236,8 @@ def topology(m: Machines, *, delay_s: float = 0.0) -> Topology:
     return topo
 
 
-SERVER = """
-import socket
-srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 5299)); srv.listen(1); print("ready", flush=True)
-conn, _ = srv.accept(); total = 0
-while (chunk := conn.recv(65536)):
-    total += len(chunk)
-print(total, flush=True)
-"""
-
-CLIENT = """
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-s.connect(("10.0.1.2", 5299))
-time.sleep(0.3)
-s.sendall(bytes(1_000_000))
-info = s.getsockopt(284, 1, 64)
-s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
-print(info[0])
-"""
+SERVER = sink_server(5299)
+CLIENT = sending_client("10.0.1.2", 5299, 1_000_000, 0.3)
 
 
 def test_lab_end_to_end_and_exact_restore(machines: Machines) -> None:

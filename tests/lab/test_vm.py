@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mptcp_transfer import sending_client, sink_server
 
 from mptcpkit.errors import EnvironmentProblem, LabError, UsageError
 from mptcpkit.lab.backends.vm import argv as vm_argv
@@ -536,27 +537,8 @@ def test_multi_vm_two_guests_two_links_mptcp_two_subflows(vm_traces: Callable[[]
     assert vm_traces() == set()
 
 
-MULTI_SERVER = """
-import socket
-srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 5201)); srv.listen(1); print("ready", flush=True)
-conn, _ = srv.accept(); total = 0
-while (chunk := conn.recv(65536)):
-    total += len(chunk)
-print(total, flush=True)
-"""
-
-MULTI_CLIENT = """
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-s.connect(("10.0.1.2", 5201))
-time.sleep(1.0)
-s.sendall(bytes(2 * 1024 * 1024))
-info = s.getsockopt(284, 1, 64)
-s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
-print(info[0])
-"""
+MULTI_SERVER = sink_server(5201)
+MULTI_CLIENT = sending_client("10.0.1.2", 5201, 2 * 1024 * 1024, 1.0)
 
 
 def test_run_options_go_to_the_guest_as_data() -> None:

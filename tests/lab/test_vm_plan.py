@@ -80,6 +80,7 @@ def _by_key(checks: list[Check]) -> dict[tuple[str, str, str], Check]:
 
 
 @needs_qemu
+@pytest.mark.timeout(1500)  # two TCG boots on a shared, loaded machine
 def test_same_topology_on_namespaces_and_on_vms() -> None:
     from mptcpkit.lab.backends.netns import NetnsBackend
     from mptcpkit.lab.backends.vm.multi import MultiVmBackend
