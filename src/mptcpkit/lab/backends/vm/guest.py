@@ -278,35 +278,18 @@ def run_in_vm(
     *,
     timeout: float = 1800.0,
     boot_timeout: float = 300.0,
-    accel: AccelChoice = "auto",
-    label: str | None = None,
-    env: Mapping[str, str] | None = None,
-    outdir: Path | None = None,
-    cpus: int = 2,
-    memory: str = "1G",
-    kernel_args: Sequence[str] = (),
+    **options: Any,
 ) -> VmRunResult:
     """Boot `kernel` (default: the distribution kernel) and run `argv_inside` as root inside it.
 
+    `options` are `Guest`'s: accel, label, env, outdir, cpus, memory, kernel_args, extra_qemu_opts.
     Returns the command's exit code, stdout and stderr, and `vm_info` (accel, kernel_release, kernel_label,
     boot_seconds, ...). `outdir`, if given, is shared read-write at the same path (results files); its path
     is in the guest's $MPTCPKIT_VM_OUTDIR. The guest also sees $MPTCPKIT_KERNEL_LABEL and $MPTCPKIT_VM_ACCEL.
     Raises EnvironmentProblem (QEMU/virtme-ng missing), UsageError (kernel/modules missing), LabError (boot
     failure or timeout, with the tail of the kernel console).
     """
-    guest = Guest(
-        kernel,
-        modules,
-        argv_inside,
-        timeout=timeout,
-        accel=accel,
-        label=label,
-        env=env,
-        outdir=outdir,
-        cpus=cpus,
-        memory=memory,
-        kernel_args=kernel_args,
-    )
+    guest = Guest(kernel, modules, argv_inside, timeout=timeout, **options)
     try:
         with sigterm_raises():
             guest.start()
