@@ -63,21 +63,23 @@ def vm_traces(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[], s
     def traces() -> set[str]:
         found = {str(p) for p in (tmp_path / "work").iterdir()}
         found |= {str(p) for p in (tmp_path / "state").glob("mkt-vm-*.json")}
-        found |= {f"pid {pid}" for pid in _qemu_processes_any() if _descends_from_me(pid)}
+        found |= {f"pid {pid}" for pid in _qemu_processes() if _descends_from_me(pid)}
         return found
 
     return traces
 
 
-def _qemu_processes(name: str) -> list[int]:
+def _qemu_processes(name: str = "mkt-vm-") -> list[int]:
+    """Processes whose command line names a guest called `name` (default: any of mptcpkit's guests)."""
     found = []
+    wanted = name.encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if name.encode() in argv or any(a.startswith(b"guest=" + name.encode()) for a in argv):
+            if any(a.startswith(wanted) or a.startswith(b"guest=" + wanted) for a in argv):
                 found.append(int(entry.name))
     return found
 
@@ -263,19 +265,6 @@ def test_boot_timeout_kills_the_guest(vm_traces: Callable[[], set[str]]) -> None
         guest.run_in_vm(None, None, ["true"], accel="tcg", boot_timeout=3)
     assert time.monotonic() - started < 60
     assert vm_traces() == set()
-
-
-def _qemu_processes_any() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(a.startswith(b"mkt-vm-") or a.startswith(b"guest=mkt-vm-") for a in argv):
-                pids.append(int(entry.name))
-    return pids
 
 
 @needs_qemu
