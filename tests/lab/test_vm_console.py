@@ -178,12 +178,11 @@ def test_vm_lab_up_boot_failure_comes_back_from_the_supervisor(tmp_path: Path) -
     """A kernel that does not boot: the detached supervisor's error reaches `vm_lab_up`, nothing is left."""
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(b"this is not a kernel\n" * 100)
-    before = {r.lab_id for r in registry.all_records()}
     with pytest.raises(LabError, match="the guest") as info:
         vm_labs.vm_lab_up("two-paths", str(kernel), None, False, "auto", accel="tcg", timeout=120)
     assert "last lines of the guest console" in str(info.value)
     assert "invalid kernel header" in str(info.value)  # QEMU's own words, from the supervisor's guest
-    assert {r.lab_id for r in registry.all_records()} <= before
+    assert [r for r in registry.all_records() if r.details.get("kernel") == str(kernel)] == [], "record left"
     leftovers = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -277,3 +276,41 @@ def test_lab_up_kernel_default_console_and_down(tmp_path: Path) -> None:
     assert lab_id not in {r.lab_id for r in vm_labs.vm_lab_list()}
     assert registry.load(lab_id) is None
     assert _qemu_of(lab_id, guests) == []
+
+
+def test_vm_labs_live_in_the_one_registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A VM lab is a registry record like a namespace lab: listed, shown by status, dropped when its supervisor died."""
+    from mptcpkit.lab.backends.lab_status import status_rows
+
+    monkeypatch.setattr(registry, "STATE_DIR", tmp_path / "labs")
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path / "vm")
+    supervisor = subprocess.Popen(["sleep", "60"])  # stands in for the VM lab's supervisor
+    live = registry.LabRecord(
+        lab_id=registry.new_lab_id(),
+        backend="multi-vm",
+        topology="two-paths",
+        hosts=["client", "server"],
+        owner_pid=supervisor.pid,
+        owner_start=state.start_time(supervisor.pid),
+        state="up",
+        details={"kernel": "/boot/vmlinuz-6.1", "consoles": {}},
+    )
+    registry.save(live)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = registry.LabRecord(
+        lab_id=registry.new_lab_id(), backend="vm", topology="t", owner_pid=dead.pid, owner_start="1"
+    )
+    registry.save(stale)
+    assert [r.lab_id for r in vm_labs.vm_lab_list()] == [live.lab_id]
+    assert registry.load(stale.lab_id) is None, "a record whose supervisor is gone is dropped"
+    loaded = vm_labs.vm_lab(live.lab_id)
+    assert loaded is not None and loaded.details["kernel"] == "/boot/vmlinuz-6.1" and loaded.owner_alive
+    (row,) = status_rows()
+    assert row["backend"] == "multi-vm" and row["state"] == "up"
+    assert row["hosts"] == {"client": "VM /boot/vmlinuz-6.1", "server": "VM /boot/vmlinuz-6.1"}
+    with pytest.raises(LabError, match="recorded no console for 'client'"):
+        vm_labs.vm_lab_console(live.lab_id, "client")
+    assert vm_labs.vm_lab_down(live.lab_id) is True
+    supervisor.wait(timeout=10)  # lab down stopped it (SIGTERM) and reaped it: no wait for the 60 s
+    assert registry.all_records() == []
