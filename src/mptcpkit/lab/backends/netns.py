@@ -346,10 +346,11 @@ class NetnsBackend(Backend):
         host = lab.host(plan.name)
         links = {link.name: index for index, link in enumerate(lab.topology.links)}
         ipr = _ipr(host.netns)
+        ifindex: dict[str, int] = {}
         pm: Any = None
         try:
             for call in netlink_calls(plan):
-                _apply_call(lab, host, ipr, call, links)
+                _apply_call(lab, host, ipr, call, links, ifindex)
                 if call.kind in ("limits", "endpoint"):
                     if pm is None:
                         from mptcpkit.netlink.client import MptcpPmClient
@@ -410,7 +411,14 @@ def allow_congestion_control(name: str) -> None:
         allowed_path.write_text(" ".join([*allowed, name]))
 
 
-def _apply_call(lab: NetnsLab, host: NetnsHost, ipr: Any, call: NetlinkCall, links: dict[str, int]) -> None:
+def _apply_call(
+    lab: NetnsLab,
+    host: NetnsHost,
+    ipr: Any,
+    call: NetlinkCall,
+    links: dict[str, int],
+    ifindex: dict[str, int],
+) -> None:
     """Send one rendered call into `host`'s namespace (MPTCP calls go through `_mptcp_call`)."""
     a = dict(call.args)
     if call.kind == "sysctl":
@@ -441,15 +449,15 @@ def _apply_call(lab: NetnsLab, host: NetnsHost, ipr: Any, call: NetlinkCall, lin
         with _ipr(wire) as wipr:  # type: ignore[arg-type]
             wipr.link("set", index=wipr.link_lookup(ifname=peer["ifname"])[0], state="up")
     elif call.kind == "up":
-        ipr.link("set", index=_index(ipr, a.pop("ifname")), state="up")
+        ipr.link("set", index=_index(ipr, a.pop("ifname"), ifindex), state="up")
     elif call.kind == "addr":
         _netlink_step(
-            functools.partial(ipr.addr, "add", index=_index(ipr, a.pop("ifname")), **a),
+            functools.partial(ipr.addr, "add", index=_index(ipr, a.pop("ifname"), ifindex), **a),
             f"{host.name}: address {a['address']}/{a['prefixlen']}",
         )
     elif call.kind == "route":
         if "ifname" in a:
-            a["oif"] = _index(ipr, a.pop("ifname"))
+            a["oif"] = _index(ipr, a.pop("ifname"), ifindex)
         _netlink_step(functools.partial(ipr.route, "add", **a), f"{host.name}: route {a['dst']}")
     elif call.kind == "rule":
         _netlink_step(functools.partial(ipr.rule, "add", **a), f"{host.name}: rule {a}")
@@ -469,11 +477,14 @@ def _mptcp_call(host: str, pm: Any, call: NetlinkCall) -> None:
         )
 
 
-def _index(ipr: Any, ifname: str) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        raise LabError(f"no interface {ifname}")
-    return int(found[0])
+def _index(ipr: Any, ifname: str, cache: dict[str, int]) -> int:
+    """The interface's index, looked up once per host (a lookup dumps every link: it is not cheap)."""
+    if ifname not in cache:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise LabError(f"no interface {ifname}")
+        cache[ifname] = int(found[0])
+    return cache[ifname]
 
 
 def _ipr(netns: str) -> Any:
