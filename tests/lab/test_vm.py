@@ -534,7 +534,7 @@ def test_run_options_go_to_the_guest_as_data() -> None:
     """`lab run --kernel`: the command's own values, minus host-only ones, and back into the same function."""
     import typer
 
-    from mptcpkit.lab.backends.vm.kernel_run import call_with_options, run_options
+    from mptcpkit.lab.backends.vm.kernel_run import call_with_options, command_options
 
     def command(
         reps: int = typer.Option(3),
@@ -553,7 +553,7 @@ def test_run_options_go_to_the_guest_as_data() -> None:
         "out": Path("/o"),
         "chosen": [],
     }
-    options = run_options(command, values)
+    options = command_options(command, values)
     assert options == {"reps": 5, "scenario": ["a"], "out": "/o"}
     assert json.loads(json.dumps(options)) == options
     called = call_with_options(command, {"reps": 7}, db="/tmp/g.db")

@@ -46,11 +46,13 @@ def test_json_variant(start_serve: Start) -> None:
         "mptcp": True,
         "subflows": 1,
         "fallback": False,
+        "state": "yes",
     }
     assert json.loads(curl("-H", "Accept: application/json", url)) == {
         "mptcp": False,
         "subflows": 0,
         "fallback": False,
+        "state": "no",
     }
 
 

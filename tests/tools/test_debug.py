@@ -63,6 +63,25 @@ def test_every_section_has_real_content(tmp_path: Path) -> None:
     files = archive_texts(out.with_name("report.tar.gz"))
     assert "mptcpkit-debug/report.md" in files
     assert any(n.endswith("-ss.txt") for n in files) and any(n.endswith("-nstat.txt") for n in files)
+    # every counter, as mptcp-get-debug's `nstat`: the archive has them all, zeros included
+    full = next(t for n, t in files.items() if n.endswith("-nstat.txt"))
+    names = {line.split()[0] for line in full.splitlines()[1:] if line.strip()}
+    assert {"IpInReceives", "TcpActiveOpens", "TcpExtTCPTimeouts", "MPTcpExtMPCapableSYNRX"} <= names
+    assert "IpInReceives" in got["Other counters"] and "MPTcp" not in got["Other counters"]
+
+
+def test_mptcp_get_debug_options(tmp_path: Path) -> None:
+    res = debug("--version")
+    assert res.stdout.startswith("mptcpkit debug: version ")
+    assert debug("-v").stdout == res.stdout
+    out = tmp_path / "c.md"
+    debug("-c", "-o", str(out))  # mptcp-get-debug -c: collect and exit
+    assert "mode: snapshot" in out.read_text()
+    both = subprocess.run([MPTCPKIT, "debug", "-c", "-r"], capture_output=True, text=True, timeout=30)
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+    helptext = subprocess.run([MPTCPKIT, "debug", "-h"], capture_output=True, text=True, timeout=30).stdout
+    for flag in ("--collect", "--reproduce", "--version", "--help"):
+        assert flag in helptext
 
 
 def test_reproduce_captures_events_of_a_real_connection(

@@ -35,8 +35,34 @@ def test_curl_gets_one_plain_line() -> None:
 
 def test_json_when_accepted() -> None:
     r = checkpage.respond(req(("accept", "application/json")), YES)
-    assert json.loads(r.body) == {"mptcp": True, "subflows": 2, "fallback": False}
+    assert json.loads(r.body) == {"mptcp": True, "subflows": 2, "fallback": False, "state": "yes"}
     assert r.content_type == "application/json"
+
+
+MAYBE = checkpage.ConnInfo(mptcp=False, fallback=False, subflows=0, error="cannot read the socket: EBADF")
+
+
+def test_maybe_state_in_every_flavor() -> None:
+    plain = checkpage.respond(req(("user-agent", "Wget/1.21.3")), MAYBE)
+    assert plain.status == 200 and plain.body.startswith(b"Maybe you are using MPTCP")
+    doc = json.loads(checkpage.respond(req(("accept", "application/json")), MAYBE).body)
+    assert doc["mptcp"] is None and doc["state"] == "maybe" and "EBADF" in doc["error"]
+    page = checkpage.respond(req(("user-agent", "Mozilla/5.0")), MAYBE).body.decode()
+    assert 'class="verdict maybe"' in page and "Internal error" in page
+
+
+def test_unknown_paths_404_and_files() -> None:
+    for target in ("/nope", "/files/0M", "/files/1001M", "/files/abc", "/../etc/passwd", "/index.php"):
+        assert checkpage.respond(req(target=target), YES).status == 404, target
+    for target in ("/", "/?x=1", "/index.html", "http://h:8080/"):
+        assert checkpage.respond(req(target=target), YES).status == 200, target
+    listing = checkpage.respond(req(target="/files/"), YES)
+    assert listing.body.decode().split() == ["/files/1M", "/files/10M", "/files/100M", "/files/1000M"]
+    big = checkpage.respond(req(target="/files/1000M"), YES)
+    assert big.stream_bytes == 1000 * 2**20 and big.body == b""
+    assert checkpage.respond(req(target="/files/5MB"), YES).stream_bytes == 5 * 2**20
+    head = checkpage.render(big, head_only=False, keep_alive=True)
+    assert b"Content-Length: 1048576000\r\n" in head and head.endswith(b"\r\n\r\n")
 
 
 def test_browser_gets_html_with_howto() -> None:
@@ -81,6 +107,17 @@ def test_redaction_is_consistent_and_complete() -> None:
 
 
 # ---- debug report
+
+
+def test_nstat_split_mptcp_and_other_nonzero() -> None:
+    text = "#kernel\nIpInReceives 10 0.0\nIpForwDatagrams 0 0.0\nMPTcpExtMPJoinSynRx 0 0.0\nTcpExtTCPLossProbes 2 0.0\n"
+    mptcp, other = debuginfo.split_counters(text)
+    assert mptcp == "MPTcpExtMPJoinSynRx 0 0.0\n"  # MPTcp* with zeros
+    assert other == "IpInReceives 10 0.0\nTcpExtTCPLossProbes 2 0.0\n"  # the rest only when non-zero
+    assert debuginfo.split_counters("#kernel\n") == (
+        "(no MPTcp counter: is MPTCP in this kernel?)\n",
+        "(every other counter is 0)\n",
+    )
 
 
 def test_nstat_parse_and_diff() -> None:

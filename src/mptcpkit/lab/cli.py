@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mptcpkit.errors import UsageError
@@ -191,9 +192,16 @@ def down(
 @app.command("run")
 def run_cmd(
     scenario: list[str] = typer.Option(
-        None, "--scenario", "-s", help="Scenario to run (repeatable); default: all."
+        None,
+        "--scenario",
+        "-s",
+        help="Scenario to run: a built-in name, a glob of names, a .toml file or a glob of files "
+        "(repeatable); default: the default suite.",
     ),
-    reps: int = typer.Option(3, "--reps", "-n", min=1, help="Repetitions per scenario."),
+    suite: str = typer.Option(
+        None, "--suite", metavar="FILE|DIR", help="Run a suite file, or every scenario file in DIR."
+    ),
+    reps: int = typer.Option(None, "--reps", "-n", min=1, help="Repetitions per scenario (default: 3)."),
     label: str = typer.Option(None, "--label", "-l", help="Tag for this run, e.g. a kernel commit."),
     db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL (default: per-user SQLite)."),
     json_path: str = typer.Option(
@@ -206,7 +214,9 @@ def run_cmd(
         help="Add repetitions until each metric's median 95 %% CI is narrower than PCT %% of the median.",
     ),
     max_reps: int = typer.Option(10, "--max-reps", min=1, help="Upper bound on repetitions with --until-ci."),
-    scale: float = typer.Option(1.0, "--scale", min=0.1, help="Multiply every transfer's length."),
+    scale: float = typer.Option(
+        None, "--scale", min=0.1, help="Multiply every transfer's length and action time (default: 1)."
+    ),
     seed: int = typer.Option(None, "--seed", help="Seed of the randomized order (recorded in the run)."),
     self_check: bool = typer.Option(
         True, "--self-check/--no-self-check", help="Check each lab's links first."
@@ -248,46 +258,50 @@ def run_cmd(
         help="Modules directory for --kernel (default: found next to the image or in /lib/modules/RELEASE).",
     ),
     list_only: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Record CPU profiles (perf, system-wide) of each repetition; docs/profiling.md.",
+    ),
+    profile_freq: int = typer.Option(
+        None, "--profile-freq", help="Samples per second per CPU (default 499)."
+    ),
+    profile_symbols: str = typer.Option(
+        None,
+        "--profile-symbols",
+        help="vmlinux or System.map of the kernel under test (default: /proc/kallsyms).",
+    ),
 ) -> None:
     """Run the scenario suite (default: all scenarios), compare each with its analytic expectation, store it.
 
     Exit status: 0 when every scenario passes, 1 when one fails, 2 for bad input.
     """
-    from mptcpkit.lab.scenarios import default_suite
+    from mptcpkit.lab.scenarios import cli as scenario_cli
 
     _check_emulation_mode(emulation)
-    suite = {s.name: s for s in default_suite(scale)}
-    if list_only:
-        table = Table("scenario", "description")
-        for s in suite.values():
-            table.add_row(s.name, s.description)
-        out.print(table)
-        return
-    chosen = []
-    for name in scenario or list(suite):
-        if name not in suite:
-            import difflib
+    from mptcpkit.lab.profiling.cli import run_options
 
-            close = difflib.get_close_matches(name, list(suite), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UsageError(f"unknown scenario '{name}'{hint}; see `mptcpkit lab run --list`")
-        chosen.append(suite[name])
+    selection = scenario_cli.select(scenario, suite)
+    profile_options = run_options(profile, profile_freq, profile_symbols)
+    if list_only:
+        scenario_cli.print_list(selection.specs)
+        return
     if engine not in ("mptcpkit", "iperf3"):
         raise UsageError(f"--engine must be mptcpkit or iperf3, not '{engine}'")
-    if engine != "mptcpkit":
-        from mptcpkit.lab.scenarios import with_engine
-
-        chosen = [with_engine(s, engine) for s in chosen]
+    reps = reps if reps is not None else (selection.reps or 3)
+    scale = scale if scale is not None else (selection.scale or 1.0)
+    chosen = scenario_cli.build_all(selection.specs, scale, engine)
     if kernel:
-        from mptcpkit.lab.backends.vm.kernel_run import run_on_kernel, run_options
+        from mptcpkit.lab.backends.vm.kernel_run import command_options, run_on_kernel
 
-        options = run_options(run_cmd, locals())  # the guest calls run_cmd with these values (as JSON)
+        options = command_options(run_cmd, locals())  # the guest calls run_cmd with these values (as JSON)
+        options["scenario"], options["suite"] = scenario_cli.guest_refs(scenario, suite)
         raise typer.Exit(run_on_kernel(kernel, modules, options, label=label, db=db, json_path=json_path))
     elif modules:
         raise UsageError("--modules goes with --kernel")
     backend = None
     if ssh:
-        backend, chosen = _ssh_backend(ssh, known_hosts, identity, chosen, explicit=bool(scenario))
+        backend, chosen = _ssh_backend(ssh, known_hosts, identity, chosen, explicit=bool(scenario or suite))
     from mptcpkit.lab.runview import run_with_progress
 
     report = run_with_progress(
@@ -302,6 +316,7 @@ def run_cmd(
         max_reps=max_reps,
         seed=seed,
         self_check=self_check,
+        profile=profile_options,
     )
     raise typer.Exit(0 if report.passed else 1)
 
@@ -414,6 +429,11 @@ def compare_cmd(
         "it a regression (a regression must show in both).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Also show where the CPU time went (differential profile of each regression).",
+    ),
 ) -> None:
     """Per scenario and metric: change with confidence interval, rank test, verdict. Exit 1 on a regression."""
     from mptcpkit.lab.analysis import compare_runs
@@ -438,7 +458,14 @@ def compare_cmd(
         if as_json:
             # --confirm may downgrade a regression: the verdict printed is the confirmed one.
             rows_json = [r.to_json() | {"verdict": v} for r, v in zip(rows, verdicts, strict=True)]
-            print(json.dumps(rows_json, indent=2))
+            if profile:
+                from mptcpkit.lab.profiling.cli import diffs_json
+                from mptcpkit.lab.profiling.views import compare_profiles
+
+                diffs, note = compare_profiles(store, base_run.run_id, new_run.run_id, rows)
+                print(json.dumps({"comparisons": rows_json, "profiles": diffs_json(diffs, note)}, indent=2))
+            else:
+                print(json.dumps(rows_json, indent=2))
         else:
             err.print(
                 f"base {base_run.run_id} ({base_run.label or '-'}, "
@@ -463,7 +490,7 @@ def compare_cmd(
                     else "-"
                 )
                 table.add_row(
-                    r.scenario,
+                    escape(r.scenario),
                     r.metric,
                     _num(c.base_median),
                     _num(c.new_median),
@@ -473,6 +500,11 @@ def compare_cmd(
                     f"[{colors[v]}]{v}[/]",
                 )
             out.print(table)
+            if profile:
+                from mptcpkit.lab.profiling.cli import print_diffs
+                from mptcpkit.lab.profiling.views import compare_profiles
+
+                print_diffs(*compare_profiles(store, base_run.run_id, new_run.run_id, rows), out, err)
         if "regression" in verdicts:
             raise typer.Exit(1)
 
@@ -487,10 +519,17 @@ def _confirm(
     """Run the regressed scenarios again now and keep those that regress again against the base."""
     from mptcpkit.lab.analysis import compare_runs
     from mptcpkit.lab.runview import run_with_progress
-    from mptcpkit.lab.scenarios import default_suite
+    from mptcpkit.lab.scenarios import build, resolve
 
-    suite = {s.name: s for s in default_suite()}
-    chosen = [suite[name] for name in scenarios if name in suite]
+    origins = getattr(new_run, "config", {}).get("origins", {})
+    chosen = []
+    for name in scenarios:
+        origin = str(origins.get(name, ""))
+        ref = origin if origin.endswith(".toml") and Path(origin).is_file() else name
+        try:
+            chosen += [build(spec) for spec in resolve([ref]) if spec.name == name]
+        except UsageError:
+            continue  # no longer runnable here: left unconfirmed
     if not chosen:
         return set(scenarios)
     reps = int(getattr(new_run, "config", {}).get("reps", 3))
@@ -563,7 +602,7 @@ def history_cmd(
         for c in changes:
             color = "bold red" if c.kind == "regression" else "green"
             table.add_row(
-                c.scenario,
+                escape(c.scenario),
                 c.metric,
                 c.run.run_id,
                 c.run.label or "-",
@@ -660,5 +699,11 @@ def console_cmd(lab_id: str = typer.Argument(..., metavar="LAB"), host: str = ty
 
     raise typer.Exit(vm_lab_console(lab_id, host))
 
+
+from mptcpkit.lab.profiling.cli import app as _profile_app  # noqa: E402
+from mptcpkit.lab.scenarios.cli import app as _scenario_app  # noqa: E402
+
+app.add_typer(_scenario_app, name="scenario")
+app.add_typer(_profile_app, name="profile")
 
 __all__ = ["Path", "app"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -43,13 +44,16 @@ class ProgressReporter(Reporter):
     def stage(self, text: str) -> None:
         self.progress.update(self.task, description=text)
 
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]{text}[/]", highlight=False)
+
     def rep_done(self, scenario: str, rep: int, outcome: RepOutcome) -> None:
         self.progress.advance(self.task)
         summary = ", ".join(
             f"{m.metric}={_fmt(m.value)}{(' ' + m.unit) if m.unit else ''}" for m in outcome.measurements[:3]
         )
         mark = "[red]FAILED[/] " + outcome.failure if outcome.failure else "[green]ok[/]"
-        self.console.print(f"  {scenario} #{rep + 1}: {summary}  {mark}", highlight=False)
+        self.console.print(f"  {escape(scenario)} #{rep + 1}: {summary}  {mark}", highlight=False)
 
 
 def _fmt(value: float | None) -> str:
@@ -67,7 +71,7 @@ def print_results(results: Sequence[Result], console: Console) -> None:
         cv = r.cv
         verdict = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
         table.add_row(
-            r.scenario,
+            escape(r.scenario),
             f"{r.metric}{(' [' + r.unit + ']') if r.unit else ''}",
             _fmt(r.median),
             _fmt(r.minimum),
@@ -80,7 +84,7 @@ def print_results(results: Sequence[Result], console: Console) -> None:
     console.print(table)
     failed = [r for r in results if not r.passed]
     for r in failed:
-        console.print(f"[red]FAIL[/] {r.scenario} {r.metric}: {r.rule}", highlight=False)
+        console.print(f"[red]FAIL[/] {escape(r.scenario)} {r.metric}: {r.rule}", highlight=False)
         for failure in r.details.get("failures", [])[:3]:
             console.print(f"     {failure}", highlight=False)
 
@@ -99,6 +103,7 @@ def run_with_progress(
     self_check: bool,
     backend: Any = None,
     store: Any = None,
+    profile: Any = None,
 ) -> RunReport:
     """Run with progress bars on stderr; print the table; write JSON; labs are removed even on SIGTERM."""
     from mptcpkit.lab.backends.netns import NetnsBackend
@@ -117,6 +122,7 @@ def run_with_progress(
         until_ci_pct=until_ci,
         max_reps=max_reps,
         self_check=self_check,
+        profile=profile,
     )
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -154,8 +160,10 @@ def run_with_progress(
 
 
 def write_run_json(store: Any, run_id: str, json_path: str) -> None:
-    """Write a stored run as JSON to `json_path` ('-': stdout): `lab run --json`, on namespaces or a VM."""
-    document = json.dumps(run_to_json(store, run_id), indent=2, default=str)
+    """Write a stored run and its profiles as JSON to `json_path` ('-': stdout): `lab run --json`, here or in a VM."""
+    from mptcpkit.lab.profiling.storage import profiles_json
+
+    document = json.dumps(run_to_json(store, run_id) | profiles_json(store, run_id), indent=2, default=str)
     if json_path == "-":
         sys.stdout.write(document + "\n")
     else:

@@ -80,16 +80,32 @@ def check_serve(
     max_connections: Annotated[
         int, typer.Option("--max-connections", help="Concurrent clients served; more are closed at once.")
     ] = 10000,
+    cert: Annotated[
+        Path | None, typer.Option("--cert", help="PEM certificate (chain): serve HTTPS instead of HTTP.")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="PEM private key of --cert (if not in the --cert file).")
+    ] = None,
 ) -> None:
-    """Serve the MPTCP check over HTTP: plain text for curl, HTML for browsers, JSON on request."""
+    """Serve the MPTCP check over HTTP(S): plain text for curl/wget, HTML for browsers, JSON on request.
+
+    Paths: / (the check), /files/ (test downloads of 1M to 1000M generated on the fly), others: 404.
+    """
+    from mptcpkit.errors import UsageError
     from mptcpkit.tools.checkserve import ServeConfig, serve_forever
 
+    if key is not None and cert is None:
+        raise UsageError("--key needs --cert")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: not a TCP port (0 to 65535)")
     config = ServeConfig(
         host=host,
         port=port,
         head_timeout=head_timeout,
         idle_timeout=idle_timeout,
         max_connections=max_connections,
+        cert=cert,
+        key=key,
     )
     asyncio.run(serve_forever(config, announce=lambda m: typer.echo(m, err=True)))
 
@@ -101,10 +117,47 @@ def run(
     ] = None,
     debug: Annotated[bool, typer.Option("-d", "--debug", help="Log each socket converted to MPTCP.")] = False,
 ) -> None:
-    """Run PROGRAM with its TCP sockets created as MPTCP sockets (LD_PRELOAD shim + GODEBUG for Go)."""
+    """Run PROGRAM with its TCP sockets created as MPTCP sockets (LD_PRELOAD shim + GODEBUG for Go).
+
+    `mptcpkit run help` shows this help, as `mptcpize run help` does.
+    """
     from mptcpkit.tools import preload
 
-    preload.exec_program([*(program or []), *ctx.args], debug=debug)
+    argv = [*(program or []), *ctx.args]
+    if argv in (["help"], []):
+        show_help(ctx)
+        if not argv:
+            raise typer.Exit(2)
+        return
+    preload.exec_program(argv, debug=debug)
+
+
+def show_help(ctx: Any) -> None:
+    """Print a command's help (typer prints rich help itself; plain click returns it)."""
+    text = ctx.get_help()
+    if text:
+        typer.echo(text)
+
+
+def help_command(
+    ctx: typer.Context,
+    words: Annotated[
+        list[str] | None, typer.Argument(metavar="[COMMAND...]", help="e.g. `pm` or `lab run`.")
+    ] = None,
+) -> None:
+    """Show the help of mptcpkit or of one of its commands (`mptcpkit help lab run`), like `mptcpize help`."""
+    from mptcpkit.errors import UsageError
+
+    target: Any = ctx.find_root()
+    for word in words or []:
+        group = target.command
+        sub = group.get_command(target, word) if hasattr(group, "get_command") else None
+        if sub is None:
+            raise UsageError(
+                f"no command {' '.join(words or [])!r}", hint="`mptcpkit --help` lists the commands"
+            )
+        target = type(target)(sub, info_name=word, parent=target)
+    show_help(target)
 
 
 UnitDir = Annotated[
@@ -116,10 +169,17 @@ UnitDir = Annotated[
 
 
 def enable(
-    unit: Annotated[str, typer.Argument(help="systemd unit, e.g. nginx or nginx.service")],
+    unit: Annotated[
+        str,
+        typer.Argument(help="systemd service: nginx, nginx.service, getty@tty1.service or a unit file path"),
+    ],
     unit_dir: UnitDir = None,
 ) -> None:
-    """Make a systemd service use MPTCP through a drop-in file (unit untouched), then daemon-reload."""
+    """Make a systemd service use MPTCP through a drop-in file (unit untouched), then daemon-reload.
+
+    The unit file is the one systemd reports (`systemctl show -P FragmentPath`), template instances
+    included; without a running systemd the standard unit directories are searched.
+    """
     from mptcpkit.tools import systemd
 
     for line in systemd.enable(unit, unit_dir=unit_dir):
@@ -127,7 +187,7 @@ def enable(
 
 
 def disable(
-    unit: Annotated[str, typer.Argument(help="systemd unit given to `mptcpkit enable`")],
+    unit: Annotated[str, typer.Argument(help="systemd unit (or unit file path) given to `mptcpkit enable`")],
     unit_dir: UnitDir = None,
 ) -> None:
     """Remove exactly what `mptcpkit enable` added, then daemon-reload."""
@@ -135,6 +195,14 @@ def disable(
 
     for line in systemd.disable(unit, unit_dir=unit_dir):
         typer.echo(line)
+
+
+def _debug_version(value: bool) -> None:
+    if value:
+        from mptcpkit import __version__
+
+        typer.echo(f"mptcpkit debug: version {__version__}")
+        raise typer.Exit()
 
 
 def debug(
@@ -159,15 +227,30 @@ def debug(
     redact: Annotated[
         bool, typer.Option("--redact", help="Replace addresses and host names consistently.")
     ] = False,
+    collect: Annotated[
+        bool,
+        typer.Option(
+            "-c", "--collect", help="Collect a snapshot and exit (the default; as mptcp-get-debug -c)."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "-v", "--version", is_eager=True, callback=_debug_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Collect a bug report about MPTCP on this machine: Markdown report + tar.gz of raw outputs.
 
+    The options of mptcpd's mptcp-get-debug work: -c/--collect (snapshot), -r/--reproduce, -v/--version.
     --reproduce records until Enter is pressed, for --duration seconds, or while `-- CMD...` runs.
     """
     from mptcpkit.errors import UsageError
     from mptcpkit.tools import debuginfo
 
     cmd = [*(command or []), *ctx.args]
+    if collect and reproduce:
+        raise UsageError("--collect and --reproduce exclude each other")
     if (duration is not None or cmd) and not reproduce:
         raise UsageError("--duration and a command need --reproduce")
     if duration is not None and cmd:
@@ -188,6 +271,7 @@ def debug(
 def register(app: typer.Typer) -> None:
     """Add the user tools' commands to the top-level app."""
     app.command("run", context_settings=RUN_SETTINGS)(run)
+    app.command("help")(help_command)
     app.command("enable")(enable)
     app.command("disable")(disable)
     app.command("debug", context_settings={"allow_extra_args": True, "allow_interspersed_args": False})(debug)

@@ -46,6 +46,7 @@ SECTIONS = (
     "Routing rules",
     "MPTCP sockets",
     "MPTCP counters",
+    "Other counters",
     "Kernel log",
     "Reproduction",
 )
@@ -92,6 +93,27 @@ def parse_nstat(text: str) -> dict[str, int]:
         if m and not line.startswith("#"):
             out[m.group(1)] = int(m.group(2))
     return out
+
+
+def split_counters(text: str) -> tuple[str, str]:
+    """`nstat -asz` output -> (the MPTcp* lines, the other non-zero counters' lines), for the report.
+
+    The full output (every counter, zeros included) stays in the archive.
+    """
+    mptcp: list[str] = []
+    other: list[str] = []
+    for line in text.splitlines():
+        m = _NSTAT_LINE.match(line + " ")
+        if line.startswith("#") or m is None:
+            continue
+        if m.group(1).startswith("MPTcp"):
+            mptcp.append(line)
+        elif int(m.group(2)):
+            other.append(line)
+    return (
+        "\n".join(mptcp) + "\n" if mptcp else "(no MPTcp counter: is MPTCP in this kernel?)\n",
+        "\n".join(other) + "\n" if other else "(every other counter is 0)\n",
+    )
 
 
 def counter_diff(before: dict[str, int], after: dict[str, int]) -> list[tuple[str, int, int, int]]:
@@ -226,10 +248,21 @@ def _daemons() -> str:
     return "\n".join(lines) + "\n"
 
 
-def snapshot_counters(col: Collector | None = None, label: str = "") -> dict[str, int]:
-    code, text = run_text(["nstat", "-asz", "MPTcp*"])
-    if col is not None:
-        col.add("MPTCP counters", f"nstat{label}", "nstat -asz 'MPTcp*'", code, text)
+def snapshot_counters(col: Collector | None = None) -> dict[str, int]:
+    """Every kernel counter (`nstat -asz`: absolute, zeros too, without touching nstat's history).
+
+    mptcp-get-debug shows all of `nstat`, not only MPTcp*: TCP retransmissions, drops and IP errors often
+    explain an MPTCP problem. The report shows the MPTcp* lines and the non-zero others; the archive all.
+    """
+    code, text = run_text(["nstat", "-asz"])
+    if col is not None and code != 0:
+        col.add("MPTCP counters", "nstat", "nstat -asz", code, text)
+    elif col is not None:
+        col.add("Raw counters", "nstat", "nstat -asz", code, text)  # archived, not in the Markdown
+        if code == 0:
+            mptcp, other = split_counters(text)
+            col.add("MPTCP counters", "nstat-mptcp", "nstat -asz (MPTcp* counters)", 0, mptcp)
+            col.add("Other counters", "nstat-other", "nstat -asz (other non-zero counters)", 0, other)
     return parse_nstat(text) if code == 0 else {}
 
 
@@ -396,7 +429,7 @@ def run_reproduction(
         lines.append("|---|---:|---:|---:|")
         lines.extend(f"| {n} | {a} | {b} | {d:+d} |" for n, a, b, d in diff)
     else:
-        lines.append("No MPTcp counter changed.")
+        lines.append("No counter changed.")
     lines.append("")
     for out in col.c.sections.pop("Reproduction", []):
         lines += [f"`{out.command}`", "", fence(out.text), ""]

@@ -2,7 +2,7 @@
 run in this machine's results database tagged with the guest's kernel release and a kernel label.
 
 The guest runs the same `lab run` on the same scenarios (its namespaces, its kernel, netem where that kernel has
-it). The run's options go in as data: the host writes the command's values as JSON (`run_options`), the guest
+it). The run's options go in as data: the host writes the command's values as JSON (`command_options`), the guest
 calls the same command function with them (`call_with_options`, here as `python -m ...kernel_run`); no flag is
 rendered twice. Only the results come back, as the runner's JSON, or the error, as `error_codec` JSON.
 """
@@ -36,7 +36,7 @@ GUEST_DB = "/tmp/mptcpkit-vm-results.sqlite"  # the guest's /tmp is a guest-only
 OPTIONS_FILE, RUN_FILE, ERROR_FILE = "options.json", "run.json", "error.json"
 
 
-def run_options(command: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, Any]:
+def command_options(command: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """The values of `command`'s parameters that the guest's run gets, as JSON-able data."""
     names = inspect.signature(command).parameters
     return {
@@ -131,6 +131,9 @@ def run_on_kernel(
             )
             store.add_result(result)
             results.append(result)
+        from mptcpkit.lab.profiling.storage import import_profiles
+
+        import_profiles(store, run.run_id, guest.get("profiles") or [])  # `--profile` in the guest
         store.finish_run(run.run_id, "complete" if guest.get("status") == "complete" else "incomplete")
         console.print(
             f"guest kernel {info.get('kernel_release')} ({info.get('accel')}, booted in "
@@ -152,7 +155,7 @@ def run_lab_in_vm(
     timeout: float = 3600.0,
     accel: AccelChoice = "auto",
 ) -> VmLabRun:
-    """Run `mptcpkit lab run` with `options` (see `run_options`) inside a guest booted on `kernel`.
+    """Run `mptcpkit lab run` with `options` (see `command_options`) inside a guest booted on `kernel`.
 
     The guest stores into a private SQLite file and writes the run as JSON (or its error, see `error_codec`)
     into a shared directory; the caller stores that run in the real results database, tagged with `vm_info`
