@@ -31,7 +31,7 @@ def _rich() -> Topology:
                         Endpoint(ipaddress.ip_address("fd00:2::1"), id=7, port=8000),
                     ),
                 ),
-                sysctls={"net.ipv4.tcp_congestion_control": "reno"},
+                sysctls={"net.ipv4.tcp_congestion_control": "reno", "net.ipv4.conf.eth1.rp_filter": "0"},
                 routes=(Route("192.168.0.0/16", via=ipaddress.ip_address("10.0.1.2"), metric=5),),
             ),
             Host("b", forwarding=True, policy_routing=False, mptcp=MptcpSettings(enabled=False)),
@@ -147,3 +147,11 @@ def test_ssh_rendering_moves_policy_tables_the_machine_uses() -> None:
     steps = ssh_plan.plan_host(topology, "client", machine, has_netem=True).steps
     tables = {s.apply[-1] for s in steps if s.apply[2:4] == ("route", "add")}
     assert tables == {"102", "101"}
+
+
+def test_sysctls_of_a_lab_interface_come_after_it_exists() -> None:
+    plan = plan_lab(_rich()).host("a")
+    assert ("net.ipv4.conf.eth1.rp_filter", "0") in plan.device_sysctls
+    assert all(".eth1." not in key for key, _ in plan.sysctls)
+    kinds = [(c.kind, c.args.get("key")) for c in netns_calls.netlink_calls(plan)]
+    assert kinds.index(("sysctl", "net.ipv4.conf.eth1.rp_filter")) > kinds.index(("up", None))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mptcpkit.lab.emulation.shape import LinkShape, TbfParams, netem_limit, tbf_params
+from mptcpkit.lab.kernel_checks import per_device_keys
 from mptcpkit.lab.model import DEFAULT_SYSCTLS, Direction, IPInterface, Topology
 
 TABLE_MAIN = 254
@@ -121,6 +122,7 @@ class HostPlan:
     limits: tuple[int | None, int | None] | None  # (subflows, add_addr_accepted); None: leave them
     endpoints: tuple[PlannedEndpoint, ...]
     mptcp_enabled: bool = True
+    device_sysctls: tuple[tuple[str, str], ...] = ()  # keys naming a lab interface: written once it exists
 
     @property
     def policy_tables(self) -> list[int]:
@@ -249,12 +251,15 @@ def plan_host(topology: Topology, name: str) -> HostPlan:
     limits = None
     if mptcp.enabled and (mptcp.subflows is not None or mptcp.add_addr_accepted is not None):
         limits = (mptcp.subflows, mptcp.add_addr_accepted)
+    sysctls = host_sysctls(topology, name)
+    on_devices = per_device_keys(topology, name)
     return HostPlan(
         name=name,
         links=tuple(
             PlannedLink(link.name, link.end(name).ifname, link.mtu) for link in topology.links_of(name)
         ),
-        sysctls=tuple(host_sysctls(topology, name).items()),
+        sysctls=tuple((k, v) for k, v in sysctls.items() if k not in on_devices),
+        device_sysctls=tuple((k, v) for k, v in sysctls.items() if k in on_devices),
         path_manager=mptcp.path_manager,
         scheduler=mptcp.scheduler,
         addresses=tuple(PlannedAddress(ifname, a) for ifname, a in topology.addresses_of(name)),
@@ -349,7 +354,7 @@ def shaping_fact(host: str, dev: str, shaping: PlannedShaping, *, delay_line: bo
 
 def host_facts(host: HostPlan) -> list[Fact]:
     """The facts of one host plan (shaping excluded: where it happens is the backend's business)."""
-    out = [fact(host.name, "sysctl", key=k, value=v) for k, v in host.sysctls]
+    out = [fact(host.name, "sysctl", key=k, value=v) for k, v in host.sysctls + host.device_sysctls]
     out.append(fact(host.name, "path_manager", value=host.path_manager))
     if host.scheduler:
         out.append(fact(host.name, "scheduler", value=host.scheduler))

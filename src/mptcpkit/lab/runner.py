@@ -227,6 +227,9 @@ def run(
             # Already stored after each repetition; here only gathered for the report.
             results = [r for status in statuses.values() for r in aggregate(run_record.run_id, status)]
             status_final = "complete"
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (runview): stopped before the end, not a failure
+            status_final = "incomplete"
+            raise
         finally:
             profiler.close()
             store.finish_run(run_record.run_id, status_final)  # type: ignore[arg-type]

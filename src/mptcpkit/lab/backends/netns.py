@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit.errors import EnvironmentProblem, LabError
-from mptcpkit.lab import registry
+from mptcpkit.lab import kernel_checks, registry
 from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.backends.base import Backend, CommandResult, HostProcess, Lab, LabHost, LabInfo
 from mptcpkit.lab.backends.netns_calls import NetlinkCall, netlink_calls, wire_calls
@@ -242,31 +242,36 @@ def attach(lab_id: str) -> NetnsLab:
 
 
 def teardown_record(record: registry.LabRecord) -> None:
-    """Remove every namespace, process and state file of a recorded lab; idempotent."""
-    names = record.all_netns
-    nsutil.kill_processes_in(names)
-    for pid in record.pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    for name in names:
-        nsutil.delete_netns(name)
-    state_dir = registry.STATE_DIR / record.lab_id
-    if state_dir.is_dir():
-        for path in sorted(state_dir.rglob("*"), reverse=True):
+    """Remove every namespace, process and state file of a recorded lab; idempotent; the record always goes."""
+    try:
+        names = record.all_netns
+        nsutil.kill_processes_in(names)
+        for pid in record.pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError, OverflowError):
+                os.kill(pid, signal.SIGKILL)
+        for name in names:
+            nsutil.delete_netns(name)
+        state_dir = registry.STATE_DIR / record.lab_id
+        if state_dir.is_dir():
+            for path in sorted(state_dir.rglob("*"), reverse=True):
+                with contextlib.suppress(OSError):
+                    path.unlink() if not path.is_dir() else path.rmdir()
             with contextlib.suppress(OSError):
-                path.unlink() if not path.is_dir() else path.rmdir()
-        with contextlib.suppress(OSError):
-            state_dir.rmdir()
-    registry.remove(record.lab_id)
+                state_dir.rmdir()
+    finally:
+        registry.remove(record.lab_id)
 
 
 def teardown_all() -> list[str]:
     """Remove every lab this project created on this machine (and nothing else); returns the lab ids."""
     removed = []
     for record in registry.all_records():
-        if record.backend != "netns":
-            continue
-        teardown_record(record)
+        if record.backend in ("vm", "multi-vm"):  # VM labs share the registry: their supervisor closes them
+            from mptcpkit.lab.backends.vm.detached import vm_lab_down
+
+            vm_lab_down(record.lab_id)
+        else:  # a namespace lab, or a record too broken to say: whatever it names that is ours goes
+            teardown_record(record)
         removed.append(record.lab_id)
     # Namespaces with our prefix whose record was never written (builder killed between two syscalls).
     orphans: dict[str, list[str]] = {}
@@ -293,6 +298,9 @@ class NetnsBackend(Backend):
 
     def up(self, topology: Topology, *, emulation: str = "auto") -> NetnsLab:
         preflight()
+        kernel_checks.preflight(
+            topology
+        )  # scheduler, path manager, congestion control, sysctls: before creating
         lab_id = registry.new_lab_id()
         record = registry.LabRecord(
             lab_id=lab_id,

@@ -85,6 +85,7 @@ def netlink_calls(host: HostPlan) -> list[NetlinkCall]:
             )
         )
     calls += [NetlinkCall("up", {"ifname": lk.ifname}) for lk in host.links]
+    calls += [NetlinkCall("sysctl", {"key": k, "value": v}) for k, v in host.device_sysctls]
     calls += [NetlinkCall("route", route_args(r)) for r in host.routes]
     calls += [NetlinkCall("rule", rule_args(r)) for r in host.rules]
     if host.limits is not None:

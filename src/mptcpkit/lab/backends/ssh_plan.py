@@ -32,6 +32,7 @@ from mptcpkit.lab.plan import (
     route_fact,
     rule_fact,
 )
+from mptcpkit.lab.sysctl_rules import require_safe_sysctl
 
 ENDPOINT_ID_BASE = 100  # ids tried when the plan's id is taken on the machine
 
@@ -281,7 +282,8 @@ PM_KEYS = ("net.mptcp.enabled", "net.mptcp.pm_type", "net.mptcp.path_manager", "
 
 def sysctl_keys(topology: Topology, host: str) -> list[str]:
     """Sysctls the lab may write on `host` (their values are saved first)."""
-    keys = {k for k, _ in plan_lab(topology).host(host).sysctls} | set(PM_KEYS)
+    planned = plan_lab(topology).host(host)
+    keys = {k for k, _ in planned.sysctls + planned.device_sysctls} | set(PM_KEYS)
     keys |= {"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
     return sorted(keys)
 
@@ -364,7 +366,7 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
                 f"(it has: {', '.join(sorted(before.links))})"
             )
     # sysctls first (forwarding, buffers, MPTCP on), restored last
-    wanted = dict(planned.sysctls)
+    wanted = dict(planned.sysctls + planned.device_sysctls)  # the machine's interfaces exist already
     if planned.scheduler is not None:
         wanted["net.mptcp.scheduler"] = planned.scheduler
     if before.sysctls.get("net.mptcp.path_manager"):
@@ -373,6 +375,7 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
         wanted["net.mptcp.pm_type"] = "0" if planned.path_manager == "kernel" else "1"
     user_keys = set(topology.host(host).sysctls)
     for key, value in wanted.items():
+        require_safe_sysctl(key, value)
         old = before.sysctls.get(key, "")
         if not old:
             if key in user_keys:
