@@ -25,8 +25,7 @@ import pytest
 from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab import registry
 from mptcpkit.lab.backends.vm import console as vm_console
-from mptcpkit.lab.backends.vm import detached as vm_labs
-from mptcpkit.lab.backends.vm import state
+from mptcpkit.lab.backends.vm import detached, state
 from mptcpkit.lab.topology_file import load_topology
 
 DEBIAN_KERNELS = sorted(Path("/boot").glob("vmlinuz-*"))
@@ -146,8 +145,8 @@ def test_console_unreachable_endpoint_is_a_lab_error(tmp_path: Path) -> None:
 
 def test_console_of_unknown_lab_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="no lab 'ffffff'"):
-        vm_labs.vm_lab_console("ffffff", "client")
-    assert vm_labs.vm_lab_down("ffffff") is False
+        detached.vm_lab_console("ffffff", "client")
+    assert detached.vm_lab_down("ffffff") is False
 
 
 def test_console_of_a_namespace_lab_says_use_exec() -> None:
@@ -158,19 +157,19 @@ def test_console_of_a_namespace_lab_says_use_exec() -> None:
     try:
         lab_id = lab.info.lab_id
         with pytest.raises(UsageError, match=f"use `mptcpkit lab exec {lab_id} HOST -- bash`"):
-            vm_labs.vm_lab_console(lab_id, "client")
+            detached.vm_lab_console(lab_id, "client")
     finally:
         lab.close()
 
 
 def test_vm_lab_up_input_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
-        vm_labs.vm_lab_up("two-paths", str(tmp_path / "bzImage"), None, False, "auto")
+        detached.vm_lab_up("two-paths", str(tmp_path / "bzImage"), None, False, "auto")
     if DEBIAN_KERNELS:
         with pytest.raises(UsageError, match="modules directory"):
-            vm_labs.vm_lab_up("two-paths", "default", tmp_path / "nomods", False, "auto")
+            detached.vm_lab_up("two-paths", "default", tmp_path / "nomods", False, "auto")
     with pytest.raises(UsageError):
-        vm_labs.vm_lab_up("no-such-topology", "default", None, False, "auto")
+        detached.vm_lab_up("no-such-topology", "default", None, False, "auto")
 
 
 @needs_qemu
@@ -179,7 +178,7 @@ def test_vm_lab_up_boot_failure_comes_back_from_the_supervisor(tmp_path: Path) -
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(b"this is not a kernel\n" * 100)
     with pytest.raises(LabError, match="the guest") as info:
-        vm_labs.vm_lab_up("two-paths", str(kernel), None, False, "auto", accel="tcg", timeout=120)
+        detached.vm_lab_up("two-paths", str(kernel), None, False, "auto", accel="tcg", timeout=120)
     assert "last lines of the guest console" in str(info.value)
     assert "invalid kernel header" in str(info.value)  # QEMU's own words, from the supervisor's guest
     assert [r for r in registry.all_records() if r.details.get("kernel") == str(kernel)] == [], "record left"
@@ -250,7 +249,7 @@ def test_lab_up_kernel_default_console_and_down(tmp_path: Path) -> None:
     lab_id = up.stdout.strip()
     guests: list[str] = []
     try:
-        listed = {r.lab_id: r for r in vm_labs.vm_lab_list()}
+        listed = {r.lab_id: r for r in detached.vm_lab_list()}
         assert listed[lab_id].state == "up" and listed[lab_id].backend == "vm"
         guests = [g["name"] for g in state.running_vms() if g.get("owner") == listed[lab_id].owner_pid]
         status = subprocess.run([*cli, "status", "--json"], capture_output=True, text=True, timeout=60)
@@ -273,7 +272,7 @@ def test_lab_up_kernel_default_console_and_down(tmp_path: Path) -> None:
     finally:
         down = subprocess.run([*cli, "down", lab_id], capture_output=True, text=True, timeout=600)
     assert down.returncode == 0, down.stderr
-    assert lab_id not in {r.lab_id for r in vm_labs.vm_lab_list()}
+    assert lab_id not in {r.lab_id for r in detached.vm_lab_list()}
     assert registry.load(lab_id) is None
     assert _qemu_of(lab_id, guests) == []
 
@@ -302,15 +301,15 @@ def test_vm_labs_live_in_the_one_registry(monkeypatch: pytest.MonkeyPatch, tmp_p
         lab_id=registry.new_lab_id(), backend="vm", topology="t", owner_pid=dead.pid, owner_start="1"
     )
     registry.save(stale)
-    assert [r.lab_id for r in vm_labs.vm_lab_list()] == [live.lab_id]
+    assert [r.lab_id for r in detached.vm_lab_list()] == [live.lab_id]
     assert registry.load(stale.lab_id) is None, "a record whose supervisor is gone is dropped"
-    loaded = vm_labs.vm_lab(live.lab_id)
+    loaded = detached.vm_lab(live.lab_id)
     assert loaded is not None and loaded.details["kernel"] == "/boot/vmlinuz-6.1" and loaded.owner_alive
     (row,) = status_rows()
     assert row["backend"] == "multi-vm" and row["state"] == "up"
     assert row["hosts"] == {"client": "VM /boot/vmlinuz-6.1", "server": "VM /boot/vmlinuz-6.1"}
     with pytest.raises(LabError, match="recorded no console for 'client'"):
-        vm_labs.vm_lab_console(live.lab_id, "client")
-    assert vm_labs.vm_lab_down(live.lab_id) is True
+        detached.vm_lab_console(live.lab_id, "client")
+    assert detached.vm_lab_down(live.lab_id) is True
     supervisor.wait(timeout=10)  # lab down stopped it (SIGTERM) and reaped it: no wait for the 60 s
     assert registry.all_records() == []
