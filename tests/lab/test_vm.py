@@ -408,6 +408,7 @@ def test_agent_reports_errors_as_data() -> None:
 
 @pytest.mark.slow
 @pytest.mark.vm
+@pytest.mark.timeout(1200)  # TCG boots on a loaded machine outlast the default 300 s
 @needs_qemu
 def test_vm_backend_two_paths_lab_inside_the_debian_kernel(vm_traces: Callable[[], set[str]]) -> None:
     """The Lab interface over the guest agent: the built-in two-paths topology with netem inside the guest."""
@@ -469,6 +470,7 @@ def _host_links(prefix: str = "mk") -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.vm
+@pytest.mark.timeout(1200)  # TCG boots on a loaded machine outlast the default 300 s
 @needs_qemu
 def test_multi_vm_two_guests_two_links_mptcp_two_subflows(vm_traces: Callable[[], set[str]]) -> None:
     """Two guests joined by two links (TAPs + bridges here), netem inside: an MPTCP transfer uses both links."""
