@@ -97,8 +97,11 @@ def run_html(data: RunData, **context: Any) -> str:
     from mptcpkit.lab.report.sweeps import sweep_figure, sweeps_of
 
     results = [r for s in data.scenarios for r in s.results]
+    from mptcpkit.lab.report.cost import cost_section
+
     order = [str(name) for name in data.run.config.get("scenarios", [])]
     sweeps = [(sweep, sweep_figure(sweep)) for sweep in sweeps_of(results, order)]
+    context.setdefault("cost", cost_section(data))
     return render("report_run.html", data=data, figs=run_figures(data), sweeps=sweeps, **context)
 
 
