@@ -189,7 +189,7 @@ def guest_main(outdir: Path) -> int:
     """Inside the guest: `lab run` with the host's options; the run (or the error) goes to `outdir`."""
     import typer
 
-    from mptcpkit.lab.cli import run_cmd
+    from mptcpkit.lab.cli.run import run_cmd
 
     options = json.loads((outdir / OPTIONS_FILE).read_text())
     try:
