@@ -13,10 +13,17 @@ import pytest
 
 from mptcpkit.lab.analysis import compare_runs, history_change_points
 from mptcpkit.lab.backends.netns import NetnsBackend
-from mptcpkit.lab.model import Direction
 from mptcpkit.lab.runner import RunOptions, run
-from mptcpkit.lab.scenarios import Scenario, default_suite
-from mptcpkit.lab.scenarios.suite import one_path
+from mptcpkit.lab.scenarios import (
+    LinkOverride,
+    MetricSpec,
+    RuleSpec,
+    Scenario,
+    ShapeOverride,
+    build,
+    builtin_specs,
+)
+from mptcpkit.lab.scenarios.expectations import goodput_limit
 from mptcpkit.lab.store import Store, open_store
 
 pytestmark = pytest.mark.needs_root
@@ -25,16 +32,15 @@ MPTCPKIT = [sys.executable, "-m", "mptcpkit"]
 
 def single_path(rate_mbit: float, scale: float) -> Scenario:
     """mptcp-single on a path of `rate_mbit` (same scenario name, so runs compare)."""
-    base = next(s for s in default_suite(scale=scale) if s.name == "mptcp-single")
-    from mptcpkit.lab.scenarios.suite import _single_path
-
-    def topology() -> object:
-        topo = one_path(rate_mbit)
-        shape = Direction(int(rate_mbit * 1e6), 0.005)
-        return topo.with_link("path1", a_to_b=shape, b_to_a=shape)
-
+    shape = ShapeOverride(rate_bps=int(rate_mbit * 1e6))
     # The expectation stays the nominal 20 Mbit/s one: the code under test did not change, the link did.
-    return dataclasses.replace(base, topology=topology, evaluate=_single_path("mptcp", 20))
+    nominal = goodput_limit(20e6, 1448, mptcp=True) / 1e6
+    spec = dataclasses.replace(
+        builtin_specs()["mptcp-single"],
+        links=(LinkOverride("path1", shape, shape),),
+        metrics=(MetricSpec("goodput", "goodput", expect=nominal, rule=RuleSpec(">=", 0.97)),),
+    )
+    return build(spec, scale)
 
 
 def lab_run(store: Store, scenario: Scenario, reps: int, label: str) -> str:

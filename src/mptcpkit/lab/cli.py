@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mptcpkit.errors import UsageError
@@ -224,9 +225,16 @@ def down(
 @app.command("run")
 def run_cmd(
     scenario: list[str] = typer.Option(
-        None, "--scenario", "-s", help="Scenario to run (repeatable); default: all."
+        None,
+        "--scenario",
+        "-s",
+        help="Scenario to run: a built-in name, a glob of names, a .toml file or a glob of files "
+        "(repeatable); default: the default suite.",
     ),
-    reps: int = typer.Option(3, "--reps", "-n", min=1, help="Repetitions per scenario."),
+    suite: str = typer.Option(
+        None, "--suite", metavar="FILE|DIR", help="Run a suite file, or every scenario file in DIR."
+    ),
+    reps: int = typer.Option(None, "--reps", "-n", min=1, help="Repetitions per scenario (default: 3)."),
     label: str = typer.Option(None, "--label", "-l", help="Tag for this run, e.g. a kernel commit."),
     db: str = typer.Option(None, "--db", help="SQLite path or postgresql:// URL (default: per-user SQLite)."),
     json_path: str = typer.Option(
@@ -239,7 +247,9 @@ def run_cmd(
         help="Add repetitions until each metric's median 95 %% CI is narrower than PCT %% of the median.",
     ),
     max_reps: int = typer.Option(10, "--max-reps", min=1, help="Upper bound on repetitions with --until-ci."),
-    scale: float = typer.Option(1.0, "--scale", min=0.1, help="Multiply every transfer's length."),
+    scale: float = typer.Option(
+        None, "--scale", min=0.1, help="Multiply every transfer's length and action time (default: 1)."
+    ),
     seed: int = typer.Option(None, "--seed", help="Seed of the randomized order (recorded in the run)."),
     self_check: bool = typer.Option(
         True, "--self-check/--no-self-check", help="Check each lab's links first."
@@ -286,35 +296,22 @@ def run_cmd(
 
     Exit status: 0 when every scenario passes, 1 when one fails, 2 for bad input.
     """
-    from mptcpkit.lab.scenarios import default_suite
+    from mptcpkit.lab.scenarios import cli as scenario_cli
 
     _check_emulation_mode(emulation)
-    suite = {s.name: s for s in default_suite(scale)}
+    selection = scenario_cli.select(scenario, suite)
     if list_only:
-        table = Table("scenario", "description")
-        for s in suite.values():
-            table.add_row(s.name, s.description)
-        out.print(table)
+        scenario_cli.print_list(selection.specs)
         return
-    chosen = []
-    for name in scenario or list(suite):
-        if name not in suite:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(suite), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UsageError(f"unknown scenario '{name}'{hint}; see `mptcpkit lab run --list`")
-        chosen.append(suite[name])
     if engine not in ("mptcpkit", "iperf3"):
         raise UsageError(f"--engine must be mptcpkit or iperf3, not '{engine}'")
-    if engine != "mptcpkit":
-        from mptcpkit.lab.scenarios import with_engine
-
-        chosen = [with_engine(s, engine) for s in chosen]
+    reps = reps if reps is not None else (selection.reps or 3)
+    scale = scale if scale is not None else (selection.scale or 1.0)
+    chosen = scenario_cli.build_all(selection.specs, scale, engine)
     if kernel:
         from mptcpkit.lab.vmrun import run_on_kernel
 
-        guest_args = [a for name in (scenario or []) for a in ("-s", name)]
+        guest_args = scenario_cli.guest_refs(scenario, suite)
         guest_args += [
             "--reps",
             str(reps),
@@ -336,7 +333,7 @@ def run_cmd(
         raise UsageError("--modules goes with --kernel")
     backend = None
     if ssh:
-        backend, chosen = _ssh_backend(ssh, known_hosts, identity, chosen, explicit=bool(scenario))
+        backend, chosen = _ssh_backend(ssh, known_hosts, identity, chosen, explicit=bool(scenario or suite))
     from mptcpkit.lab.runview import run_with_progress
 
     report = run_with_progress(
@@ -512,7 +509,7 @@ def compare_cmd(
                     else "-"
                 )
                 table.add_row(
-                    r.scenario,
+                    escape(r.scenario),
                     r.metric,
                     _num(c.base_median),
                     _num(c.new_median),
@@ -536,10 +533,17 @@ def _confirm(
     """Run the regressed scenarios again now and keep those that regress again against the base."""
     from mptcpkit.lab.analysis import compare_runs
     from mptcpkit.lab.runview import run_with_progress
-    from mptcpkit.lab.scenarios import default_suite
+    from mptcpkit.lab.scenarios import build, resolve
 
-    suite = {s.name: s for s in default_suite()}
-    chosen = [suite[name] for name in scenarios if name in suite]
+    origins = getattr(new_run, "config", {}).get("origins", {})
+    chosen = []
+    for name in scenarios:
+        origin = str(origins.get(name, ""))
+        ref = origin if origin.endswith(".toml") and Path(origin).is_file() else name
+        try:
+            chosen += [build(spec) for spec in resolve([ref]) if spec.name == name]
+        except UsageError:
+            continue  # no longer runnable here: left unconfirmed
     if not chosen:
         return set(scenarios)
     reps = int(getattr(new_run, "config", {}).get("reps", 3))
@@ -612,7 +616,7 @@ def history_cmd(
         for c in changes:
             color = "bold red" if c.kind == "regression" else "green"
             table.add_row(
-                c.scenario,
+                escape(c.scenario),
                 c.metric,
                 c.run.run_id,
                 c.run.label or "-",
@@ -709,5 +713,9 @@ def console_cmd(lab_id: str = typer.Argument(..., metavar="LAB"), host: str = ty
 
     raise typer.Exit(vm_lab_console(lab_id, host))
 
+
+from mptcpkit.lab.scenarios.cli import app as _scenario_app  # noqa: E402
+
+app.add_typer(_scenario_app, name="scenario")
 
 __all__ = ["Path", "app"]

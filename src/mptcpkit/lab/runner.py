@@ -78,6 +78,9 @@ def aggregate(run_id: str, status: ScenarioStatus) -> list[Result]:
     """Turn per-repetition measurements into one Result per metric (median, score, pass)."""
     results = []
     failed = bool(status.failures)
+    spec = status.scenario.spec
+    sweep = spec.sweep if spec is not None else None
+    params = dict(spec.params) if spec is not None and spec.params else None
     for name, measurements in status.measurements.items():
         first = measurements[0]
         samples = [m.value for m in measurements]
@@ -112,7 +115,10 @@ def aggregate(run_id: str, status: ScenarioStatus) -> list[Result]:
                     "description": status.scenario.description,
                     "self_check": status.self_check,
                     "reps": status.rep_details,
+                    "origin": status.scenario.origin,
                 },
+                sweep=sweep,
+                params=params,
             )
         )
     if not status.measurements and failed:
@@ -128,7 +134,9 @@ def aggregate(run_id: str, status: ScenarioStatus) -> list[Result]:
                 score=0.0,
                 passed=False,
                 rule="the scenario must complete",
-                details={"failures": status.failures},
+                details={"failures": status.failures, "origin": status.scenario.origin},
+                sweep=sweep,
+                params=params,
             )
         )
     return results
@@ -190,6 +198,7 @@ def run(
         env.update(options.extra_environment)
         config = {
             "scenarios": list(statuses),
+            "origins": {name: st.scenario.origin for name, st in statuses.items()},
             "reps": options.reps,
             "until_ci_pct": options.until_ci_pct,
             "max_reps": options.max_reps,

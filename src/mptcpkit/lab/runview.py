@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -49,7 +50,7 @@ class ProgressReporter(Reporter):
             f"{m.metric}={_fmt(m.value)}{(' ' + m.unit) if m.unit else ''}" for m in outcome.measurements[:3]
         )
         mark = "[red]FAILED[/] " + outcome.failure if outcome.failure else "[green]ok[/]"
-        self.console.print(f"  {scenario} #{rep + 1}: {summary}  {mark}", highlight=False)
+        self.console.print(f"  {escape(scenario)} #{rep + 1}: {summary}  {mark}", highlight=False)
 
 
 def _fmt(value: float | None) -> str:
@@ -67,7 +68,7 @@ def print_results(results: Sequence[Result], console: Console) -> None:
         cv = r.cv
         verdict = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
         table.add_row(
-            r.scenario,
+            escape(r.scenario),
             f"{r.metric}{(' [' + r.unit + ']') if r.unit else ''}",
             _fmt(r.median),
             _fmt(r.minimum),
@@ -80,7 +81,7 @@ def print_results(results: Sequence[Result], console: Console) -> None:
     console.print(table)
     failed = [r for r in results if not r.passed]
     for r in failed:
-        console.print(f"[red]FAIL[/] {r.scenario} {r.metric}: {r.rule}", highlight=False)
+        console.print(f"[red]FAIL[/] {escape(r.scenario)} {r.metric}: {r.rule}", highlight=False)
         for failure in r.details.get("failures", [])[:3]:
             console.print(f"     {failure}", highlight=False)
 

@@ -94,7 +94,12 @@ def render(template: str, **context: Any) -> str:
 
 
 def run_html(data: RunData, **context: Any) -> str:
-    return render("report_run.html", data=data, figs=run_figures(data), **context)
+    from mptcpkit.lab.report.sweeps import sweep_figure, sweeps_of
+
+    results = [r for s in data.scenarios for r in s.results]
+    order = [str(name) for name in data.run.config.get("scenarios", [])]
+    sweeps = [(sweep, sweep_figure(sweep)) for sweep in sweeps_of(results, order)]
+    return render("report_run.html", data=data, figs=run_figures(data), sweeps=sweeps, **context)
 
 
 def compare_html(data: CompareData, **context: Any) -> str:

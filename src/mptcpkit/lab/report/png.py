@@ -223,4 +223,11 @@ def write_png(
             written.append(expected)
         if history_png(s.history, f"{s.name}: history on this machine", history):
             written.append(history)
+    from mptcpkit.lab.report.sweeps import safe_name, sweep_png, sweeps_of
+
+    order = [str(name) for name in run.run.config.get("scenarios", [])]
+    for sweep in sweeps_of([r for s in run.scenarios for r in s.results], order):
+        path = out / f"sweep-{safe_name(sweep.name)}.png"
+        if sweep_png(sweep, path):
+            written.append(path)
     return written

@@ -14,13 +14,17 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mptcpkit.errors import LabError
 from mptcpkit.lab.backends.base import HostProcess, Lab
 from mptcpkit.lab.model import Topology
 from mptcpkit.lab.traffic.model import TrafficResult
+
+if TYPE_CHECKING:
+    from mptcpkit.lab.scenarios.spec import ScenarioSpec
 
 Better = Literal["higher", "lower"]
 BASE_PORT = 45000
@@ -74,6 +78,11 @@ class Flow:
     server_address: str | None = None  # default: the server's first IPv4 address
     engine: Literal["mptcpkit", "iperf3"] = "mptcpkit"
     server_proto: Literal["mptcp", "tcp"] | None = None  # a plain-TCP peer: the client must fall back
+    name: str = "flow0"
+    start_s: float = 0.0  # seconds after the first flow starts
+    local: str | None = None  # client source address
+    rate_bps: int | None = None  # stream mode
+    message_bytes: int | None = None  # stream mode
 
     def client_argv(self, address: str, port: int, interval: float) -> list[str]:
         argv = [
@@ -99,6 +108,10 @@ class Flow:
             argv += ["--rr-size", f"{self.rr_size[0]}:{self.rr_size[1]}"]
         if self.count is not None:
             argv += ["--count", str(self.count)]
+        if self.local is not None:
+            argv += ["--local", self.local]
+        if self.mode == "stream":
+            argv += ["--rate", str(self.rate_bps), "--message-size", str(self.message_bytes)]
         return argv
 
 
@@ -131,7 +144,8 @@ class RepOutcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-Evaluate = Callable[["Scenario", Lab, list[FlowOutcome], dict[str, float]], RepOutcome]
+Evaluate = Callable[["Scenario", Lab, list[FlowOutcome], dict[str, float], dict[str, Any]], RepOutcome]
+"""(scenario, lab, outcomes in flow order, action description -> seconds after start, hook extras)."""
 
 
 @dataclass(frozen=True)
@@ -148,16 +162,25 @@ class Scenario:
     timeout: float = 120.0
     restore: Callable[[Lab], None] | None = None  # undo the actions after each repetition
     tags: tuple[str, ...] = ()
+    spec: ScenarioSpec | None = None  # what it was built from (files, the Python API)
+    origin: str = "python"  # 'built-in', a file path, or 'python'
 
     def run_once(self, lab: Lab) -> RepOutcome:
-        """Run all flows concurrently (with the timed actions), then evaluate."""
+        """Run all flows concurrently (with the timed actions and repetition hooks), then evaluate."""
+        extras: dict[str, Any] = {}
         try:
-            outcomes, action_times = run_flows(lab, self.flows, self.actions, self.interval, self.timeout)
+            with ExitStack() as stack:
+                if self.spec is not None:
+                    from mptcpkit.lab.scenarios.registry import rep_hooks
+
+                    for hook in rep_hooks().values():
+                        stack.enter_context(hook(lab, self.spec, extras))
+                outcomes, action_times = run_flows(lab, self.flows, self.actions, self.interval, self.timeout)
         finally:
             if self.restore is not None:
                 self.restore(lab)
         failure = flow_failure(outcomes)
-        outcome = self.evaluate(self, lab, outcomes, action_times)
+        outcome = self.evaluate(self, lab, outcomes, action_times, extras)
         if failure and not outcome.failure:
             outcome.failure = failure
         outcome.details.setdefault("actions", action_times)
@@ -212,7 +235,8 @@ def _parse_result(text: str, who: str) -> TrafficResult:
 def run_flows(
     lab: Lab, flows: Sequence[Flow], actions: Sequence[Action], interval: float, timeout: float
 ) -> tuple[list[FlowOutcome], dict[str, float]]:
-    """Start one server per flow, then all clients at once; apply actions on time; collect both ends."""
+    """Start one server per flow, then each client at its start time; apply actions on time (from a thread,
+    times measured from the first start); collect both ends."""
     servers: list[HostProcess] = []
     clients: list[HostProcess] = []
     started: list[float] = []
@@ -223,13 +247,12 @@ def run_flows(
             proc, port = _start_server(lab, flow, BASE_PORT + index, interval, timeout)
             servers.append(proc)
             ports.append(port)
-        t0 = time.monotonic()
-        for flow, port in zip(flows, ports, strict=True):
-            host = lab.host(flow.client)
-            clients.append(host.spawn(_client_argv(lab, flow, port, interval, timeout)))
-            started.append(time.time())
+        argvs = [
+            _client_argv(lab, flow, port, interval, timeout) for flow, port in zip(flows, ports, strict=True)
+        ]
         stop = threading.Event()
         errors: list[BaseException] = []
+        t0 = time.monotonic()
 
         def run_actions() -> None:
             for action in sorted(actions, key=lambda a: a.at_s):
@@ -243,6 +266,20 @@ def run_flows(
 
         worker = threading.Thread(target=run_actions, daemon=True)
         worker.start()
+        spawned: dict[int, tuple[HostProcess, float]] = {}
+        try:
+            # Flows start in start-time order; a flow with start_s > 0 is spawned that much later.
+            for index in sorted(range(len(flows)), key=lambda i: flows[i].start_s):
+                delay = t0 + flows[index].start_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                spawned[index] = (lab.host(flows[index].client).spawn(argvs[index]), time.time())
+                clients.append(spawned[index][0])
+        except BaseException:
+            stop.set()
+            raise
+        clients = [spawned[i][0] for i in range(len(flows))]
+        started = [spawned[i][1] for i in range(len(flows))]
         results = [proc.wait(timeout=timeout + 30) for proc in clients]
         stop.set()
         worker.join(timeout=10)

@@ -91,6 +91,10 @@ class Result:
     rule: str = ""
     """The pass rule in words, e.g. "median >= 0.985 * expected"."""
     details: dict[str, Any] = field(default_factory=dict)
+    sweep: str | None = None
+    """For a case of a sweep: the sweep's name (the scenario is then e.g. "unequal[subflows=4]")."""
+    params: dict[str, Any] | None = None
+    """For a case of a sweep: its matrix parameters (schema v3)."""
 
     @property
     def median(self) -> float | None:

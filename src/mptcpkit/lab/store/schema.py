@@ -91,6 +91,16 @@ def _backfill_env_key(db: Database) -> None:
         db.execute("UPDATE runs SET env_key = ? WHERE run_id = ?", (environment_key(json.loads(env)), run_id))
 
 
+def _v3(dialect: str) -> tuple[str, ...]:
+    # Sweeps: each case of a [matrix] scenario is stored under its own name ("unequal[subflows=4]"), so
+    # compare and history work per case; these columns say which sweep it belongs to and its parameters (JSON).
+    return (
+        "ALTER TABLE results ADD COLUMN sweep TEXT",
+        "ALTER TABLE results ADD COLUMN params TEXT",
+        "CREATE INDEX results_sweep ON results (sweep, metric)",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs and results", _v1("sqlite"), _v1("postgresql")),
     Migration(
@@ -100,6 +110,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _v2("postgresql"),
         after=_backfill_env_key,
     ),
+    Migration(3, "sweep case parameters", _v3("sqlite"), _v3("postgresql")),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

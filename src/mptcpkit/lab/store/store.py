@@ -29,7 +29,7 @@ _RUN_COLS = (
     "run_id, label, started_at, finished_at, status, environment, config, "
     "owner_host, owner_boot_id, owner_pid, owner_start"
 )
-_RESULT_COLS = "run_id, scenario, metric, unit, direction, samples, expected, score, passed, rule, details"
+_RESULT_COLS = "run_id, scenario, metric, unit, direction, samples, expected, score, passed, rule, details, sweep, params"
 _FINAL_STATUSES = ("complete", "incomplete", "failed")
 _MIN_PREFIX = 4
 
@@ -95,11 +95,11 @@ class Store:
             raise ValueError(f"direction must be one of {DIRECTIONS}, not {result.direction!r}")
         self._require_run(result.run_id)
         self._db.execute(
-            f"INSERT INTO results ({_RESULT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO results ({_RESULT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (run_id, scenario, metric) DO UPDATE SET unit = excluded.unit, "
             "direction = excluded.direction, samples = excluded.samples, expected = excluded.expected, "
             "score = excluded.score, passed = excluded.passed, rule = excluded.rule, "
-            "details = excluded.details",
+            "details = excluded.details, sweep = excluded.sweep, params = excluded.params",
             (
                 result.run_id,
                 result.scenario,
@@ -112,6 +112,8 @@ class Store:
                 bool(result.passed),
                 result.rule,
                 _dumps(result.details),
+                result.sweep,
+                None if result.params is None else json.dumps(result.params),
             ),
         )
 
@@ -307,6 +309,8 @@ def _result(row: Row) -> Result:
         passed=bool(row[8]),
         rule=row[9],
         details=json.loads(row[10]),
+        sweep=row[11],
+        params=None if row[12] is None else json.loads(row[12]),
     )
 
 
@@ -357,4 +361,6 @@ def result_to_json(result: Result) -> dict[str, Any]:
         "passed": result.passed,
         "rule": result.rule,
         "details": result.details,
+        "sweep": result.sweep,
+        "params": result.params,
     }
