@@ -197,6 +197,8 @@ def down(
     from mptcpkit.lab.backends.netns import preflight, teardown_all, teardown_record
     from mptcpkit.lab.vm_labs import vm_lab_down, vm_lab_list
 
+    if lab_id and not registry.LAB_ID_RE.fullmatch(lab_id):
+        raise UsageError(f"{lab_id[:40]!a} is not a lab id (6 hex digits, see `mptcpkit lab status`)")
     if lab_id and not all_labs and vm_lab_down(lab_id):
         err.print(f"VM lab {lab_id} removed")
         return
@@ -215,8 +217,14 @@ def down(
         return
     if not lab_id:
         raise UsageError("name the lab to remove (see `mptcpkit lab status`) or use --all")
-    record = registry.load(lab_id)
+    record = registry.find(lab_id)  # also a corrupt record, or namespaces whose record was never written
     if record is None:
+        from mptcpkit.lab.backends.vm_supervisor import record_path
+
+        if record_path(lab_id).exists():  # a VM lab record nobody can read: its supervisor is long gone
+            record_path(lab_id).unlink()
+            err.print(f"unreadable VM lab record {lab_id} removed")
+            return
         raise UsageError(f"no lab '{lab_id}' on this machine (see `mptcpkit lab status`)")
     teardown_record(record)
     err.print(f"lab {lab_id} removed")
@@ -394,7 +402,7 @@ def runs_cmd(
     """List stored runs, newest first."""
     from mptcpkit.lab.store import open_store
 
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         runs = store.list_runs(limit=limit, label=label)
         if not runs:
             err.print(f"no runs in {store.where} yet (start one with `mptcpkit lab run`)")
@@ -428,7 +436,7 @@ def show_cmd(
     from mptcpkit.lab.runview import print_results
     from mptcpkit.lab.store import open_store, run_to_json
 
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         run = store.get_run(run_ref)
         if as_json:
             print(json.dumps(run_to_json(store, run.run_id), indent=2, default=str))
@@ -466,7 +474,7 @@ def compare_cmd(
     from mptcpkit.lab.store import open_store
 
     effect = None if min_effect is None else min_effect / 100
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         base_run, new_run = store.get_run(base), store.get_run(new)
         rows = compare_runs(store, base_run.run_id, new_run.run_id, min_effect=effect)
         if not rows:
@@ -577,7 +585,7 @@ def history_cmd(
     from mptcpkit.lab.analysis import history_change_points
     from mptcpkit.lab.store import open_store
 
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         pairs = [
             (s, m)
             for s, m in store.metrics()

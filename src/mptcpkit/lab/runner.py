@@ -218,6 +218,9 @@ def run(
             # Already stored after each repetition; here only gathered for the report.
             results = [r for status in statuses.values() for r in aggregate(run_record.run_id, status)]
             status_final = "complete"
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (runview): stopped before the end, not a failure
+            status_final = "incomplete"
+            raise
         finally:
             store.finish_run(run_record.run_id, status_final)  # type: ignore[arg-type]
         return RunReport(run_record.run_id, results, {n: s.failures for n, s in statuses.items()}, env)
