@@ -20,6 +20,7 @@ from typing import Any
 from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab import environment
 from mptcpkit.lab.backends.base import Backend, Lab
+from mptcpkit.lab.fleet import identity as fleet_identity
 from mptcpkit.lab.scenarios.base import Measurement, RepOutcome, Scenario
 from mptcpkit.lab.store import Result, Series, Store
 
@@ -196,6 +197,7 @@ def run(
         env["self_check"] = {name: st.self_check for name, st in statuses.items()}
         env["seed"] = seed
         env.update(options.extra_environment)
+        env.update(fleet_identity.from_environment())  # the lab machine, when a fleet worker runs us
         config = {
             "scenarios": list(statuses),
             "origins": {name: st.scenario.origin for name, st in statuses.items()},
@@ -241,6 +243,7 @@ def _record_setup_failure(
     """A lab that cannot be built (host unreachable, kernel refuses) still leaves a failed run in the store."""
     env = environment.capture(options.label, backend.name, "unknown")
     env["setup_error"] = str(exc)
+    env.update(fleet_identity.from_environment())
     run_record = store.create_run(
         options.label, env, {"scenarios": list(statuses), "reps": options.reps, "backend": backend.name}
     )

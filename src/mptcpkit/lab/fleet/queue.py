@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-
 from mptcpkit.errors import UsageError
 from mptcpkit.lab.fleet import tables
 from mptcpkit.lab.fleet.engine import TASK_NAME, apply_schema, make_app, queue_name
@@ -51,7 +50,9 @@ class Fleet:
 
     def submit(self, spec: JobSpec, machine_class: str, total: int | None) -> int:
         with self.app.open():
-            job_id = self.app.configure_task(TASK_NAME, queue=queue_name(machine_class)).defer(spec=spec.to_dict())
+            job_id = self.app.configure_task(TASK_NAME, queue=queue_name(machine_class)).defer(
+                spec=spec.to_dict()
+            )
         tables.add_job(self.db, job_id, spec.label, machine_class, spec.to_dict())
         if total is not None:
             tables.update_job(self.db, job_id, total=total)
@@ -129,5 +130,3 @@ class Fleet:
             }
             for r in rows
         ]
-
-

@@ -55,7 +55,9 @@ def add_job(db: Database, job_id: int, label: str | None, machine_class: str, sp
 
 def update_job(db: Database, job_id: int, **values: Any) -> None:
     cols = ", ".join(f"{k} = ?" for k in values)
-    db.execute(f"UPDATE fleet_jobs SET {cols}, updated_at = now() WHERE job_id = ?", (*values.values(), job_id))
+    db.execute(
+        f"UPDATE fleet_jobs SET {cols}, updated_at = now() WHERE job_id = ?", (*values.values(), job_id)
+    )
 
 
 def machine_seen(db: Database, identity: dict[str, Any], pid: int, current_job: int | None) -> None:

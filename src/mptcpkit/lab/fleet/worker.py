@@ -177,7 +177,9 @@ class Worker:
         """Heartbeat in fleet_machines; jobs of workers whose heartbeat stopped (machine gone) are settled."""
         assert self.db is not None
         while True:
-            await asyncio.to_thread(tables.machine_seen, self.db, self.identity, os.getpid(), self.current_job)
+            await asyncio.to_thread(
+                tables.machine_seen, self.db, self.identity, os.getpid(), self.current_job
+            )
             for cls in self.config.classes:
                 with contextlib.suppress(Exception):
                     stalled = await app.job_manager.get_stalled_jobs(
