@@ -190,8 +190,9 @@ def queue_retry(ctx: typer.Context, job_id: int = typer.Argument(..., metavar="I
     """Put a failed or cancelled job back in the queue."""
     fleet = _fleet(ctx.obj)
     try:
-        fleet.retry(job_id)
-        err.print(f"job {job_id} queued again")
+        new_id = fleet.retry(job_id)
+        err.print(f"job {job_id} queued again" + ("" if new_id == job_id else f" as job {new_id}"))
+        print(new_id)
     finally:
         fleet.close()
 

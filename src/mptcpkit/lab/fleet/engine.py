@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import procrastinate
 import psycopg
-import psycopg_pool
 
 from mptcpkit.errors import EnvironmentProblem, UsageError
 from mptcpkit.lab.store.db import redact_url
@@ -23,12 +22,11 @@ def check_url(url: str | None) -> str:
 
 
 def make_app(url: str) -> procrastinate.App:
-    """An app whose pool checks connections before use, so a server restart or a killed backend heals."""
+    """An app on a small pool; procrastinate's pools check each connection before use, so a lost one heals."""
     connector = procrastinate.PsycopgConnector(
         conninfo=url,
         min_size=1,
         max_size=4,
-        check=psycopg_pool.AsyncConnectionPool.check_connection,
         kwargs={"connect_timeout": 10},
     )
     return procrastinate.App(connector=connector)

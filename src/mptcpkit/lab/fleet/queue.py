@@ -105,14 +105,18 @@ class Fleet:
                 return "abort requested"
         raise UsageError(f"job {job_id} is {row.state}: only queued or running jobs can be cancelled")
 
-    def retry(self, job_id: int) -> None:
-        """A failed, cancelled or aborted job goes back to the queue."""
+    def retry(self, job_id: int) -> int:
+        """A failed job goes back to the queue (same id); a cancelled one is queued anew (its id is returned)."""
         row = self.job(job_id)
-        if row.state not in ("failed", "cancelled", "aborted"):
-            raise UsageError(f"job {job_id} is {row.state}: only failed or cancelled jobs can be retried")
-        with self.app.open():
-            self.app.job_manager.retry_job_by_id(job_id, retry_at=datetime.datetime.now(datetime.UTC))
-        tables.update_job(self.db, job_id, error=None, done=0)
+        if row.state == "failed":
+            with self.app.open():
+                self.app.job_manager.retry_job_by_id(job_id, retry_at=datetime.datetime.now(datetime.UTC))
+            tables.update_job(self.db, job_id, error=None, done=0)
+            return job_id
+        if row.state in ("cancelled", "aborted"):
+            spec = self.db.execute("SELECT spec FROM fleet_jobs WHERE job_id = ?", (job_id,))[0][0]
+            return self.submit(JobSpec.from_dict(json.loads(spec)), row.machine_class, row.total)
+        raise UsageError(f"job {job_id} is {row.state}: only failed or cancelled jobs can be retried")
 
     def machines(self) -> list[dict[str, Any]]:
         rows = self.db.execute(
