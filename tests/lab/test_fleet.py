@@ -258,7 +258,7 @@ def test_three_workers_each_job_runs_once(workers: Workers, tmp_path: Path) -> N
         fleet = env["fleet"]
         assert fleet["machine_id"] == rows[job]["machine_id"] and fleet["job_id"] == job
         assert fleet["cpu"] and fleet["kernel"] and fleet["backend"] == "netns"
-        assert rows[job]["attempts"] == 0 and rows[job]["done"] == 1
+        assert rows[job]["attempts"] == 1 and rows[job]["done"] == 1
     # a second worker for a machine that already has one refuses (one job at a time per machine)
     dup = workers.start("w1")
     assert dup.wait(30) == 2
@@ -295,7 +295,7 @@ def test_worker_killed_mid_job(workers: Workers, tmp_path: Path, on_crash: str) 
         row = wait_for(
             lambda: queue(url)[job]["state"] == "done" and queue(url)[job], 120, "retried job done"
         )
-        assert row["attempts"] == 1 and "worker died mid-job" in (row["error"] or "")
+        assert row["attempts"] == 2 and "worker died mid-job" in (row["error"] or "")
         statuses = sorted(s for _, s, _ in runs_by_label(url)[f"killed-{on_crash}"])
         assert "complete" in statuses
     else:

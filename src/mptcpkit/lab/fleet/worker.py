@@ -82,7 +82,7 @@ class Worker:
         log(f"job {job_id}: {' '.join(job.run_args())}")
         self.current_job = job_id
         await asyncio.to_thread(
-            tables.update_job, db, job_id, machine_id=self.config.machine_id, done=0, error=None, run_id=None
+            tables.update_job, db, job_id, machine_id=self.config.machine_id, done=0, run_id=None
         )
         proc = await asyncio.create_subprocess_exec(
             *argv,
