@@ -183,6 +183,17 @@ def runs_by_label(url: str) -> dict[str, list[tuple[str, str, dict[str, Any]]]]:
     return found
 
 
+def terminate_others(url: str) -> tuple[int]:
+    """pg_terminate_backend on every other connection to this test's database: a lost connection, for real."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert row is not None
+    return (int(row[0]),)
+
+
 # -- pure ------------------------------------------------------------------------------------------------
 
 
@@ -310,13 +321,7 @@ def test_database_connection_lost_mid_job(workers: Workers, tmp_path: Path) -> N
     job = submit(url, tiny(tmp_path, duration="1s"), "reconnect", "--reps", "4")
     workers.start("r1")
     wait_for(lambda: (queue(url)[job]["done"] or 0) >= 1, 90, "first repetition stored")
-    dbname = url.split("/")[-1].split("?")[0]
-    with psycopg.connect(url, autocommit=True) as conn:
-        killed = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (dbname,),
-        ).fetchone()
+    killed = terminate_others(url)
     assert killed and killed[0] >= 2  # the worker's and the run's connections
     row = wait_for(lambda: queue(url)[job]["state"] in ("done", "failed") and queue(url)[job], 120, "job end")
     assert row["state"] == "done", workers.log("r1")
@@ -355,13 +360,7 @@ def test_plain_lab_run_survives_a_lost_connection(pg_url: str, tmp_path: Path) -
         for line in proc.stderr:
             if "#1:" in line:
                 break
-        dbname = pg_url.split("/")[-1].split("?")[0]
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                "AND pid <> pg_backend_pid()",
-                (dbname,),
-            )
+        assert terminate_others(pg_url)[0] >= 1
         rest = proc.stderr.read()
         assert proc.wait(120) in (0, 1), rest
     finally:

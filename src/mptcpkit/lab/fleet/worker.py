@@ -95,14 +95,17 @@ class Worker:
         self.lock.write_state(worker_pid=os.getpid(), job_id=job_id, child_pid=proc.pid)
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         aborted = False
+        run_id: str | None = None
 
         async def follow() -> None:
+            nonlocal run_id
             done = 0
             assert proc.stderr is not None
             async for raw in proc.stderr:
-                line = raw.decode(errors="replace").rstrip()
+                line = raw.decode(errors="replace").replace("\x00", "").rstrip()
                 tail.append(line)
                 if m := RUN_STARTED.match(line):
+                    run_id = m.group(1)
                     await asyncio.to_thread(tables.update_job, db, job_id, run_id=m.group(1))
                 elif REP_LINE.match(line):
                     done += 1
@@ -131,9 +134,11 @@ class Worker:
         if aborted:
             await asyncio.to_thread(tables.update_job, db, job_id, error="cancelled while running")
             raise JobAborted()
-        if rc not in (0, 1):  # 1: a scenario missed its expectation; the results are stored all the same
+        errors = [ln.strip() for ln in tail if ln.startswith("error:")]
+        # Exit 1 with a stored run: a scenario missed its expectation, which is a result, not a failure.
+        if rc != 0 and (rc != 1 or errors or run_id is None):
             lines = [ln for ln in tail if ln.strip()]
-            message = lines[-1].strip() if lines else f"lab run exited with {rc}"
+            message = errors[-1] if errors else lines[-1].strip() if lines else f"lab run exited with {rc}"
             await asyncio.to_thread(
                 tables.update_job, db, job_id, error=message[:2000], console_tail="\n".join(tail)
             )

@@ -192,7 +192,9 @@ class PostgresDatabase:
                     now = time.monotonic()
                     deadline = deadline if deadline is not None else now + reconnect_budget()
                     if self._in_transaction or now >= deadline:
-                        raise EnvironmentProblem(f"PostgreSQL results database {self.where}: {detail}") from exc
+                        raise EnvironmentProblem(
+                            f"PostgreSQL results database {self.where}: {detail}"
+                        ) from exc
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     self._reconnect()
