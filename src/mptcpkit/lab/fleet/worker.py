@@ -174,7 +174,10 @@ class Worker:
                 self.config.log(f"removed labs of the dead worker: {', '.join(removed)}")
         job_id = state.get("job_id")
         if isinstance(job_id, int):
-            outcome = await self.settle_dead_job(app, job_id, "worker died mid-job")
+            try:
+                outcome = await self.settle_dead_job(app, job_id, "worker died mid-job")
+            except procrastinate.exceptions.ConnectorException:  # another worker settled it just now
+                outcome = "settled elsewhere"
             self.config.log(f"job {job_id} of the dead worker: {outcome}")
         self.lock.clear_state()
 
