@@ -733,3 +733,4 @@ from mptcpkit.lab.fleet import cli as _fleet_cli  # noqa: E402
 app.command("submit")(_fleet_cli.submit)
 app.command("worker")(_fleet_cli.worker)
 app.add_typer(_fleet_cli.queue_app, name="queue")
+app.command("bisect")(_fleet_cli.bisect)

@@ -207,3 +207,85 @@ def queue_show(ctx: typer.Context, job_id: int = typer.Argument(..., metavar="ID
     finally:
         fleet.close()
     print(json.dumps({**row.to_dict(), "console_tail": tail}, indent=2))
+
+
+def bisect(
+    good: str = typer.Option(..., "--good", help="Label of the last known good step."),
+    bad: str = typer.Option(..., "--bad", help="Label of the first known bad step."),
+    metric: str = typer.Option(..., "--metric", metavar="SCENARIO:METRIC", help="e.g. tcp-baseline:goodput"),
+    machines: str = typer.Option(..., "--machines", metavar="CLASS", help="The machine class to measure on."),
+    kernels: Path = typer.Option(None, "--kernels", help="Ordered kernel images: `LABEL PATH` per line."),
+    git: str = typer.Option(None, "--git", metavar="GOOD..BAD", help="A git range (with --build)."),
+    build: str = typer.Option(
+        None, "--build", help="Build command for --git, {commit} substituted; prints the image path last."
+    ),
+    repo: Path = typer.Option(Path("."), "--repo", help="The kernel git tree for --git."),
+    steps: Path = typer.Option(
+        None, "--steps", help="Test/dry-run mode: steps that are variants of one scenario (docs/fleet.md)."
+    ),
+    reps: int = typer.Option(
+        5, "--reps", "-n", min=3, help="Repetitions per probed step (5+ lets compare decide)."
+    ),
+    scale: float = typer.Option(None, "--scale", min=0.1),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Find the first bad kernel between a good and a bad one: midpoints run on the fleet, compared like `lab compare`."""
+    from mptcpkit.lab.fleet import steps as steps_mod
+    from mptcpkit.lab.fleet.bisect import Bisect
+    from mptcpkit.lab.store import open_store
+
+    scenario, sep, metric_name = metric.partition(":")
+    if not sep or not scenario or not metric_name:
+        raise UsageError(f"--metric wants SCENARIO:METRIC, e.g. tcp-baseline:goodput; got '{metric}'")
+    sources = [s for s in (kernels, git, steps) if s]
+    if len(sources) != 1:
+        raise UsageError("give exactly one of --kernels FILE, --git GOOD..BAD (with --build), --steps FILE")
+    url = _url(db)
+    if kernels:
+        series = steps_mod.from_kernels_file(kernels)
+    elif git:
+        if not build:
+            raise UsageError("--git needs --build 'COMMAND {commit}' that prints the kernel image path")
+        series = steps_mod.from_git_range(repo, git, build)
+    else:
+        workdir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mptcpkit" / "bisect"
+        series = steps_mod.from_steps_file(steps, workdir / steps.stem)
+    fleet = _fleet(url)
+    try:
+        with open_store(url) as store:
+            job = Bisect(
+                fleet,
+                store,
+                series,
+                scenario,
+                metric_name,
+                machines,
+                reps=reps,
+                scale=scale,
+                repo=repo,
+                log=lambda m: err.print(m, highlight=False),
+            )
+            first_bad = job.run(good, bad)
+            _attach_profile(store, series, first_bad, scenario)
+    finally:
+        fleet.close()
+    err.print(f"first bad step: [bold]{escape(first_bad.label)}[/]")
+    print(first_bad.label)
+
+
+def _attach_profile(store: object, series: list, first_bad: object, scenario: str) -> None:  # type: ignore[type-arg]
+    """Hook for lab/profiling: the differential profile of the first bad step against the one before it.
+
+    Calls `mptcpkit.lab.profiling.bisect_hook(store, good_label, bad_label, scenario)` when that exists.
+    """
+    import importlib
+
+    try:
+        profiling = importlib.import_module("mptcpkit.lab.profiling")
+    except ImportError:
+        return
+    hook = getattr(profiling, "bisect_hook", None)
+    if hook is None:
+        return
+    index = series.index(first_bad)
+    hook(store, series[index - 1].label, series[index].label, scenario)
