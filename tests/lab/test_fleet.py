@@ -389,3 +389,59 @@ def test_kernel_that_does_not_boot_fails_the_job_with_console_tail(workers: Work
     res = cli("queue", "--db", url, "show", str(job))
     tail = json.loads(res.stdout)["console_tail"]
     assert "did not boot" in tail and "invalid kernel header" in tail
+
+
+def test_bisect_search_is_a_bisection() -> None:
+    from mptcpkit.lab.fleet.bisect import search
+
+    def probe_count(n: int, step: int) -> tuple[int, int]:
+        probes: list[int] = []
+
+        def is_bad(i: int) -> bool:
+            probes.append(i)
+            return i >= step
+
+        return search(n, is_bad), len(probes)
+
+    for n in range(2, 40):
+        for step in range(1, n):
+            found, count = probe_count(n, step)
+            assert found == step and count <= max(1, (n - 1).bit_length())
+
+
+@needs_root
+def test_bisect_finds_a_known_step_on_three_workers(workers: Workers, tmp_path: Path) -> None:
+    """Six "kernels" that are link-rate variants of one scenario; the rate drops at s3."""
+    template = tmp_path / "template.toml"
+    template.write_text(TINY.format(duration="1s", rate="$rate"))
+    rates = ["50mbit", "50mbit", "50mbit", "20mbit", "20mbit", "20mbit"]
+    steps = tmp_path / "steps.toml"
+    steps.write_text(
+        'template = "template.toml"\n'
+        + "".join(f'[[steps]]\nlabel = "s{i}"\nrate = "{r}"\n' for i, r in enumerate(rates))
+    )
+    for machine in ("b1", "b2", "b3"):
+        workers.start(machine)
+    res = cli(
+        "bisect",
+        "--steps",
+        str(steps),
+        "--good",
+        "s0",
+        "--bad",
+        "s5",
+        "--metric",
+        "fleet-tiny:goodput",
+        "--machines",
+        "test",
+        "--reps",
+        "5",
+        "--db",
+        workers.url,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        timeout=400,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "s3"
+    probed = set(runs_by_label(workers.url))
+    assert {"s0", "s5", "s3"} <= probed and len(probed) <= 5  # a bisection, not a sweep
