@@ -260,7 +260,9 @@ def test_three_workers_each_job_runs_once(workers: Workers, tmp_path: Path) -> N
         lambda: all(queue(url)[j]["state"] in ("done", "failed") for j in jobs), 240, "all jobs finished"
     )
     rows = queue(url)
-    assert {rows[j]["state"] for j in jobs} == {"done"}, [workers.log(m) for m in workers.procs]
+    assert {rows[j]["state"] for j in jobs} == {"done"}, [
+        (rows[j]["error"], workers.log(m)) for j in jobs for m in workers.procs if rows[j]["state"] != "done"
+    ]
     runs = runs_by_label(url)
     for job, label in jobs.items():
         assert len(runs[label]) == 1, f"{label} ran {len(runs[label])} times"  # never twice
@@ -270,10 +272,45 @@ def test_three_workers_each_job_runs_once(workers: Workers, tmp_path: Path) -> N
         assert fleet["machine_id"] == rows[job]["machine_id"] and fleet["job_id"] == job
         assert fleet["cpu"] and fleet["kernel"] and fleet["backend"] == "netns"
         assert rows[job]["attempts"] == 1 and rows[job]["done"] == 1
+    check_dashboard(url, jobs, rows)
     # a second worker for a machine that already has one refuses (one job at a time per machine)
     dup = workers.start("w1")
     assert dup.wait(30) == 2
     assert "already has a worker" in workers.log("w1")
+
+
+def check_dashboard(url: str, jobs: dict[int, str], rows: dict[int, dict[str, Any]]) -> None:
+    """The fleet pages over real HTTP: the queue, each machine's history, the JSON, a 404 for a stranger."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from mptcpkit.lab.report import make_app
+    from mptcpkit.lab.report.web import bind
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(make_app(url), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 20, "dashboard up")
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with httpx.Client(base_url=base, timeout=60) as http:
+            page = http.get("/fleet")
+            assert page.status_code == 200 and all(label in page.text for label in jobs.values())
+            assert "w1" in page.text and ">6</b> done" in page.text
+            api = http.get("/api/fleet").json()
+            assert {m["machine_id"] for m in api["machines"]} == {"w1", "w2", "w3"}
+            for machine in {r["machine_id"] for r in rows.values()}:
+                history = http.get(f"/fleet/machines/{machine}")
+                mine = [rows[j]["run_id"] for j in jobs if rows[j]["machine_id"] == machine]
+                assert history.status_code == 200 and all(run_id in history.text for run_id in mine)
+            assert http.get("/fleet/machines/nobody").status_code == 404
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 def _state(workers: Workers, machine: str) -> dict[str, Any]:
@@ -445,3 +482,18 @@ def test_bisect_finds_a_known_step_on_three_workers(workers: Workers, tmp_path: 
     assert res.stdout.strip() == "s3"
     probed = set(runs_by_label(workers.url))
     assert {"s0", "s5", "s3"} <= probed and len(probed) <= 5  # a bisection, not a sweep
+
+
+def test_concurrent_first_users_of_a_fresh_store(pg_url: str) -> None:
+    """Workers starting together on an empty database all migrate it: exactly one creates the tables."""
+    code = (
+        "import sys; from mptcpkit.lab.store import open_store; open_store(sys.argv[1]).close(); print('ok')"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, pg_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [o.strip() for o, _ in outs] == ["ok"] * 4, [e for _, e in outs]

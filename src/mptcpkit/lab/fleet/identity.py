@@ -64,4 +64,8 @@ def from_environment() -> dict[str, Any]:
         value = json.loads(text)
     except ValueError:
         return {}
-    return {"fleet": value} if isinstance(value, dict) else {}
+    if not isinstance(value, dict):
+        return {}
+    # Results are compared only within one machine class: the class is the run's environment key.
+    cls = value.get("machine_class")
+    return {"fleet": value, **({"environment_key": f"class:{cls}"} if cls else {})}
