@@ -113,6 +113,11 @@ def worker(
     max_attempts: int = typer.Option(3, "--max-attempts", min=1),
     heartbeat: float = typer.Option(5.0, "--heartbeat", min=0.5, help="Seconds between heartbeats."),
     stalled: float = typer.Option(30.0, "--stalled-after", min=2, help="Heartbeat silence that means dead."),
+    ssh: list[str] = typer.Option(
+        None, "--ssh", metavar="HOST=USER@MACHINE[:PORT]", help="SSH backend: as for `lab run` (repeatable)."
+    ),
+    known_hosts: Path = typer.Option(None, "--known-hosts", help="As for `lab run --ssh`."),
+    identity: list[Path] = typer.Option(None, "--identity", "-i", help="As for `lab run --ssh`."),
 ) -> None:
     """Run fleet jobs on this machine, one at a time, until stopped (SIGTERM finishes the current job)."""
     from mptcpkit.lab.fleet.worker import Worker, WorkerConfig
@@ -121,7 +126,13 @@ def worker(
         raise UsageError(f"--on-crash must be retry or fail, not '{on_crash}'")
     if backend not in ("netns", "vm", "ssh"):
         raise UsageError(f"--backend must be netns, vm or ssh, not '{backend}'")
+    backend_args = [arg for item in ssh or [] for arg in ("--ssh", item)]
+    backend_args += ["--known-hosts", str(known_hosts)] if known_hosts else []
+    backend_args += [arg for key in identity or [] for arg in ("--identity", str(key))]
+    if backend_args and backend != "ssh":
+        raise UsageError("--ssh, --known-hosts and --identity go with --backend ssh")
     config = WorkerConfig(
+        backend_args=backend_args,
         url=_url(db),
         classes=classes,
         machine_id=machine_id or socket.gethostname(),

@@ -53,6 +53,7 @@ class WorkerConfig:
     heartbeat_s: float = 5.0
     stalled_s: float = 30.0
     state_dir: Any = STATE_DIR
+    backend_args: list[str] = field(default_factory=list)  # e.g. --ssh client=root@a ... for an SSH worker
     log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr, flush=True))
 
 
@@ -76,7 +77,8 @@ class Worker:
         assert self.db is not None and context.job.id is not None
         job_id, db, log = context.job.id, self.db, self.config.log
         job = JobSpec.from_dict(spec)
-        argv = [sys.executable, "-m", "mptcpkit", "lab", "run", *job.run_args(), "--db", self.config.url]
+        argv = [sys.executable, "-m", "mptcpkit", "lab", "run", *job.run_args(), *self.config.backend_args]
+        argv += ["--db", self.config.url]
         env = dict(os.environ)
         env[ENV_VAR] = json.dumps({**self.identity, "job_id": job_id})
         log(f"job {job_id}: {' '.join(job.run_args())}")
