@@ -15,6 +15,15 @@ rate * MSS / (MSS + 66) (Ethernet 14 + IPv4 20 + TCP 20 + timestamps 12; the MSS
 target within 3 %. TCP runs use cubic (see ACCURACY_CC); the link rate is also measured from the receiving
 host's rx counters and with UDP offered at 1.2x the rate (pure capacity). Loss: 2000 ICMP probes over a
 link losing 2 % one way. Throughput runs use the machine's default congestion control (recorded).
+
+Fast (issue 11, "the emulator must not be the limit"): one link at 500 Mbit/s and 100 ms one-way (queue 1 BDP
+of the 200 ms RTT), clean, with +/-10 ms jitter, with 1 % loss, and with both. Per case: the delivered link
+rate by the lab probe's paced UDP stream (offered at 1.2x, so the queue stays full: pure capacity; target
+within 3 %), the idle RTT by kernel-timestamped ICMP echo (target within 5 % of 200 ms) and how many replies
+came back out of order, the loss the emulator applied (packets lost / packets in, target within a 99.9 %
+binomial band), one TCP flow's goodput (BBR where the kernel has it: a loss-based TCP through 1 % loss and
+200 ms is limited by TCP itself to ~1 Mbit/s, the Mathis bound), and the emulator's CPU time per second
+during the UDP probe and the TCP transfer.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from pyroute2 import IPRoute
 from mptcpkit.lab.emulation import LinkShape, build_wire, netem_available
 from mptcpkit.lab.emulation.shape import Mode
 from mptcpkit.lab.emulation.testbed import Testbed, testbed
+from mptcpkit.lab.units import Bdp
 
 RESULTS = Path(__file__).resolve().parent / "results" / "emulation.json"
 HEADER_BYTES = 14 + 20 + 20 + 12
@@ -242,7 +252,96 @@ def loss_case(loss: float, count: int, mode: Mode, state: Path) -> dict[str, Any
         finally:
             wire.close()
     measured = 1 - probe["received"] / probe["sent"]
-    return {"configured_loss": loss, "probes": count, "measured_loss": measured, "wire": wire.description}
+    stats = wire.emulator_stats()
+    ab = stats[0]["directions"][0] if stats else {}
+    applied = ab["packets_lost"] / ab["packets_in"] if ab.get("packets_in") else None
+    return {
+        "configured_loss": loss,
+        "probes": count,
+        "measured_loss": measured,
+        "emulator_applied_loss": applied,
+        "wire": wire.description,
+    }
+
+
+FAST_CASES = {
+    "clean": {},
+    "jitter": {"jitter_s": 0.010},
+    "loss": {"loss": 0.01},
+    "loss+jitter": {"jitter_s": 0.010, "loss": 0.01},
+}
+
+
+def fast_case(name: str, seconds: float, reps: int, mode: Mode, state: Path) -> dict[str, Any]:
+    """500 Mbit/s, 100 ms one-way, with the case's jitter/loss, in both directions."""
+    rate, delay = 500_000_000, 0.100
+    queue = Bdp(1.0).packets(rate, 2 * delay, 1514)
+    shape = LinkShape(rate, delay, queue_packets=queue, **FAST_CASES[name])  # type: ignore[arg-type]
+    available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+    cc = "bbr" if "bbr" in available else "cubic"
+    got: dict[str, list[float]] = {}
+    with testbed() as bed:
+        wire = build_wire(bed.wire, bed.a_if, bed.b_if, shape, shape, mode=mode, state_dir=state, seed=5)
+        try:
+            for _ in range(reps):
+                probe = bed.ping(100, 0.01, wait_s=0.5)
+                got.setdefault("rtt_median_s", []).append(statistics.median(probe["rtt_s"]))
+                reorder = bed.ping(400, 0.0005, wait_s=0.5)  # probes 0.5 ms apart: jitter shows as reordering
+                got.setdefault("reordered_of_400", []).append(reorder["reordered"])
+                ticks0, t0 = _cpu_ticks(wire.pids), time.monotonic()
+                udp = bed.udp_rate(rate * 1.2, window_s=2.0, warmup_s=0.3)
+                cpu = (_cpu_ticks(wire.pids) - ticks0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+                got.setdefault("link_rate_bps", []).append(udp["rate_bps"])
+                got.setdefault("emulator_cpu_udp", []).append(cpu)
+                ticks0, t0 = _cpu_ticks(wire.pids), time.monotonic()
+                meter = RxMeter(bed.b)
+                meter.start()
+                bed.iperf3(seconds, omit_s=3, extra=["-C", cc])
+                meter.stop()
+                cpu = (_cpu_ticks(wire.pids) - ticks0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+                # Receiver rx counter over the steady part: iperf3's own sum_received also counts the
+                # queue and the 200 ms pipe draining after the sender stops, and reads above the link rate.
+                wire_rate = meter.rate_bps(t0 + 3.5, t0 + 3 + seconds - 0.5)
+                got.setdefault("tcp_goodput_bps", []).append(wire_rate * 1448 / 1514)
+                got.setdefault("emulator_cpu_tcp", []).append(cpu)
+        finally:
+            wire.close()
+    stats = wire.emulator_stats()
+    ab = stats[0]["directions"][0] if stats else {}
+    lost, packets = int(ab.get("packets_lost", 0)), int(ab.get("packets_in", 0))
+    loss = shape.loss
+    band = 3.29 * (loss * (1 - loss) / packets) ** 0.5 if packets else 0.0
+    rate_med = statistics.median(got["link_rate_bps"])
+    rtt_med = statistics.median(got["rtt_median_s"])
+    return {
+        "case": name,
+        "configured": {**shape.as_dict(), "queue": "1bdp"},
+        "mode": wire.description.get("mode"),
+        "link_rate_bps": rate_med,
+        "link_rate_error": rate_med / rate - 1,
+        "rate_ok": abs(rate_med / rate - 1) <= 0.03,
+        "rtt_median_s": rtt_med,
+        "rtt_error": rtt_med / (2 * delay) - 1,
+        "rtt_ok": abs(rtt_med / (2 * delay) - 1) <= 0.05,
+        "reordered_of_400": statistics.median(got["reordered_of_400"]),
+        "applied_loss": lost / packets if packets else None,
+        "loss_band_99_9": band,
+        "loss_ok": abs(lost / packets - loss) <= band if packets else None,
+        "emulator_packets_in_per_frame": packets / max(1, int(ab.get("frames_in", 0))),
+        "frames_split": ab.get("frames_split"),
+        "tcp": {
+            "congestion_control": cc,
+            "goodput_bps": statistics.median(got["tcp_goodput_bps"]),
+            "max_goodput_bps": rate * 1448 / 1514,
+            "method": "receiver eth0 rx bytes over the steady part x MSS / (MSS + 66)",
+        },
+        "emulator_cpu_fraction": {
+            "udp_probe": statistics.median(got["emulator_cpu_udp"]),
+            "tcp": statistics.median(got["emulator_cpu_tcp"]),
+        },
+        "samples": got,
+        "wire": wire.description,
+    }
 
 
 def main() -> int:
@@ -252,7 +351,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one repetition, shorter transfers")
     parser.add_argument("--mode", default="auto", choices=["auto", "userspace", "netem"])
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--cases", default="throughput,accuracy,loss", help="comma-separated subset")
+    parser.add_argument("--cases", default="throughput,accuracy,loss,fast", help="comma-separated subset")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -313,7 +412,21 @@ def run_benchmark(args: argparse.Namespace, state: Path) -> int:
         loss = loss_case(0.02, 2000, mode, state)
         out["loss"] = loss
         print(
-            f"loss: configured {loss['configured_loss']:.1%}, measured {loss['measured_loss']:.2%}",
+            f"loss: configured {loss['configured_loss']:.1%}, measured {loss['measured_loss']:.2%}"
+            f" (emulator applied {(loss['emulator_applied_loss'] or 0):.2%})",
+            flush=True,
+        )
+    out["fast"] = []
+    for name in FAST_CASES if "fast" in cases else ():
+        fast = fast_case(name, seconds, reps, mode, state)
+        out["fast"].append(fast)
+        print(
+            f"500 Mbit/s 100 ms {name:11s} ({fast['mode']}): link rate {fast['link_rate_bps'] / 1e6:.1f} Mbit/s "
+            f"({fast['link_rate_error']:+.1%}), RTT {fast['rtt_median_s'] * 1e3:.1f} ms ({fast['rtt_error']:+.1%}), "
+            f"reordered {fast['reordered_of_400']:.0f}/400, loss applied "
+            f"{(fast['applied_loss'] or 0):.3%}, TCP {fast['tcp']['congestion_control']} "
+            f"{fast['tcp']['goodput_bps'] / 1e6:.0f} Mbit/s, emulator CPU "
+            f"{fast['emulator_cpu_fraction']['udp_probe']:.0%} (UDP) / {fast['emulator_cpu_fraction']['tcp']:.0%} (TCP)",
             flush=True,
         )
     out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

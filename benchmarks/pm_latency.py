@@ -6,9 +6,16 @@ Each daemon runs with the `addr_adv` path manager (`--addr-flags=subflow`) in it
 the same way (`ip netns exec NS ...`). For each sample an IPv4 address is added to a veth with one raw
 RTM_NEWADDR. The clock starts just before the request is sent. The benchmark then polls the namespace's endpoint
 table (GET_ADDR dump, about every 0.2 ms) until the endpoint appears. It then removes the address and measures
-the time until the endpoint is gone. Samples alternate between the two daemons, so machine noise hits both
-alike. RSS (VmRSS, VmHWM) of each daemon is read at the end. The script writes
-benchmarks/results/pm_latency.json with the raw samples and, per daemon, the median / p95 / min / max / CV.
+the time until the endpoint is gone. Samples alternate between the daemons, so machine noise hits both
+alike. RSS (VmRSS, VmHWM) of each daemon is read at the end.
+
+Then a storm (`--storm 1000`): that many addresses are added and removed in bursts spread over four links
+(no waiting between requests), then a probe address is added. When the probe has its endpoint the daemon has handled
+the whole storm (`settled_s`), it still works (`works_after`), and no endpoint may remain for a storm address
+(`stale_endpoints`).
+
+The script writes benchmarks/results/pm_latency.json with the raw samples and, per daemon, the median / p95 /
+min / max / CV, the RSS, the storm's stale endpoints, and the ratios of mptcpkit pm to mptcpd.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mptcpkit.netlink import MptcpPmClient, wire
+from mptcpkit.netlink import MptcpPmClient, nlmsg
 from mptcpkit.netlink.socket import NETLINK_ROUTE, ifindex, open_netlink
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -44,14 +51,18 @@ def sh(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True)
 
 
+LINKS = ("v0", "v1", "v2", "v3")
+
+
 def make_ns(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
     sh("ip", "netns", "add", name)
     sh("ip", "-n", name, "link", "set", "lo", "up")
-    sh("ip", "-n", name, "link", "add", "v0", "type", "veth", "peer", "name", "p0")
-    for dev in ("v0", "p0"):
-        sh("ip", "netns", "exec", name, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
-        sh("ip", "-n", name, "link", "set", dev, "up")
+    for i, v in enumerate(LINKS):
+        sh("ip", "-n", name, "link", "add", v, "type", "veth", "peer", "name", f"p{i}")
+        for dev in (v, f"p{i}"):
+            sh("ip", "netns", "exec", name, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
+            sh("ip", "-n", name, "link", "set", dev, "up")
 
 
 class AddrSetter:
@@ -67,13 +78,13 @@ class AddrSetter:
     def _send(self, msg_type: int, addr: ipaddress.IPv4Address) -> None:
         self.seq += 1
         body = struct.pack("=BBBBI", socket.AF_INET, 32, 0, 0, self.index)
-        body += wire.pack_attr(IFA_LOCAL, addr.packed) + wire.pack_attr(IFA_ADDRESS, addr.packed)
-        flags = wire.NLM_F_ACK | (0x400 | 0x200 if msg_type == RTM_NEWADDR else 0)  # CREATE|EXCL
-        self.sock.send(wire.pack_nlmsg(msg_type, wire.NLM_F_REQUEST | flags, self.seq, body))
+        body += nlmsg.pack_attr(IFA_LOCAL, addr.packed) + nlmsg.pack_attr(IFA_ADDRESS, addr.packed)
+        flags = nlmsg.NLM_F_ACK | (0x400 | 0x200 if msg_type == RTM_NEWADDR else 0)  # CREATE|EXCL
+        self.sock.send(nlmsg.pack_nlmsg(msg_type, nlmsg.NLM_F_REQUEST | flags, self.seq, body))
         while True:
-            for m in wire.iter_nlmsgs(self.sock.recv(65536)):
-                if m.type == wire.NLMSG_ERROR and m.seq == self.seq:
-                    err = wire.parse_error(m)
+            for m in nlmsg.iter_nlmsgs(self.sock.recv(65536)):
+                if m.type == nlmsg.NLMSG_ERROR and m.seq == self.seq:
+                    err = nlmsg.parse_error(m)
                     if err.errno:
                         raise OSError(err.errno, f"rtnetlink: {os.strerror(err.errno)}")
                     return
@@ -118,11 +129,66 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def storm(ns: str, client: MptcpPmClient, n: int) -> dict[str, Any]:
+    """`n` addresses added then removed in bursts of 50 over four links; count stale endpoints after."""
+    setters = [AddrSetter(ns, dev) for dev in LINKS]
+    addrs = [ipaddress.IPv4Address(f"10.{80 + i % 4}.{i // 250}.{i % 250 + 1}") for i in range(n)]
+    t0 = time.perf_counter()
+    for start in range(0, n, 50):
+        burst = addrs[start : start + 50]
+        for i, a in enumerate(burst, start):
+            setters[i % 4].add(a)
+        for i, a in enumerate(burst[:40], start):  # most go again at once, some stay a while
+            setters[i % 4].delete(a)
+    for i, a in enumerate(addrs):
+        if i % 50 >= 40:
+            setters[i % 4].delete(a)
+    sent = time.perf_counter() - t0
+    # a probe address added after the storm: once it has its endpoint, the daemon has handled every
+    # storm event before it (events are handled in order); then no storm address may have an endpoint
+    probe = ipaddress.IPv4Address("10.79.0.1")
+    setters[0].add(probe)
+    works = wait_endpoint(client, probe, True, timeout=60)
+    settled = time.perf_counter() - t0
+    gone = set(addrs)
+    time.sleep(0.5)
+    stale = [e for e in client.dump_endpoints() if e.addr in gone]
+    setters[0].delete(probe)
+    wait_endpoint(client, probe, False)
+    for st in setters:
+        st.sock.close()
+    return {
+        "addresses": n,
+        "sent_s": round(sent, 3),
+        "settled_s": round(settled, 3),
+        "stale_endpoints": len(stale),
+        "works_after": works,
+    }
+
+
+def ratios(per: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """mptcpkit / mptcpd for the add and removal medians (targets: <= 1.5 and <= 1.0)."""
+    base = per.get("mptcpd")
+    out: dict[str, dict[str, float]] = {}
+    if not base or not base["add_latency"] or not base["remove_latency"]:
+        return out
+    for d, r in per.items():
+        if d != "mptcpd" and r["add_latency"] and r["remove_latency"]:
+            out[d] = {
+                "add_median": round(r["add_latency"]["median_ms"] / base["add_latency"]["median_ms"], 3),
+                "remove_median": round(
+                    r["remove_latency"]["median_ms"] / base["remove_latency"]["median_ms"], 3
+                ),
+            }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--samples", type=int, default=100, help="samples per daemon (default 100)")
+    parser.add_argument("--storm", type=int, default=1000, help="addresses in the storm (0: no storm)")
     parser.add_argument("--out", type=Path, default=RESULTS / "pm_latency.json")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -145,14 +211,13 @@ def main() -> None:
             "--addr-flags=subflow",
             "--log=null",
         ],
-        "mptcpkit-pm-lean": [
-            sys.executable,
-            "-m",
-            "mptcpkit.pm",
+        "mptcpkit-pm-script": [
+            str(Path(sys.executable).parent / "mptcpkit"),
+            "pm",
             "-c",
             str(conf),
             "--state-file",
-            str(tmp / "state-lean.json"),
+            str(tmp / "state-script.json"),
             "--addr-flags=subflow",
             "--log=null",
         ],
@@ -213,6 +278,8 @@ def main() -> None:
                     samples[d]["remove"].append(t2 - t1)
                 time.sleep(0.01)
         rss_end = {d: rss_kb(procs[d].pid) for d in daemons}
+        storms = {d: storm(names[d], clients[d], args.storm) for d in daemons} if args.storm else {}
+        alive = {d: procs[d].poll() is None for d in daemons}
         per_daemon: dict[str, dict[str, Any]] = {
             d: {
                 "argv": daemons[d],
@@ -221,6 +288,8 @@ def main() -> None:
                 "rss_kb_start": rss_start[d],
                 "rss_kb_end": rss_end[d],
                 "failures": failures[d],
+                "storm": storms.get(d),
+                "alive_at_end": alive[d],
                 "samples_s": samples[d],
             }
             for d in daemons
@@ -233,11 +302,14 @@ def main() -> None:
             "python": platform.python_version(),
             "method": "raw RTM_NEWADDR -> poll GET_ADDR dump every ~0.2 ms; interleaved A/B; 5 warm-up rounds",
             "daemons": per_daemon,
+            "ratios_to_mptcpd": ratios(per_daemon),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         for d, r in per_daemon.items():
             print(f"{d:18s} add {r['add_latency']}  remove {r['remove_latency']}  rss {r['rss_kb_end']}")
+            print(f"{'':18s} storm {r['storm']}")
+        print("ratios to mptcpd:", json.dumps(result["ratios_to_mptcpd"]))
         print(f"wrote {args.out}")
     finally:
         for p in procs.values():

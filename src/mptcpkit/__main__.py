@@ -1,3 +1,3 @@
-from mptcpkit.cli import main
+from mptcpkit.launch import main
 
 main()

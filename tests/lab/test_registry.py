@@ -124,8 +124,12 @@ def test_all_records_lists_corrupt_records(tmp_path: Path, monkeypatch: pytest.M
     records = {r.lab_id: r for r in registry.all_records()}
     assert records["abcdef"].state == "corrupt"
     assert records["123456"].state == "up"
-    registry.remove("abcdef")
-    assert not (tmp_path / "abcdef.json").exists()
+    (tmp_path / ".fedcba.json.tmp").write_text("{half")
+    records = {r.lab_id: r for r in registry.all_records()}
+    assert records["fedcba"].state == "orphan"
+    for lab_id in ("abcdef", "fedcba"):
+        registry.remove(lab_id)
+    assert not (tmp_path / "abcdef.json").exists() and not (tmp_path / ".fedcba.json.tmp").exists()
 
 
 @pytest.mark.parametrize("content", [b"{broken", b"[1, 2]"])

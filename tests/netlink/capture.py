@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mptcpkit.mptcp_socket import IPPROTO_MPTCP
-from mptcpkit.netlink import MptcpPmClient, wire
+from mptcpkit.netlink import MptcpPmClient, nlmsg
 from mptcpkit.netlink import mptcp_pm as pm
 from mptcpkit.netlink.socket import run_in_netns
 
@@ -34,7 +34,7 @@ def capture_rtnl() -> list[dict[str, str]]:
     """A link dump, address dump and a route lookup from the capture namespace."""
     import ipaddress
 
-    from mptcpkit.netlink import rtnl
+    from mptcpkit.netlink import rtnetlink as rtnl
     from mptcpkit.netlink.socket import NETLINK_ROUTE, ifindex, open_netlink
 
     sh("route", "add", "default", "via", "10.9.0.2", "dev", "a0")
@@ -44,18 +44,18 @@ def capture_rtnl() -> list[dict[str, str]]:
     a0 = ifindex("a0", NS)
     assert a0 is not None
     for name, mtype, body, flags in (
-        ("rtnl_links", rtnl.RTM_GETLINK, rtnl.req_dump_links(), wire.NLM_F_DUMP),
-        ("rtnl_addrs", rtnl.RTM_GETADDR, rtnl.req_dump_addrs(), wire.NLM_F_DUMP),
+        ("rtnl_links", rtnl.RTM_GETLINK, rtnl.req_dump_links(), nlmsg.NLM_F_DUMP),
+        ("rtnl_addrs", rtnl.RTM_GETADDR, rtnl.req_dump_addrs(), nlmsg.NLM_F_DUMP),
         ("rtnl_route", rtnl.RTM_GETROUTE, rtnl.req_route_lookup(ipaddress.ip_address("192.0.2.1"), a0), 0),
     ):
-        sock.send(wire.pack_nlmsg(mtype, wire.NLM_F_REQUEST | flags, 7, body))
+        sock.send(nlmsg.pack_nlmsg(mtype, nlmsg.NLM_F_REQUEST | flags, 7, body))
         done = False
         while not done:
-            for msg in wire.iter_nlmsgs(sock.recv(1 << 16)):
-                if msg.type in (wire.NLMSG_DONE, wire.NLMSG_ERROR):
+            for msg in nlmsg.iter_nlmsgs(sock.recv(1 << 16)):
+                if msg.type in (nlmsg.NLMSG_DONE, nlmsg.NLMSG_ERROR):
                     done = True
                     continue
-                raw = wire.pack_nlmsg(msg.type, msg.flags, msg.seq, msg.payload, msg.pid)
+                raw = nlmsg.pack_nlmsg(msg.type, msg.flags, msg.seq, msg.payload, msg.pid)
                 out.append({"name": f"{name}_{len(out)}", "hex": raw.hex()})
                 done = done or not flags
     sock.close()
@@ -136,12 +136,12 @@ def main() -> None:
                     data = ev.sock.recv(1 << 16)
                 except TimeoutError:
                     break
-                for msg in wire.iter_nlmsgs(data):
+                for msg in nlmsg.iter_nlmsgs(data):
                     name = pm.decode_event(msg.payload).name()
                     records.append(
                         {
                             "name": f"event_{name}",
-                            "hex": wire.pack_nlmsg(msg.type, msg.flags, msg.seq, msg.payload, msg.pid).hex(),
+                            "hex": nlmsg.pack_nlmsg(msg.type, msg.flags, msg.seq, msg.payload, msg.pid).hex(),
                         }
                     )
 
@@ -149,28 +149,28 @@ def main() -> None:
             sock = c._cmd.sock
             fam = c._cmd.family.id
             for name, payload, flags in (
-                ("reply_get_limits", pm.req_get_limits(), wire.NLM_F_REQUEST),
-                ("reply_get_addr", pm.req_get_addr(3), wire.NLM_F_REQUEST),
-                ("reply_dump_addr", pm.req_get_addr(), wire.NLM_F_REQUEST | wire.NLM_F_DUMP),
-                ("error_get_addr_missing", pm.req_get_addr(99), wire.NLM_F_REQUEST | wire.NLM_F_ACK),
+                ("reply_get_limits", pm.req_get_limits(), nlmsg.NLM_F_REQUEST),
+                ("reply_get_addr", pm.req_get_addr(3), nlmsg.NLM_F_REQUEST),
+                ("reply_dump_addr", pm.req_get_addr(), nlmsg.NLM_F_REQUEST | nlmsg.NLM_F_DUMP),
+                ("error_get_addr_missing", pm.req_get_addr(99), nlmsg.NLM_F_REQUEST | nlmsg.NLM_F_ACK),
             ):
-                sock.send(wire.pack_nlmsg(fam, flags, 4242, payload))
+                sock.send(nlmsg.pack_nlmsg(fam, flags, 4242, payload))
                 sock.settimeout(1)
                 i = 0
                 while True:
                     data = sock.recv(1 << 16)
-                    msgs = list(wire.iter_nlmsgs(data))
+                    msgs = list(nlmsg.iter_nlmsgs(data))
                     for msg in msgs:
                         i += 1
                         records.append(
                             {
                                 "name": f"{name}_{i}",
-                                "hex": wire.pack_nlmsg(
+                                "hex": nlmsg.pack_nlmsg(
                                     msg.type, msg.flags, msg.seq, msg.payload, msg.pid
                                 ).hex(),
                             }
                         )
-                    if any(m.type in (wire.NLMSG_DONE, wire.NLMSG_ERROR) for m in msgs) or flags == 1:
+                    if any(m.type in (nlmsg.NLMSG_DONE, nlmsg.NLMSG_ERROR) for m in msgs) or flags == 1:
                         break
             c.flush_endpoints()
         records += capture_rtnl()

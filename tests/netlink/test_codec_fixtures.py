@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 
 from mptcpkit.netlink import mptcp_pm as pm
-from mptcpkit.netlink import wire
+from mptcpkit.netlink import nlmsg
 from mptcpkit.netlink.session import PendingRequest
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "kernel_messages.json").read_text())
 
 
-def msgs(prefix: str) -> list[wire.Nlmsg]:
+def msgs(prefix: str) -> list[nlmsg.Nlmsg]:
     out = []
     for rec in FIXTURES:
         if rec["name"].startswith(prefix):
-            (m,) = wire.iter_nlmsgs(bytes.fromhex(rec["hex"]))
+            (m,) = nlmsg.iter_nlmsgs(bytes.fromhex(rec["hex"]))
             out.append(m)
     assert out, prefix
     return out
@@ -93,7 +93,7 @@ def test_limits_and_endpoint_replies() -> None:
     assert pm.decode_limits(lim.payload) == pm.Limits(subflows=4, add_addr_accepted=4)
     (one,) = msgs("reply_get_addr")
     ep = pm.decode_endpoint(one.payload)
-    assert ep == pm.Endpoint(
+    assert ep == pm.KernelEndpoint(
         id=3, addr=ipaddress.ip_address("127.0.0.2"), flags=pm.EndpointFlags.SUBFLOW | pm.EndpointFlags.BACKUP
     )
 
@@ -104,14 +104,14 @@ def test_dump_session_collects_until_done() -> None:
     for m in parts:
         req.feed(m)
     assert req.done and req.error is None
-    eps = [pm.decode_endpoint(p) for p in req.replies]
+    eps = [pm.decode_endpoint(p.payload) for p in req.replies]
     assert [e.id for e in eps] == [3, 4]
     assert eps[1].flags == pm.EndpointFlags.IMPLICIT  # created by the kernel for the accepted subflow
 
 
 def test_error_carries_errno_and_extack() -> None:
     (m,) = msgs("error_get_addr_missing")
-    err = wire.parse_error(m)
+    err = nlmsg.parse_error(m)
     assert err.errno == errno.EINVAL and err.extack == "address not found" and err.request_seq == 4242
     req = PendingRequest(seq=4242, dump=False, what="get endpoint 99")
     req.feed(m)
@@ -129,20 +129,23 @@ def test_other_sequence_numbers_are_ignored() -> None:
 @pytest.mark.parametrize("rec", FIXTURES, ids=[r["name"] for r in FIXTURES])
 def test_reencode_is_byte_identical(rec: dict[str, str]) -> None:
     raw = bytes.fromhex(rec["hex"])
-    (m,) = wire.iter_nlmsgs(raw)
-    assert wire.pack_nlmsg(m.type, m.flags, m.seq, m.payload, m.pid) == raw
+    (m,) = nlmsg.iter_nlmsgs(raw)
+    assert nlmsg.pack_nlmsg(m.type, m.flags, m.seq, m.payload, m.pid) == raw
 
 
 def test_rtnl_links_addresses_and_route_lookup() -> None:
-    from mptcpkit.netlink import rtnl
+    from mptcpkit.netlink import rtnetlink as rt
 
-    links = [rtnl.decode_message(m) for m in msgs("rtnl_links")]
-    assert {(lk.name, lk.type) for lk in links if isinstance(lk, rtnl.LinkMsg)} >= {("lo", 772), ("a0", 1)}
-    addrs = [rtnl.decode_message(m) for m in msgs("rtnl_addrs")]
-    by_addr = {str(a.addr): a for a in addrs if isinstance(a, rtnl.AddrMsg)}
+    def facts(name: str) -> list[object]:
+        return [c.fact for m in msgs(name) if (c := rt.decode_message(m)) is not None]
+
+    links = [f for f in facts("rtnl_links") if isinstance(f, rt.Interface)]
+    assert {(lk.name, lk.type) for lk in links} >= {("lo", 772), ("a0", 1)}
+    assert next(lk for lk in links if lk.name == "lo").loopback
+    by_addr = {str(a.addr): a for a in facts("rtnl_addrs") if isinstance(a, rt.LocalAddress)}
     assert by_addr["127.0.0.1"].scope == 254 and by_addr["10.9.0.1"].prefixlen == 24
     assert by_addr["2001:db8:9::1"].scope == 0
     assert any(a.startswith("fe80") and by_addr[a].scope == 253 for a in by_addr)
-    (route,) = [rtnl.decode_message(m) for m in msgs("rtnl_route")]
-    assert isinstance(route, rtnl.RouteMsg) and route.dst is None and route.dst_len == 0
-    assert route.oif == by_addr["10.9.0.1"].index  # the default route leaves through a0
+    (route,) = facts("rtnl_route")
+    assert isinstance(route, rt.Route) and route.dst is None and route.dst_len == 0
+    assert route.oif == by_addr["10.9.0.1"].ifindex  # the default route leaves through a0

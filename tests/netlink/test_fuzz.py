@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mptcpkit.netlink import genl_ctrl, rtnl, wire
+from mptcpkit.netlink import genl_ctrl, nlmsg, rtnetlink, sock_diag
 from mptcpkit.netlink import mptcp_pm as pm
 from mptcpkit.netlink.errors import DecodeError
 
@@ -20,11 +20,13 @@ SEEDS = [
 
 
 def decode_all(data: bytes) -> None:
-    for m in wire.iter_nlmsgs(data):
+    for m in nlmsg.iter_nlmsgs(data):
         with contextlib.suppress(DecodeError):
-            rtnl.decode_message(m)
-        if m.type == wire.NLMSG_ERROR:
-            wire.parse_error(m)
+            rtnetlink.decode_message(m)
+        with contextlib.suppress(DecodeError):
+            sock_diag.decode_connection(m.payload)
+        if m.type == nlmsg.NLMSG_ERROR:
+            nlmsg.parse_error(m)
             continue
         for fn in (pm.decode_event, pm.decode_endpoint, pm.decode_limits, genl_ctrl.decode_family):
             with contextlib.suppress(DecodeError):
@@ -57,5 +59,5 @@ def test_mutated_kernel_messages_only_raise_decode_error(seed: bytes, data: st.D
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 0x3FFF), st.binary(max_size=40)), max_size=8))
 def test_attr_roundtrip(attrs: list[tuple[int, bytes]]) -> None:
-    raw = b"".join(wire.pack_attr(t, v) for t, v in attrs)
-    assert wire.parse_attrs(raw) == attrs
+    raw = b"".join(nlmsg.pack_attr(t, v) for t, v in attrs)
+    assert nlmsg.parse_attrs(raw) == attrs

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from mptcpkit.netlink import Endpoint, Limits, MptcpPmClient
+from mptcpkit.mptcp_socket import IPPROTO_MPTCP
+from mptcpkit.netlink import KernelEndpoint, Limits, MptcpPmClient
+from mptcpkit.netlink.socket import run_in_netns
 
 MPTCPD = Path("/usr/libexec/mptcpd")
 MPTCPD_PLUGINS = Path("/usr/lib/x86_64-linux-gnu/mptcpd")
@@ -33,7 +38,7 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condit
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def endpoints(ns: str) -> list[Endpoint]:
+def endpoints(ns: str) -> list[KernelEndpoint]:
     with MptcpPmClient(netns=ns) as pm:
         return pm.dump_endpoints()
 
@@ -44,7 +49,7 @@ def limits(ns: str) -> Limits:
 
 
 def table(ns: str) -> set[tuple[str, int, tuple[str, ...]]]:
-    """Endpoint table as (address, id, flags) for comparisons."""
+    """KernelEndpoint table as (address, id, flags) for comparisons."""
     return {(str(e.addr), e.id, tuple(e.flags.names())) for e in endpoints(ns)}
 
 
@@ -188,3 +193,46 @@ def run_mptcpd(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+@contextlib.contextmanager
+def mptcp_listener(ns: str, host: str, port: int) -> Iterator[list[socket.socket]]:
+    """An MPTCP server in `ns` that accepts every connection and holds it open until the block ends."""
+    ready, stop = threading.Event(), threading.Event()
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(64)
+        s.settimeout(0.2)
+        ready.set()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(s.accept()[0])
+        for c in accepted:
+            c.close()
+        s.close()
+
+    t = threading.Thread(target=run_in_netns, args=(ns, serve), daemon=True)
+    t.start()
+    assert ready.wait(5)
+    try:
+        yield accepted
+    finally:
+        stop.set()
+        t.join(5)
+
+
+def mptcp_connect(ns: str, host: str, port: int, data: bytes = b"") -> socket.socket:
+    """An MPTCP client socket connected from inside `ns`."""
+
+    def connect() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        s.connect((host, port))
+        if data:
+            s.send(data)
+        return s
+
+    return run_in_netns(ns, connect)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
+from mptcpkit.netlink.rtnetlink import IFF_LOOPBACK, IFF_RUNNING, IFF_UP, Interface, LocalAddress
 from mptcpkit.pm import netmon
 from mptcpkit.pm.config import NotifyFlags
-from mptcpkit.pm.netmon import IFF_LOOPBACK, IFF_RUNNING, IFF_UP, Interface, LocalAddress, NetworkMonitor
+from mptcpkit.pm.netmon import NetworkMonitor
 
 UP = IFF_UP | IFF_RUNNING
 
@@ -69,3 +70,23 @@ def test_resync_after_lost_notifications() -> None:
     m.load_initial([Interface(2, "eth0", UP)], [addr(2, "10.0.0.1")])
     acts = m.resync([Interface(2, "eth0", UP)], [addr(2, "10.0.0.2")])
     assert gone_addrs(acts) == ["10.0.0.1"] and new_addrs(acts) == ["10.0.0.2"]
+
+
+def test_loopback_monitoring_as_mptcpd_nm_monitor_loopback() -> None:
+    m = NetworkMonitor(NotifyFlags.EXISTING)
+    m.load_initial([Interface(1, "lo", UP | IFF_LOOPBACK)], [addr(1, "127.0.0.1", 254)])
+    assert m.reported_addresses() == []
+    acts = m.set_monitor_loopback(True)
+    assert new_addrs(acts) == ["127.0.0.1"]
+    assert gone_addrs(m.set_monitor_loopback(False)) == ["127.0.0.1"]
+
+
+def test_interface_globs_keep_virtual_links_out() -> None:
+    m = NetworkMonitor(NotifyFlags.EXISTING, deny=("docker*", "veth*"))
+    links = [Interface(2, "eth0", UP), Interface(3, "docker0", UP), Interface(4, "veth1a", UP)]
+    acts = m.load_initial(links, [addr(2, "10.0.0.1"), addr(3, "172.17.0.1"), addr(4, "10.7.0.1")])
+    assert new_addrs(acts) == ["10.0.0.1"]
+    only = NetworkMonitor(NotifyFlags.EXISTING, allow=("wlan*",))
+    assert new_addrs(only.load_initial([*links, Interface(5, "wlan0", UP)], [addr(5, "10.5.0.1")])) == [
+        "10.5.0.1"
+    ]

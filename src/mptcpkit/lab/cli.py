@@ -299,6 +299,19 @@ def run_cmd(
         help="Modules directory for --kernel (default: found next to the image or in /lib/modules/RELEASE).",
     ),
     list_only: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Record CPU profiles (perf, system-wide) of each repetition; docs/profiling.md.",
+    ),
+    profile_freq: int = typer.Option(
+        None, "--profile-freq", help="Samples per second per CPU (default 499)."
+    ),
+    profile_symbols: str = typer.Option(
+        None,
+        "--profile-symbols",
+        help="vmlinux or System.map of the kernel under test (default: /proc/kallsyms).",
+    ),
 ) -> None:
     """Run the scenario suite (default: all scenarios), compare each with its analytic expectation, store it.
 
@@ -307,7 +320,10 @@ def run_cmd(
     from mptcpkit.lab.scenarios import cli as scenario_cli
 
     _check_emulation_mode(emulation)
+    from mptcpkit.lab.profiling.cli import run_options
+
     selection = scenario_cli.select(scenario, suite)
+    profile_options = run_options(profile, profile_freq, profile_symbols)
     if list_only:
         scenario_cli.print_list(selection.specs)
         return
@@ -336,6 +352,9 @@ def run_cmd(
         guest_args += ["--until-ci", str(until_ci)] if until_ci is not None else []
         guest_args += ["--seed", str(seed)] if seed is not None else []
         guest_args += [] if self_check else ["--no-self-check"]
+        guest_args += ["--profile"] if profile else []
+        guest_args += ["--profile-freq", str(profile_freq)] if profile_freq else []
+        guest_args += ["--profile-symbols", profile_symbols] if profile_symbols else []
         raise typer.Exit(run_on_kernel(kernel, modules, guest_args, label=label, db=db, json_path=json_path))
     elif modules:
         raise UsageError("--modules goes with --kernel")
@@ -356,6 +375,7 @@ def run_cmd(
         max_reps=max_reps,
         seed=seed,
         self_check=self_check,
+        profile=profile_options,
     )
     raise typer.Exit(0 if report.passed else 1)
 
@@ -468,6 +488,11 @@ def compare_cmd(
         "it a regression (a regression must show in both).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Also show where the CPU time went (differential profile of each regression).",
+    ),
 ) -> None:
     """Per scenario and metric: change with confidence interval, rank test, verdict. Exit 1 on a regression."""
     from mptcpkit.lab.analysis import compare_runs
@@ -492,7 +517,14 @@ def compare_cmd(
         if as_json:
             # --confirm may downgrade a regression: the verdict printed is the confirmed one.
             rows_json = [r.to_json() | {"verdict": v} for r, v in zip(rows, verdicts, strict=True)]
-            print(json.dumps(rows_json, indent=2))
+            if profile:
+                from mptcpkit.lab.profiling.cli import diffs_json
+                from mptcpkit.lab.profiling.views import compare_profiles
+
+                diffs, note = compare_profiles(store, base_run.run_id, new_run.run_id, rows)
+                print(json.dumps({"comparisons": rows_json, "profiles": diffs_json(diffs, note)}, indent=2))
+            else:
+                print(json.dumps(rows_json, indent=2))
         else:
             err.print(
                 f"base {base_run.run_id} ({base_run.label or '-'}, "
@@ -527,6 +559,11 @@ def compare_cmd(
                     f"[{colors[v]}]{v}[/]",
                 )
             out.print(table)
+            if profile:
+                from mptcpkit.lab.profiling.cli import print_diffs
+                from mptcpkit.lab.profiling.views import compare_profiles
+
+                print_diffs(*compare_profiles(store, base_run.run_id, new_run.run_id, rows), out, err)
         if "regression" in verdicts:
             raise typer.Exit(1)
 
@@ -722,9 +759,11 @@ def console_cmd(lab_id: str = typer.Argument(..., metavar="LAB"), host: str = ty
     raise typer.Exit(vm_lab_console(lab_id, host))
 
 
+from mptcpkit.lab.profiling.cli import app as _profile_app  # noqa: E402
 from mptcpkit.lab.scenarios.cli import app as _scenario_app  # noqa: E402
 
 app.add_typer(_scenario_app, name="scenario")
+app.add_typer(_profile_app, name="profile")
 
 __all__ = ["Path", "app"]
 

@@ -167,12 +167,20 @@ def remove(lab_id: str) -> None:
 
 
 def all_records() -> list[LabRecord]:
-    """Every recorded lab, oldest first."""
+    """Every recorded lab, oldest first; also a lab whose only trace is a half-written temporary record."""
     if not STATE_DIR.is_dir():
         return []
     records = []
+    seen = set()
     for path in STATE_DIR.glob("*.json"):
         record = load(path.stem)
         if record is not None:
             records.append(record)
+            seen.add(record.lab_id)
+    for path in STATE_DIR.glob(".*.json.tmp"):
+        lab_id = path.name[1:].removesuffix(".json.tmp")
+        if LAB_ID_RE.fullmatch(lab_id) and lab_id not in seen:
+            records.append(
+                LabRecord(lab_id=lab_id, backend="netns", topology="?", state="orphan", created_at=0.0)
+            )
     return sorted(records, key=lambda r: r.created_at)

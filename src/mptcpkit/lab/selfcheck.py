@@ -1,16 +1,17 @@
 """Emulation self-check: measure what each link really delivers and compare with what the topology asked for.
 
 Other lab tools trust their shaping; this one checks it, because a rate or delay that silently differs from the
-configuration makes every later "regression" meaningless. For each link: RTT with ping (vs the sum of both
-directions' delays), rate with a short TCP transfer per shaped direction (steady state only, converted from
-goodput to the link-layer rate the shaper enforces), and loss with many pings where loss is set.
+configuration makes every later "regression" meaningless. Every measurement uses the lab's one probe
+(``mptcpkit.lab.probe``): per link, the RTT with kernel-timestamped ICMP echo (vs the sum of both directions'
+delays), the loss with many echoes where loss is set, and per shaped direction the rate with a paced UDP
+stream sent above the link rate: the bottleneck queue fills at once and what arrives is the link rate,
+which TCP dynamics (slow start through a large BDP, loss recovery) cannot mask.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,9 +23,12 @@ from mptcpkit.lab.model import Link
 
 RTT_TOLERANCE = 0.05
 RATE_TOLERANCE = 0.03
-ETHERNET_HEADER = 14
-_PING_TIME = re.compile(r"time=([\d.]+) ms")
-_PING_LOSS = re.compile(r"(\d+) packets transmitted, (\d+) received")
+RATE_OVERDRIVE = 1.2  # the rate probe sends this much above the link rate, so the queue stays full
+RATE_WARMUP_S = 0.3
+PREFILL_S = 0.05
+IP_UDP_HEADER = 28
+MAX_BURST = 44
+PROBE_MODULE = ["-m", "mptcpkit.lab.probe"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +63,26 @@ def _first_address(link: Link, host: str, version: int) -> str | None:
 
 
 def _ping_argv(link: Link, count: int, interval: float) -> list[str] | None:
+    """Probe arguments for ICMP echo from link end a to end b (IPv4), or None without addresses."""
     src, dst = _first_address(link, link.a.host, 4), _first_address(link, link.b.host, 4)
     if src is None or dst is None:
         return None
-    return ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "3", "-I", src, dst]
+    return [*PROBE_MODULE, "ping", dst, "--count", str(count), "--interval", str(interval), "--bind", src]
+
+
+def _probe_json(output: str) -> dict[str, Any]:
+    """The last JSON line a probe printed, or {"error": ...}."""
+    try:
+        data = json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"no result from the probe: {output.strip()[-200:]!r}"}
+    return data if isinstance(data, dict) else {"error": f"unexpected probe output {data!r}"}
 
 
 def rtt_check(link: Link, ping_output: str) -> Check:
-    """Judge the round-trip time over `link` from ping's output."""
+    """Judge the round-trip time over `link` from the probe's ICMP echo result."""
     configured_ms = 1000 * (link.a_to_b.delay_s + link.b_to_a.delay_s)
-    samples = [float(m) for m in _PING_TIME.findall(ping_output)]
+    samples = [1000 * float(r) for r in _probe_json(ping_output).get("rtt_s", [])]
     if not samples:
         return Check(
             link.name,
@@ -93,12 +107,13 @@ def rtt_check(link: Link, ping_output: str) -> Check:
 
 
 def loss_check(link: Link, ping_output: str) -> Check:
-    """Judge the round-trip loss over `link` from ping's summary line."""
+    """Judge the round-trip loss over `link` from the probe's ICMP echo counts."""
     expected = 1 - (1 - link.a_to_b.loss) * (1 - link.b_to_a.loss)
-    match = _PING_LOSS.search(ping_output)
-    if not match:
-        return Check(link.name, "both", "loss", "%", 100 * expected, math.nan, 0.0, False, "no ping summary")
-    sent, received = int(match.group(1)), int(match.group(2))
+    data = _probe_json(ping_output)
+    if not data.get("sent"):
+        note = str(data.get("error", "no probe result"))
+        return Check(link.name, "both", "loss", "%", 100 * expected, math.nan, 0.0, False, note)
+    sent, received = int(data["sent"]), int(data["received"])
     measured = 1 - received / sent
     # Binomial 99 % band around the configured loss: a fixed relative tolerance is meaningless at a few %.
     band = 2.576 * math.sqrt(max(expected * (1 - expected), 1e-9) / sent) + 0.5 / sent
@@ -117,93 +132,94 @@ def loss_check(link: Link, ping_output: str) -> Check:
 
 
 def rate_check(link: Link, forward: bool, sink_output: str) -> Check:
-    """Judge the link-layer rate of one direction from the probe sink's per-interval byte counts."""
+    """Judge the link-layer rate of one direction from the rate probe sink's result."""
     direction = link.a_to_b if forward else link.b_to_a
     configured = float(direction.rate_bps or 0)
     name = "a->b" if forward else "b->a"
-    try:
-        data = json.loads(sink_output.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        data = {"error": f"no result from the rate probe: {sink_output.strip()[-200:]!r}"}
-    if "error" in data:
+    data = _probe_json(sink_output)
+    if "rate_bps" not in data:
+        note = str(data.get("error", "no rate in the probe result"))
         return Check(
-            link.name,
-            name,
-            "rate",
-            "Mbit/s",
-            configured / 1e6,
-            math.nan,
-            RATE_TOLERANCE,
-            False,
-            str(data["error"]),
+            link.name, name, "rate", "Mbit/s", configured / 1e6, math.nan, RATE_TOLERANCE, False, note
         )
-    counts, interval, mss = data["bytes"], data["interval"], data["mss"]
-    skip = max(2, round(0.6 / interval))  # leave slow start out
-    steady = counts[skip:-1] or counts
-    goodput = 8 * statistics.fmean(steady) / interval
-    header = link.mtu - mss + ETHERNET_HEADER
-    measured = goodput * (mss + header) / mss
+    measured = float(data["rate_bps"])
+    bins = [float(b) for b in data.get("bins_bps", [])]
+    spread = f", {data['bin_s']:g} s bins {min(bins) / 1e6:.1f}..{max(bins) / 1e6:.1f}" if bins else ""
     ok = abs(measured - configured) <= RATE_TOLERANCE * configured
+    note = f"paced UDP at {RATE_OVERDRIVE:g}x, {data.get('datagrams', 0)} datagrams{spread}"
     return Check(
-        link.name,
-        name,
-        "rate",
-        "Mbit/s",
-        configured / 1e6,
-        measured / 1e6,
-        RATE_TOLERANCE,
-        ok,
-        f"goodput {goodput / 1e6:.2f} Mbit/s, MSS {mss}",
+        link.name, name, "rate", "Mbit/s", configured / 1e6, measured / 1e6, RATE_TOLERANCE, ok, note
     )
 
 
-def _start_rate_probe(lab: Lab, link: Link, forward: bool, duration: float, port: int) -> HostProcess | None:
-    """Start the sink (returned) and the source of one direction's rate probe."""
+def _start_rate_probe(lab: Lab, link: Link, forward: bool, window: float, port: int) -> HostProcess | None:
+    """Start the sink (returned) and the paced source of one direction's rate probe."""
     direction = link.a_to_b if forward else link.b_to_a
     sender, receiver = (link.a, link.b) if forward else (link.b, link.a)
     src, dst = _first_address(link, sender.host, 4), _first_address(link, receiver.host, 4)
     if not direction.rate_bps or src is None or dst is None:
         return None
-    probe = ["-m", "mptcpkit.lab.probe"]
     sink_host, source_host = lab.host(receiver.host), lab.host(sender.host)
+    # Wait for the first datagram long enough for the delay and a full queue (plus process start).
+    first_s = 10 + direction.delay_s + direction.jitter_s
     sink = sink_host.spawn(
         [
             *sink_host.python_argv(),
-            *probe,
+            *PROBE_MODULE,
             "sink",
             "--bind",
             dst,
             "--port",
             str(port),
-            "--duration",
-            str(duration),
+            "--window",
+            str(window),
+            "--warmup",
+            str(RATE_WARMUP_S),
+            "--timeout",
+            f"{first_s:g}",
         ]
     )
     ready = sink.readline(timeout=15)
     if not ready or "ready" not in ready:
         raise LabError(f"self-check: rate probe did not start for {link.name}: {sink.wait(5).stderr}")
+    # Bursts of at most half the queue: a burst larger than the queue would leave the link idle.
+    burst = max(1, min(MAX_BURST, direction.queue_packets // 2))
+    # Start with the queue full (at most PREFILL_S of it, which the link drains after the probe): a full
+    # queue keeps the link busy while a sender is descheduled on a busy machine.
+    frames = direction.rate_bps * PREFILL_S / 8 / (link.mtu + 14)
+    prefill = min(direction.queue_packets, math.ceil(frames))
     source_host.spawn(
         [
             *source_host.python_argv(),
-            *probe,
+            *PROBE_MODULE,
             "source",
-            "--connect",
             dst,
             "--port",
             str(port),
-            "--duration",
-            str(duration),
             "--bind",
             src,
+            "--rate",
+            f"{direction.rate_bps * RATE_OVERDRIVE:.0f}",
+            "--size",
+            str(link.mtu - IP_UDP_HEADER),
+            "--burst",
+            str(burst),
+            "--prefill",
+            str(prefill),
+            "--duration",
+            f"{window + RATE_WARMUP_S + 0.5:g}",
         ]
     )
     return sink
 
 
 def self_check(
-    lab: Lab, *, rate_duration: float = 2.0, progress: Callable[[str], None] | None = None
+    lab: Lab, *, rate_duration: float = 1.0, progress: Callable[[str], None] | None = None
 ) -> list[Check]:
-    """Measure every link of `lab` at once (links are independent); one Check per measured quantity."""
+    """Measure every link of `lab` at once (links are independent); one Check per measured quantity.
+
+    ``rate_duration`` is the rate probe's measuring window per direction (after a short warm-up).
+    """
     say = progress or (lambda message: None)
     links = lab.topology.links
     say(f"self-check: RTT and loss of {len(links)} link(s)")
@@ -214,17 +230,18 @@ def self_check(
             if argv is None:
                 continue
             host = lab.host(link.a.host)
-            host.run([*argv[:2], "-c", "1", *argv[-4:]], check=False, timeout=10)  # ARP warm-up
-            probes.append(("rtt", link, True, host.spawn(argv)))
+            warm = [*host.python_argv(), *argv[:4], "--count", "1", "--wait", "3", *argv[-2:]]
+            host.run(warm, check=False, timeout=15)  # neighbour discovery before timing anything
+            probes.append(("rtt", link, True, host.spawn([*host.python_argv(), *argv])))
             if link.a_to_b.loss or link.b_to_a.loss:
-                probes.append(("loss", link, True, host.spawn(_ping_argv(link, 400, 0.005) or argv)))
-        # Pings first and alone: a rate probe fills the queues and would add its queueing delay to the RTT.
+                lossy = _ping_argv(link, 400, 0.005) or argv
+                probes.append(("loss", link, True, host.spawn([*host.python_argv(), *lossy])))
+        # Echoes first and alone: a rate probe fills the queues and would add its queueing delay to the RTT.
         checks = []
         for kind, link, _forward, proc in probes:
             output = proc.wait(timeout=60).stdout
             checks.append(rtt_check(link, output) if kind == "rtt" else loss_check(link, output))
-        # Rates: every link at once, but one direction at a time: a saturated reverse direction queues the
-        # probe's ACKs behind its data and would make the forward probe ACK-limited, not link-limited.
+        # Rates: every link at once, one direction at a time (each link's emulator then carries one stream).
         for forward in (True, False):
             batch = []
             for index, link in enumerate(links):

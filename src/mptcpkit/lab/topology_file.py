@@ -13,6 +13,7 @@ import ipaddress
 import os
 import stat
 import tomllib
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
@@ -34,7 +35,7 @@ from mptcpkit.lab.model import (
 )
 from mptcpkit.lab.model_checks import MAX_HOSTS, MAX_LINKS
 from mptcpkit.lab.toml_lines import index_lines, line_of
-from mptcpkit.lab.units import parse_duration, parse_fraction, parse_rate
+from mptcpkit.lab.units import Bdp, parse_duration, parse_fraction, parse_queue, parse_rate
 
 FieldPath = tuple[str | int, ...]
 
@@ -320,9 +321,24 @@ def _direction(r: _Reader, base: Direction) -> Direction:
         delay_s=r.parse("delay", parse_duration, base.delay_s),
         jitter_s=r.parse("jitter", parse_duration, base.jitter_s),
         loss=r.parse("loss", parse_fraction, base.loss),
-        queue_packets=r.get("queue", int, base.queue_packets),
+        queue_packets=_packets_or(r.parse("queue", parse_queue), base.queue_packets),
         reorder=r.parse("reorder", parse_fraction, base.reorder),
     )
+
+
+def _packets_or(queue: int | Bdp | None, default: int) -> int:
+    return queue if isinstance(queue, int) else default  # a Bdp is resolved by _bdp_queue
+
+
+def _bdp_queue(direction: Direction, own: _Reader, link: _Reader, rtt_s: float, mtu: int) -> Direction:
+    """Turn a queue given in BDP units (in this direction's table or the link's) into packets."""
+    reader = own if "queue" in own.data else link
+    queue = reader.parse("queue", parse_queue)
+    if not isinstance(queue, Bdp):
+        return direction
+    if direction.rate_bps is None:
+        raise ModelError(reader.at("queue"), "a queue in BDP units needs a rate on this link direction")
+    return replace(direction, queue_packets=queue.packets(direction.rate_bps, rtt_s, mtu + 14))
 
 
 def _link(index: int, data: Any, next_ifindex: dict[str, int]) -> Link:
@@ -354,8 +370,11 @@ def _link(index: int, data: Any, next_ifindex: dict[str, int]) -> Link:
                 ) from None
         ends.append(LinkEnd(host=host, ifname=ifname, addresses=tuple(addresses)))
     both = _direction(r, Direction())
-    a_to_b = _direction(_Reader(r.get("a_to_b", dict) or {}, r.at("a_to_b"), _SHAPE_KEYS), both)
-    b_to_a = _direction(_Reader(r.get("b_to_a", dict) or {}, r.at("b_to_a"), _SHAPE_KEYS), both)
+    ab = _Reader(r.get("a_to_b", dict) or {}, r.at("a_to_b"), _SHAPE_KEYS)
+    ba = _Reader(r.get("b_to_a", dict) or {}, r.at("b_to_a"), _SHAPE_KEYS)
+    a_to_b, b_to_a = _direction(ab, both), _direction(ba, both)
+    rtt_s, mtu = a_to_b.delay_s + b_to_a.delay_s, r.get("mtu", int, 1500)
+    a_to_b, b_to_a = _bdp_queue(a_to_b, ab, r, rtt_s, mtu), _bdp_queue(b_to_a, ba, r, rtt_s, mtu)
     return Link(
         name=r.get("name", str) or f"link{index}",
         a=ends[0],

@@ -1,4 +1,4 @@
-"""Parsing of human units in topology files: rates, durations, fractions, sizes.
+"""Parsing of human units in topology files: rates, durations, fractions, sizes, queue lengths.
 
 Pure functions; each raises ValueError with a message that says what a valid value looks like.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 _RATE_UNITS = {
@@ -86,6 +87,31 @@ def parse_fraction(value: object) -> float:
     if not 0 <= fraction <= 1:
         raise ValueError(f"must be between 0% and 100%, got {value!r}")
     return fraction
+
+
+@dataclass(frozen=True, slots=True)
+class Bdp:
+    """A queue length in bandwidth-delay products of its link: rate x round-trip delay, in full frames."""
+
+    multiple: float
+
+    def packets(self, rate_bps: int, rtt_s: float, frame_bytes: int) -> int:
+        """Full-size frames (MTU + Ethernet header) in ``multiple`` BDPs; at least one."""
+        return max(1, math.ceil(self.multiple * rate_bps * rtt_s / 8 / frame_bytes))
+
+
+def parse_queue(value: object) -> int | Bdp:
+    """A bottleneck queue: a number of packets (1000), or bandwidth-delay products ('1bdp', '0.5 bdp')."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a number of packets or e.g. '1bdp', got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"queue must hold at least 1 packet, got {value}")
+        return value
+    match = re.fullmatch(_NUMBER + r"\s*bdp", value.strip().lower())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"cannot read {value!r} as a queue length (use packets, e.g. 1000, or e.g. '1bdp')")
+    return Bdp(float(match.group(1)))
 
 
 def format_rate(bps: float) -> str:

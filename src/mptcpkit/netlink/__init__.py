@@ -7,16 +7,12 @@ with MptcpPmClient(netns="lab-a") as pm:
 
 from mptcpkit.netlink.client import EventsLost, MptcpPmClient
 from mptcpkit.netlink.errors import DecodeError, FamilyNotFound, KernelError, NetlinkError
-from mptcpkit.netlink.mptcp_pm import (
+from mptcpkit.netlink.mptcp_events import (
     AddressAnnounced,
     AddressRemoved,
     ConnectionClosed,
     ConnectionCreated,
     ConnectionEstablished,
-    Endpoint,
-    EndpointFlags,
-    EventType,
-    Limits,
     ListenerClosed,
     ListenerCreated,
     MptcpEvent,
@@ -24,6 +20,12 @@ from mptcpkit.netlink.mptcp_pm import (
     SubflowEstablished,
     SubflowPriority,
     UnknownEvent,
+)
+from mptcpkit.netlink.mptcp_pm import (
+    EndpointFlags,
+    EventType,
+    KernelEndpoint,
+    Limits,
 )
 
 __all__ = [
@@ -33,11 +35,11 @@ __all__ = [
     "ConnectionCreated",
     "ConnectionEstablished",
     "DecodeError",
-    "Endpoint",
     "EndpointFlags",
     "EventType",
     "EventsLost",
     "FamilyNotFound",
+    "KernelEndpoint",
     "KernelError",
     "Limits",
     "ListenerClosed",

@@ -11,25 +11,26 @@ The codec lives in `mptcp_pm`, the socket in `socket`; this module only sends, r
 
 from __future__ import annotations
 
-import asyncio
 import errno as _errno
 import itertools
 import select
+import socket
 import time
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from types import TracebackType
 
 from mptcpkit.errors import EnvironmentProblem, UsageError
-from mptcpkit.netlink import genl_ctrl, wire
+from mptcpkit.netlink import genl_ctrl, nlmsg
 from mptcpkit.netlink import mptcp_pm as pm
-from mptcpkit.netlink.errors import FamilyNotFound, KernelError, NetlinkError
-from mptcpkit.netlink.mptcp_pm import Endpoint, EndpointFlags, IPAddress, Limits, MptcpEvent, parse_ip
-from mptcpkit.netlink.session import PendingRequest
+from mptcpkit.netlink.errors import DecodeError, FamilyNotFound, KernelError, NetlinkError
+from mptcpkit.netlink.mptcp_events import MptcpEvent, decode_event
+from mptcpkit.netlink.mptcp_pm import EndpointFlags, IPAddress, KernelEndpoint, Limits, parse_ip
+from mptcpkit.netlink.session import Overrun, pending_datagrams, transact
 from mptcpkit.netlink.socket import NETLINK_GENERIC, add_membership, open_netlink
 from mptcpkit.netlink.socket import ifindex as nl_ifindex
 
 FlagsSpec = str | Iterable[str] | int | EndpointFlags
-_BUF = 1 << 20
+_BUF = 1 << 16  # netlink messages are at most 32 KiB; a 1 MiB recv() costs an mmap per call
 
 
 class EventsLost(NetlinkError):
@@ -65,25 +66,19 @@ class GenlSocket:
 
     def _transact(self, msg_type: int, payload: bytes, what: str, *, dump: bool = False) -> list[bytes]:
         seq = next(self._seq) & 0xFFFFFFFF
-        flags = wire.NLM_F_REQUEST | wire.NLM_F_ACK | (wire.NLM_F_DUMP if dump else 0)
         try:
-            self.sock.send(wire.pack_nlmsg(msg_type, flags, seq, payload))
+            replies = transact(self.sock, msg_type, payload, seq, what, dump=dump)
         except PermissionError:
             raise EnvironmentProblem(
                 f"{what}: permission denied", hint="needs CAP_NET_ADMIN (run as root)"
             ) from None
-        pending = PendingRequest(seq=seq, dump=dump, what=what)
-        while not pending.done:
-            data = self.sock.recv(_BUF)
-            for msg in wire.iter_nlmsgs(data):
-                pending.feed(msg)
-        if pending.error is not None:
-            if pending.error.errno == _errno.EPERM:
+        except KernelError as exc:
+            if exc.errno == _errno.EPERM:
                 raise EnvironmentProblem(
                     f"{what}: operation not permitted", hint="needs CAP_NET_ADMIN (run as root)"
                 ) from None
-            raise pending.error
-        return pending.replies
+            raise
+        return [m.payload for m in replies]
 
     def request(self, payload: bytes, what: str, *, dump: bool = False) -> list[bytes]:
         return self._transact(self.family.id, payload, what, dump=dump)
@@ -108,6 +103,7 @@ class MptcpPmClient:
         self.netns = netns
         self._cmd = GenlSocket(pm.FAMILY_NAME, netns)
         self._ev: GenlSocket | None = None
+        self.decode_errors = 0
 
     # -- lifecycle
     def __enter__(self) -> MptcpPmClient:
@@ -133,7 +129,7 @@ class MptcpPmClient:
         ifindex: int | None = None,
         dev: str | None = None,
         port: int | None = None,
-    ) -> Endpoint:
+    ) -> KernelEndpoint:
         """Add an endpoint and return it as the kernel stored it (with the id the kernel chose)."""
         ip = parse_ip(addr)
         if dev is not None:
@@ -142,8 +138,10 @@ class MptcpPmClient:
         self._cmd.request(
             pm.req_add_addr(ip, id=id, flags=f, ifindex=ifindex, port=port), f"add endpoint {ip}"
         )
+        if id is not None:  # the kernel stored what we sent: no need for a dump round trip
+            return KernelEndpoint(id, ip, EndpointFlags(f), port or 0, ifindex or 0)
         for ep in self.dump_endpoints():
-            if ep.addr == ip and (id is None or ep.id == id) and (port is None or ep.port == port):
+            if ep.addr == ip and (port is None or ep.port == port):
                 return ep
         raise NetlinkError(f"endpoint {ip} added but not found in the dump")
 
@@ -152,11 +150,11 @@ class MptcpPmClient:
         ip = parse_ip(addr) if addr is not None else None
         self._cmd.request(pm.req_del_addr(id, ip), f"delete endpoint {id}")
 
-    def get_endpoint(self, id: int, token: int | None = None) -> Endpoint:
+    def get_endpoint(self, id: int, token: int | None = None) -> KernelEndpoint:
         (reply,) = self._cmd.request(pm.req_get_addr(id, token), f"get endpoint {id}")
         return pm.decode_endpoint(reply)
 
-    def dump_endpoints(self, token: int | None = None) -> list[Endpoint]:
+    def dump_endpoints(self, token: int | None = None) -> list[KernelEndpoint]:
         replies = self._cmd.request(pm.req_get_addr(None, token), "dump endpoints", dump=True)
         return [pm.decode_endpoint(r) for r in replies]
 
@@ -250,10 +248,13 @@ class MptcpPmClient:
         )
 
     # -- events
-    def subscribe(self) -> GenlSocket:
-        """Open (once) the event socket joined to `mptcp_pm_events`; its fileno() suits select/asyncio."""
+    def subscribe(self, rcvbuf: int | None = None) -> GenlSocket:
+        """Open (once) the event socket joined to `mptcp_pm_events`; its fileno() suits select/asyncio.
+        `rcvbuf` shrinks the receive buffer (tests use it to provoke an overrun)."""
         if self._ev is None:
             self._ev = GenlSocket(pm.FAMILY_NAME, self.netns)
+            if rcvbuf is not None:
+                self._ev.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             self._ev.join(pm.GROUP_EVENTS)
             self._ev.sock.setblocking(False)
         return self._ev
@@ -262,18 +263,18 @@ class MptcpPmClient:
         """Decode every event queued now, without blocking; raises EventsLost on overflow."""
         ev = self.subscribe()
         out: list[MptcpEvent] = []
-        while True:
+        try:
+            datagrams = pending_datagrams(ev.sock)
+        except Overrun:
+            raise EventsLost("mptcp_pm events lost: socket receive buffer overflowed") from None
+        for data in datagrams:
             try:
-                data = ev.sock.recv(_BUF)
-            except BlockingIOError:
-                return out
-            except OSError as exc:
-                if exc.errno == _errno.ENOBUFS:
-                    raise EventsLost("mptcp_pm events lost: socket receive buffer overflowed") from None
-                raise
-            for msg in wire.iter_nlmsgs(data):
-                if msg.type == ev.family.id:
-                    out.append(pm.decode_event(msg.payload))
+                for msg in nlmsg.iter_nlmsgs(data):
+                    if msg.type == ev.family.id:
+                        out.append(decode_event(msg.payload))
+            except DecodeError:
+                self.decode_errors += 1  # a malformed datagram is skipped; the others still count
+        return out
 
     def events(self, timeout: float | None = None) -> Iterator[MptcpEvent]:
         """Yield events as they arrive; stop after `timeout` seconds in total (None = forever)."""
@@ -289,6 +290,8 @@ class MptcpPmClient:
 
     async def aevents(self) -> AsyncGenerator[MptcpEvent, None]:
         """Async iterator over events for asyncio programs (the socket is watched with loop.add_reader)."""
+        import asyncio  # only here: importing asyncio costs a daemon that never uses it ~10 MB (ssl)
+
         ev = self.subscribe()
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mptcpkit.netlink import wire
+from mptcpkit.netlink import nlmsg
 from mptcpkit.netlink.errors import DecodeError
 
 GENL_ID_CTRL = 0x10
@@ -30,24 +30,24 @@ class FamilyInfo:
 
 def encode_getfamily(name: str) -> bytes:
     """genl payload of CTRL_CMD_GETFAMILY for `name` (send it to GENL_ID_CTRL)."""
-    return wire.pack_genl(CTRL_CMD_GETFAMILY, 1, wire.pack_attr(CTRL_ATTR_FAMILY_NAME, wire.string(name)))
+    return nlmsg.pack_genl(CTRL_CMD_GETFAMILY, 1, nlmsg.pack_attr(CTRL_ATTR_FAMILY_NAME, nlmsg.string(name)))
 
 
 def decode_family(payload: bytes) -> FamilyInfo:
     """Decode CTRL_CMD_NEWFAMILY (the reply to GETFAMILY)."""
-    genl = wire.unpack_genl(payload)
-    attrs = wire.attr_map(genl.attrs)
+    genl = nlmsg.unpack_genl(payload)
+    attrs = nlmsg.attr_map(genl.attrs)
     if CTRL_ATTR_FAMILY_ID not in attrs or CTRL_ATTR_FAMILY_NAME not in attrs:
         raise DecodeError("family reply lacks id or name")
     groups: dict[str, int] = {}
-    for _, grp in wire.parse_attrs(attrs.get(CTRL_ATTR_MCAST_GROUPS, b"")):
-        g = wire.attr_map(grp)
+    for _, grp in nlmsg.parse_attrs(attrs.get(CTRL_ATTR_MCAST_GROUPS, b"")):
+        g = nlmsg.attr_map(grp)
         if CTRL_ATTR_MCAST_GRP_NAME in g and CTRL_ATTR_MCAST_GRP_ID in g:
-            groups[wire.get_string(g[CTRL_ATTR_MCAST_GRP_NAME])] = wire.get_u32(g[CTRL_ATTR_MCAST_GRP_ID])
-    version = wire.get_u32(attrs[CTRL_ATTR_VERSION]) if CTRL_ATTR_VERSION in attrs else 0
+            groups[nlmsg.get_string(g[CTRL_ATTR_MCAST_GRP_NAME])] = nlmsg.get_u32(g[CTRL_ATTR_MCAST_GRP_ID])
+    version = nlmsg.get_u32(attrs[CTRL_ATTR_VERSION]) if CTRL_ATTR_VERSION in attrs else 0
     return FamilyInfo(
-        name=wire.get_string(attrs[CTRL_ATTR_FAMILY_NAME]),
-        id=wire.get_u16(attrs[CTRL_ATTR_FAMILY_ID]),
+        name=nlmsg.get_string(attrs[CTRL_ATTR_FAMILY_NAME]),
+        id=nlmsg.get_u16(attrs[CTRL_ATTR_FAMILY_ID]),
         version=version,
         mcast_groups=groups,
     )

@@ -8,7 +8,6 @@ calling thread (and the rest of the process) never changes namespace.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import socket
 import threading
@@ -30,7 +29,8 @@ NETNS_RUN_DIR = Path("/run/netns")
 RCVBUF = 4 * 1024 * 1024
 T = TypeVar("T")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+# the process already links libc; CDLL(None) finds setns() without ctypes.util (which imports subprocess etc.)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def netns_path(netns: str) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mptcpkit.netlink.mptcp_pm import MptcpEvent
+from mptcpkit.netlink.mptcp_events import MptcpEvent
 
 
 def event_line(e: MptcpEvent) -> str:

@@ -9,18 +9,20 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mptcpkit.mptcp_socket import IPPROTO_MPTCP
 from mptcpkit.netlink.client import MptcpPmClient
 from mptcpkit.netlink.errors import KernelError
-from mptcpkit.netlink.mptcp_pm import Endpoint, EndpointFlags, IPAddress, Limits
+from mptcpkit.netlink.mptcp_pm import EndpointFlags, IPAddress, KernelEndpoint, Limits
+from mptcpkit.netlink.rtnetlink import Interface
 from mptcpkit.netlink.socket import run_in_netns
 from mptcpkit.pm.config import Config
-from mptcpkit.pm.netmon import Interface, NetworkMonitor
+from mptcpkit.pm.netmon import NetworkMonitor
 from mptcpkit.pm.plugin import SockAddr
 
 log = logging.getLogger("mptcpkit.pm")
+IPPROTO_MPTCP = 262  # not from mptcp_socket: it imports subprocess/shutil, RSS the daemon does not need
 
 
 class IdManager:
@@ -67,14 +69,22 @@ class PathManager:
     network: NetworkMonitor
     netns: str | None = None
     idm: IdManager = field(default_factory=IdManager)
-    owned: dict[int, Endpoint] = field(default_factory=dict)
+    owned: dict[int, KernelEndpoint] = field(default_factory=dict)
     """In-kernel endpoints added through this handle, by id (removed at exit)."""
     listeners: dict[tuple[IPAddress, int], _Listener] = field(default_factory=dict)
     limits_before: Limits | None = None
+    on_monitor_loopback: Callable[[bool], None] | None = None
 
     # -- network view
     def interfaces(self) -> list[Interface]:
-        return [i for i in self.network.links.values() if i.ready]
+        return [i for i in self.network.links.values() if self.network.usable(i)]
+
+    def monitor_loopback(self, on: bool = True) -> None:
+        """mptcpd's mptcpd_nm_monitor_loopback(): also report loopback links and their addresses."""
+        if self.on_monitor_loopback is not None:
+            self.on_monitor_loopback(on)
+        else:
+            self.network.monitor_loopback = on
 
     def interface_of(self, addr: IPAddress) -> Interface | None:
         return self.network.interface_of(addr)
@@ -88,14 +98,27 @@ class PathManager:
         return [a for (i, a) in self.network.addrs if i == ifindex]
 
     # -- in-kernel path manager
-    def kpm_add_addr(self, addr: IPAddress, id: int, flags: int, ifindex: int | None = None) -> Endpoint:
-        """Add an endpoint; if an identical address is already there (a previous run), adopt it."""
+    def kpm_add_addr(
+        self, addr: IPAddress | SockAddr, id: int, flags: int, ifindex: int | None = None
+    ) -> KernelEndpoint:
+        """Add an endpoint; if an identical address is already there (a previous run), adopt it.
+
+        Given a `SockAddr` with a port, the endpoint gets that port and the `signal` flag, which the kernel
+        requires for a port (mptcpd 0.13 adds it the same way)."""
+        port = None
+        if isinstance(addr, SockAddr):
+            port = addr.port or None
+            addr = addr.addr
+        if port:
+            flags |= EndpointFlags.SIGNAL
         for ep in self.owned.values():
             if ep.addr == addr and ep.flags & ~EndpointFlags.IMPLICIT == flags:
                 self.idm.reserve(addr, ep.id)
                 return ep  # taken over from a previous run
         try:
-            ep = self.client.add_endpoint(addr, id=id or None, flags=flags, ifindex=ifindex or None)
+            ep = self.client.add_endpoint(
+                addr, id=id or None, flags=flags, ifindex=ifindex or None, port=port
+            )
         except KernelError as exc:
             if exc.errno not in (errno.EEXIST, errno.EBUSY):  # the kernel reports a duplicate as EBUSY
                 raise
@@ -104,7 +127,9 @@ class PathManager:
                 raise  # the id is taken by another address
             if existing.flags & ~EndpointFlags.IMPLICIT != flags:
                 self.client.del_endpoint(existing.id, existing.addr)
-                ep = self.client.add_endpoint(addr, id=existing.id, flags=flags, ifindex=ifindex or None)
+                ep = self.client.add_endpoint(
+                    addr, id=existing.id, flags=flags, ifindex=ifindex or None, port=port
+                )
             else:
                 ep = existing
             log.info("adopted existing endpoint %s id %d", addr, ep.id)
@@ -120,10 +145,10 @@ class PathManager:
             if exc.errno not in (errno.EINVAL, errno.ENOENT):  # already gone: fine
                 raise
 
-    def kpm_get_addr(self, id: int) -> Endpoint:
+    def kpm_get_addr(self, id: int) -> KernelEndpoint:
         return self.client.get_endpoint(id)
 
-    def kpm_dump_addrs(self) -> list[Endpoint]:
+    def kpm_dump_addrs(self) -> list[KernelEndpoint]:
         return self.client.dump_endpoints()
 
     def kpm_flush_addrs(self) -> None:

@@ -6,7 +6,8 @@ That makes the daemon right where mptcpd 0.12 is not: a link flap withdraws and 
 an address added while its link is down is reported when the link comes up, and IPv6 addresses flushed on
 link-down are withdrawn.
 
-Rules matching mptcpd: only links that are IFF_UP|IFF_RUNNING and not IFF_LOOPBACK are used;
+Rules matching mptcpd: only links that are IFF_UP|IFF_RUNNING and not IFF_LOOPBACK (unless loopback
+monitoring is on) are used; beyond mptcpd, interface-name globs can allow or deny links;
 `skip_link_local` drops link-scope addresses, `skip_loopback` host-scope ones; without `existing`,
 addresses present at start are never reported (until removed and added again); with `check_route`, an
 address is reported once the IO layer confirms a default route out of its interface (see `RouteCheck`).
@@ -14,51 +15,23 @@ address is reported once the IO layer confirms a default route out of its interf
 
 from __future__ import annotations
 
-import ipaddress
+import fnmatch
 from dataclasses import dataclass, field
 
 from mptcpkit.netlink.mptcp_pm import IPAddress
+from mptcpkit.netlink.rtnetlink import (
+    RT_SCOPE_HOST,
+    RT_SCOPE_LINK,
+    Interface,
+    LocalAddress,
+    Route,
+    RtnlChange,
+)
 from mptcpkit.pm.config import NotifyFlags
 
-IFF_UP = 0x1
-IFF_LOOPBACK = 0x8
-IFF_RUNNING = 0x40
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_LINK = 253
-RT_SCOPE_HOST = 254
-
-# mptcpd's route check: first retry after 1 ms, then 2^attempt ms, giving up after the 4th retry
+# mptcpd's route check: look up at once; on failure retry after 1 ms, then 2^attempt ms (4, 8, 16), and give
+# up when the 4th retry fails (lib/network_monitor.c: `attempts++ > MPTCPD_MAX_ROUTE_CHECK (3)`)
 ROUTE_RETRY_DELAYS_MS = (1, 4, 8, 16)
-ROUTE_TEST_V4 = ipaddress.IPv4Address("192.0.2.1")
-ROUTE_TEST_V6 = ipaddress.IPv6Address("2001:db8::")
-
-
-@dataclass
-class Interface:
-    """A network link as the kernel reports it."""
-
-    index: int
-    name: str
-    flags: int
-    type: int = 0
-
-    @property
-    def ready(self) -> bool:
-        return (self.flags & (IFF_UP | IFF_RUNNING)) == (
-            IFF_UP | IFF_RUNNING
-        ) and not self.flags & IFF_LOOPBACK
-
-    def to_dict(self) -> dict[str, object]:
-        return {"index": self.index, "name": self.name, "flags": self.flags, "ready": self.ready}
-
-
-@dataclass(frozen=True)
-class LocalAddress:
-    """One address on one link."""
-
-    ifindex: int
-    addr: IPAddress
-    scope: int = RT_SCOPE_UNIVERSE
 
 
 # --- what the core asks of the daemon / plugins -------------------------------------------------------
@@ -107,6 +80,12 @@ class NetworkMonitor:
     """Pure state: feed link/address facts, get back the events to dispatch and route checks to run."""
 
     notify: NotifyFlags = NotifyFlags(0)  # noqa: RUF009
+    monitor_loopback: bool = False
+    """mptcpd's mptcpd_nm_monitor_loopback(): also use loopback links (off by default, as in mptcpd)."""
+    allow: tuple[str, ...] = ()
+    """Interface-name globs that may be used (empty: all); beyond mptcpd."""
+    deny: tuple[str, ...] = ()
+    """Interface-name globs that are never used (e.g. docker*, veth*); beyond mptcpd."""
     links: dict[int, Interface] = field(default_factory=dict)
     addrs: dict[tuple[int, IPAddress], LocalAddress] = field(default_factory=dict)
     reported: dict[tuple[int, IPAddress], LocalAddress] = field(default_factory=dict)
@@ -136,6 +115,30 @@ class NetworkMonitor:
         return self._reconcile()
 
     # -- incremental facts
+    def handle(self, change: RtnlChange) -> list[Action]:
+        """One rtnetlink change in, the events it causes out (the only entry point the daemon needs)."""
+        fact = change.fact
+        if isinstance(fact, Interface):
+            return self.link_removed(fact.index) if change.removed else self.link_changed(fact)
+        if isinstance(fact, LocalAddress):
+            if change.removed:
+                return self.address_removed(fact.ifindex, fact.addr)
+            return self.address_added(fact)
+        assert isinstance(fact, Route)
+        return self.routes_changed() if self.notify & NotifyFlags.CHECK_ROUTE else []
+
+    def usable(self, link: Interface) -> bool:
+        """Up and running, not loopback (unless monitored), and allowed by the name globs."""
+        if not link.up or (link.loopback and not self.monitor_loopback):
+            return False
+        if self.allow and not any(fnmatch.fnmatchcase(link.name, g) for g in self.allow):
+            return False
+        return not any(fnmatch.fnmatchcase(link.name, g) for g in self.deny)
+
+    def set_monitor_loopback(self, on: bool) -> list[Action]:
+        self.monitor_loopback = on
+        return self._reconcile()
+
     def link_changed(self, link: Interface) -> list[Action]:
         self.links[link.index] = link
         return self._reconcile()
@@ -181,7 +184,7 @@ class NetworkMonitor:
     # -- the one rule
     def _eligible(self, a: LocalAddress) -> bool:
         link = self.links.get(a.ifindex)
-        if link is None or not link.ready:
+        if link is None or not self.usable(link):
             return False
         if (a.ifindex, a.addr) in self.preexisting:
             return False
@@ -191,7 +194,7 @@ class NetworkMonitor:
 
     def _reconcile(self) -> list[Action]:
         out: list[Action] = []
-        ready_links = {i: link for i, link in self.links.items() if link.ready}
+        ready_links = {i: link for i, link in self.links.items() if self.usable(link)}
         # links first, so plugins see new_interface before that interface's addresses
         for i, link in ready_links.items():
             if i not in self.reported_links:
@@ -220,16 +223,14 @@ class NetworkMonitor:
         for i, link in list(self.reported_links.items()):
             if i not in ready_links:
                 out.append(DeleteInterface(link))
-        self.reported_links = {
-            i: Interface(link.index, link.name, link.flags, link.type) for i, link in ready_links.items()
-        }
+        self.reported_links = dict(ready_links)
         return out
 
     def interface_of(self, addr: IPAddress) -> Interface | None:
         """The ready link carrying `addr` (sspi maps subflows to interfaces with this)."""
         for ifindex, a in self.addrs:
             link = self.links.get(ifindex)
-            if a == addr and link is not None and link.ready:
+            if a == addr and link is not None and self.usable(link):
                 return link
         return None
 

@@ -171,10 +171,11 @@ def _is_mptcpkit_pm_daemon(argv: list[str]) -> bool:
                 return False
             if "--netns" in rest or any(w.startswith("--netns=") for w in rest):
                 return False  # it manages another namespace
-            words = [w for w in rest[1:] if not w.startswith("-")]
-            if any(w in ("-h", "--help", "-V", "--version") for w in rest):
+            if any(w in ("-h", "--help", "-?", "-V", "--version", "--usage") for w in rest):
                 return False
-            return not words or words[0] not in ("status", "monitor")
+            from mptcpkit.pm.daemon_args import wants_lean  # the daemon's own rule: no subcommand
+
+            return wants_lean(rest[1:])
     return False
 
 

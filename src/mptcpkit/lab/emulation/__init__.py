@@ -4,7 +4,7 @@ Public API (the contract with the namespace backend): LinkShape, netem_available
 """
 
 from mptcpkit.lab.emulation.netem import netem_available
+from mptcpkit.lab.emulation.patch_panel import Wire, build_wire
 from mptcpkit.lab.emulation.shape import LinkShape
-from mptcpkit.lab.emulation.wire import Wire, build_wire
 
 __all__ = ["LinkShape", "Wire", "build_wire", "netem_available"]

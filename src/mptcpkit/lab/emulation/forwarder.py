@@ -6,8 +6,10 @@ per emulated direction, tells its parent it is ready through a pipe, then loops:
 
 - read a frame (with its virtio-net header, so GSO frames up to 64 KiB pass whole); reading it frees the
   sender's skb, so the sender's TCP Small Queues / socket buffer no longer see it (as with a real router);
-- run it through ``LinkModel``: drop-tail rate queue and exact serialization at the link rate, loss
-  (seeded PRNG), then delay + uniform jitter, never reordering;
+- run it through ``LinkModel`` per packet: loss (seeded PRNG), drop-tail rate queue with exact
+  serialization at the link rate, then delay + uniform jitter (which reorders, as netem's does). A GSO
+  frame stays whole unless one of its packets is lost or finds the queue full: then it is carved into
+  smaller GSO frames around that packet (``carve``), so loss is per packet without per-packet work;
 - write it back into the same TAP when due; tc on the TAP's ingress redirects it to the far wire end.
 
 The process exits on SIGTERM/SIGINT, when the wire namespace is deleted, or when one of the watched
@@ -20,7 +22,9 @@ import collections
 import ctypes
 import errno
 import fcntl
+import heapq
 import json
+import math
 import os
 import random
 import select
@@ -172,37 +176,110 @@ def open_tap(name: str, gso: bool, txqueuelen: int) -> int:
 
 VNET_GSO_NONE = 0
 VNET_HDR = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4 = 1, 3, 4, 5
+ETH_LEN = 14
+TCP_CWR, TCP_PSH, TCP_FIN = 0x80, 0x08, 0x01
+
+
+class Frame:
+    """Where the parts of one frame read with its virtio-net header lie, and how many packets it stands for.
+
+    A GSO frame holds ``segs`` packets that each repeat the headers (Ethernet .. transport, ``hdr`` bytes
+    from the Ethernet header): segment i carries payload bytes [i*gso_size, (i+1)*gso_size).
+    """
+
+    __slots__ = ("gso_size", "hdr", "l4", "last_wire", "n", "proto", "seg_wire", "segs", "wire")
+
+    def __init__(self, buf: bytes | bytearray | memoryview, n: int) -> None:
+        length = n - VNET_HDR_LEN
+        self.n = n
+        _flags, gso_type, _hdr_len, gso_size, csum_start, _off = VNET_HDR.unpack_from(buf, 0)
+        self.segs, self.gso_size, self.hdr, self.l4, self.proto = 1, 0, length, 0, 0
+        self.wire = self.seg_wire = self.last_wire = length
+        kind = gso_type & 0x7F
+        if kind == VNET_GSO_NONE or gso_size == 0 or csum_start <= ETH_LEN:
+            return
+        if kind in (GSO_TCPV4, GSO_TCPV6):
+            hdr = csum_start + (buf[VNET_HDR_LEN + csum_start + 12] >> 4) * 4
+        elif kind == GSO_UDP_L4:
+            hdr = csum_start + 8
+        else:  # UFO (GSO_UDP) fragments one datagram: not offered by our TAPs, and not per-packet
+            return
+        payload = length - hdr
+        if payload <= 0:
+            return
+        segs = -(-payload // gso_size)
+        self.segs, self.gso_size, self.hdr, self.l4, self.proto = segs, gso_size, hdr, csum_start, kind
+        self.seg_wire = hdr + gso_size
+        self.last_wire = hdr + payload - (segs - 1) * gso_size
+        self.wire = length + (segs - 1) * hdr
 
 
 def wire_size(frame: bytes | bytearray | memoryview, n: int) -> tuple[int, int]:
-    """(bytes on the wire, packets) of one frame read with its virtio-net header.
+    """(bytes on the wire, packets) of one frame: Ethernet header + packet for each segment, as tbf counts."""
+    parsed = Frame(frame, n)
+    return parsed.wire, parsed.segs
 
-    A GSO frame stands for ``segs`` packets that each repeat the headers; wire bytes count Ethernet
-    header + packet, as tbf does (no FCS/preamble). Headers end after the transport header, found from
-    csum_start (the transport header's offset) plus the TCP data offset, or 8 for UDP.
+
+def _fold(total: int) -> int:
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def _ip_checksum(header: bytes | bytearray) -> int:
+    return ~_fold(sum(struct.unpack(f"!{len(header) // 2}H", header))) & 0xFFFF
+
+
+def carve(buf: bytes | bytearray | memoryview, f: Frame, first: int, last: int) -> bytes:
+    """Segments [first, last) of a GSO frame as a frame of their own, headers fixed up as GSO would.
+
+    IP length (and IPv4 id + header checksum), TCP sequence number and the flags TSO gives only the first
+    (CWR) or last (FIN, PSH) segment, UDP length, and the pseudo-header checksum that NEEDS_CSUM frames
+    carry in the transport checksum field (it includes the transport length, so it moves with it).
     """
-    length = n - VNET_HDR_LEN
-    _flags, gso_type, _hdr_len, gso_size, csum_start, _off = VNET_HDR.unpack_from(frame, 0)
-    if gso_type == VNET_GSO_NONE or gso_size == 0:
-        return length, 1
-    if gso_type & 0x7F in (1, 4):  # TCPv4, TCPv6
-        doff = frame[VNET_HDR_LEN + csum_start + 12] >> 4
-        hdr = csum_start + doff * 4
-    else:  # UDP (UFO/USO)
-        hdr = csum_start + 8
-    payload = length - hdr
-    if payload <= 0 or hdr <= 0:
-        return length, 1
-    segs = -(-payload // gso_size)
-    return length + (segs - 1) * hdr, segs
+    v, l4 = VNET_HDR_LEN, VNET_HDR_LEN + f.l4
+    body_start = v + f.hdr + first * f.gso_size
+    body_end = min(v + f.hdr + last * f.gso_size, f.n)
+    head = bytearray(buf[: v + f.hdr])
+    old_l4_len = f.n - l4
+    new_l4_len = (f.hdr - f.l4) + body_end - body_start
+    ip = v + ETH_LEN
+    if head[ip] >> 4 == 4:
+        ihl = (head[ip] & 0x0F) * 4
+        struct.pack_into("!H", head, ip + 2, f.l4 - ETH_LEN + new_l4_len)
+        ident = struct.unpack_from("!H", head, ip + 4)[0]
+        struct.pack_into("!H", head, ip + 4, (ident + first) & 0xFFFF)
+        struct.pack_into("!H", head, ip + 10, 0)
+        struct.pack_into("!H", head, ip + 10, _ip_checksum(head[ip : ip + ihl]))
+    else:  # IPv6: payload length excludes the fixed 40-byte header
+        struct.pack_into("!H", head, ip + 4, f.l4 - ETH_LEN - 40 + new_l4_len)
+    if f.proto in (GSO_TCPV4, GSO_TCPV6):
+        seq = struct.unpack_from("!I", head, l4 + 4)[0]
+        struct.pack_into("!I", head, l4 + 4, (seq + first * f.gso_size) & 0xFFFFFFFF)
+        if first:
+            head[l4 + 13] &= ~TCP_CWR & 0xFF
+        if last < f.segs:
+            head[l4 + 13] &= ~(TCP_FIN | TCP_PSH) & 0xFF
+        check_at = l4 + 16
+    else:
+        struct.pack_into("!H", head, l4 + 4, new_l4_len)
+        check_at = l4 + 6
+    check = struct.unpack_from("!H", head, check_at)[0]
+    check = _fold(check + (~old_l4_len & 0xFFFF) + new_l4_len)
+    struct.pack_into("!H", head, check_at, check)
+    return bytes(head) + bytes(buf[body_start:body_end])
 
 
 class LinkModel:
-    """Bottleneck queue + serialization at ``rate_bps`` (FIFO, drop-tail), then delay with uniform jitter.
+    """One link direction as netem models it, per packet: loss, drop-tail rate queue, delay + jitter.
 
-    Pure timing, no I/O. Serialization times are computed exactly from the previous departure, so a
-    late wake-up never loses capacity (a token bucket whose timer fires late does). Release times are
-    kept non-decreasing: jitter never reorders.
+    Pure timing, no I/O. ``admit`` takes a frame of ``segs`` packets (a GSO frame) and returns the runs of
+    packets that survive, each with its release time, so a GSO frame is split only where a packet is lost
+    or the queue overflows. Loss is decided before the queue, as netem does, so a lossy link still
+    delivers its full rate when overloaded. Loss is a Bernoulli trial per packet, drawn as geometric gaps:
+    a frame that loses nothing costs one comparison. Serialization is exact from the previous departure
+    (a late wake-up never loses capacity). Jitter is drawn per run and may reorder, as netem's does.
     """
 
     def __init__(
@@ -223,39 +300,72 @@ class LinkModel:
         self.link_free_at = 0.0
         self.backlog: collections.deque[tuple[float, int]] = collections.deque()  # (departure, packets)
         self.backlog_packets = 0
-        self.last_release = 0.0
         self.lost = 0
         self.queue_drops = 0
+        self.log_keep = math.log1p(-loss) if 0 < loss < 1 else 0.0
+        self.until_loss = self._gap()
 
-    def admit(self, now: float, wire_bytes: int, packets: int) -> float | None:
-        """When the frame leaves the far end, or None if the queue is full or the frame is lost."""
-        departure = now
-        if self.rate_bps:
+    def _gap(self) -> int:
+        """Packets that pass before the next lost one (geometric: a Bernoulli trial per packet)."""
+        if not self.loss:
+            return 1 << 62
+        if self.loss >= 1:
+            return 0
+        return int(math.log(1.0 - self.rng.random()) / self.log_keep)
+
+    def admit(
+        self, now: float, segs: int = 1, seg_wire: int = 1500, last_wire: int | None = None
+    ) -> list[tuple[int, int, float]]:
+        """Runs ``(first, last, release)`` of the frame's packets [first, last) that leave the far end."""
+        last_wire = seg_wire if last_wire is None else last_wire
+        kept: list[tuple[int, int]] = []
+        if self.until_loss >= segs:
+            self.until_loss -= segs
+            kept.append((0, segs))
+        else:
+            start = 0
+            while self.until_loss < segs - start:
+                lost = start + self.until_loss
+                if lost > start:
+                    kept.append((start, lost))
+                self.lost += 1
+                start = lost + 1
+                self.until_loss = self._gap()
+            if start < segs:
+                self.until_loss -= segs - start
+                kept.append((start, segs))
+        runs: list[tuple[int, int, float]] = []
+        rate = self.rate_bps
+        if rate:
             backlog = self.backlog
             while backlog and backlog[0][0] <= now:
                 self.backlog_packets -= backlog.popleft()[1]
-            if self.backlog_packets + packets > self.queue_packets and self.backlog_packets:
-                self.queue_drops += packets
-                return None
-            start = self.link_free_at if self.link_free_at > now else now
-            departure = start + wire_bytes * 8 / self.rate_bps
-            self.link_free_at = departure
-            backlog.append((departure, packets))
-            self.backlog_packets += packets
-        if self.loss and self.rng.random() < self.loss:  # lost on the wire: it used the link's time
-            self.lost += packets
-            return None
-        release = departure + self.delay
-        if self.jitter:
-            release += self.rng.uniform(-self.jitter, self.jitter)
-        if release < self.last_release:
-            release = self.last_release
-        self.last_release = release
-        return release
+            room = self.queue_packets - self.backlog_packets
+        for first, last in kept:
+            departure = now
+            if rate:
+                if room <= 0:
+                    self.queue_drops += last - first
+                    continue
+                if last - first > room:  # drop-tail: the packets beyond the queue's room
+                    self.queue_drops += last - first - room
+                    last = first + room
+                room -= last - first
+                size = (last - first) * seg_wire + (last_wire - seg_wire if last == segs else 0)
+                begin = self.link_free_at if self.link_free_at > now else now
+                departure = begin + size * 8 / rate
+                self.link_free_at = departure
+                self.backlog.append((departure, last - first))
+                self.backlog_packets += last - first
+            release = departure + self.delay
+            if self.jitter:
+                release += self.rng.uniform(-self.jitter, self.jitter)
+            runs.append((first, last, release))
+        return runs
 
 
-class Direction:
-    """One emulated direction: a TAP, its link model, the frames in flight and counters."""
+class ShapedDirection:
+    """One emulated direction: a TAP, its link model, the frames in flight (a heap by release time)."""
 
     def __init__(self, spec: dict[str, Any], fd: int) -> None:
         self.tap: str = spec["tap"]
@@ -269,9 +379,11 @@ class Direction:
             float(spec["loss"]),
             int(spec["seed"]),
         )
-        self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
+        self.line: list[tuple[float, int, bytes]] = []  # heap of (release, arrival number, frame)
         self.frames_in = 0
+        self.packets_in = 0
         self.frames_out = 0
+        self.frames_split = 0
         self.write_errors = 0
         self.bytes_out = 0
         self.queued_bytes = 0
@@ -281,13 +393,15 @@ class Direction:
         return {
             "tap": self.tap,
             "frames_in": self.frames_in,
+            "packets_in": self.packets_in,
             "frames_out": self.frames_out,
+            "frames_split": self.frames_split,
             "bytes_out": self.bytes_out,
             "packets_lost": self.model.lost,
             "packets_queue_dropped": self.model.queue_drops,
             "write_errors": self.write_errors,
             "frames_overflow": self.frames_overflow,
-            "queued": len(self.queue),
+            "queued": len(self.line),
         }
 
 
@@ -315,37 +429,62 @@ def interfaces_alive(names: list[str]) -> bool:
     return True
 
 
+def _send(d: ShapedDirection, frame: bytes) -> None:
+    try:
+        os.write(d.fd, frame)
+        d.frames_out += 1
+        d.bytes_out += len(frame) - VNET_HDR_LEN
+    except OSError:
+        d.write_errors += 1
+
+
+def _take(d: ShapedDirection, buf: bytearray, n: int, now: float, max_queue: int, arrivals: int) -> None:
+    """Run one frame read from ``d``'s TAP through its link model into the delay line (or out at once)."""
+    frame = Frame(buf, n)
+    d.frames_in += 1
+    d.packets_in += frame.segs
+    runs = d.model.admit(now, frame.segs, frame.seg_wire, frame.last_wire)
+    if len(runs) > 1 or (runs and runs[0][1] - runs[0][0] < frame.segs):
+        d.frames_split += 1
+    for first, last, release in runs:
+        whole = first == 0 and last == frame.segs
+        data = bytes(buf[:n]) if whole else carve(buf, frame, first, last)
+        if d.queued_bytes + len(data) > max_queue:
+            d.frames_overflow += 1  # the delay line is full: drop, like a full router buffer
+            continue
+        if release <= now and not d.line:
+            _send(d, data)
+        else:
+            heapq.heappush(d.line, (release, arrivals, data))
+            d.queued_bytes += len(data)
+
+
 def run(config: dict[str, Any]) -> dict[str, Any]:
     """The delay-line loop; returns final counters."""
     netns_path = f"/run/netns/{config['netns']}"
     own_ino = os.stat("/proc/self/ns/net").st_ino
     watch: list[str] = list(config["watch"])
-    dirs: list[Direction] = config["_dirs"]
+    dirs: list[ShapedDirection] = config["_dirs"]
     by_fd = {d.fd: d for d in dirs}
     fds = list(by_fd)
     buf = bytearray(READ_BUF)
-    view = memoryview(buf)
-    readv, write, monotonic, sel = os.readv, os.write, time.monotonic, select.select
+    readv, monotonic, sel, heappop = os.readv, time.monotonic, select.select, heapq.heappop
     max_queue = int(config.get("max_queue_bytes", MAX_QUEUE_BYTES))
     next_watch = monotonic() + WATCH_INTERVAL_S
     priority: Priority = config["_priority"]
+    arrivals = 0
     while True:
         now = monotonic()
         # Send what is due; compute how long we may sleep.
         timeout = WATCH_INTERVAL_S
         for d in dirs:
-            q = d.queue
-            while q and q[0][0] <= now:
-                frame = q.popleft()[1]
+            line = d.line
+            while line and line[0][0] <= now:
+                frame = heappop(line)[2]
                 d.queued_bytes -= len(frame)
-                try:
-                    write(d.fd, frame)
-                    d.frames_out += 1
-                    d.bytes_out += len(frame) - VNET_HDR_LEN
-                except OSError:
-                    d.write_errors += 1
-            if q:
-                wait = q[0][0] - now
+                _send(d, frame)
+            if line:
+                wait = line[0][0] - now
                 if wait < timeout:
                     timeout = wait
         if now >= next_watch:
@@ -354,9 +493,6 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
             next_watch = now + WATCH_INTERVAL_S
             priority.tick(now)
         readable = sel(fds, [], [], timeout)[0]
-        if not readable:
-            continue
-        now = monotonic()
         for fd in readable:
             d = by_fd[fd]
             for _ in range(MAX_BATCH):
@@ -368,26 +504,8 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
                     if e.errno == errno.EINTR:
                         continue
                     return {"exit": f"tap {d.tap}: {e}", "directions": [d.stats() for d in dirs]}
-                d.frames_in += 1
-                now = monotonic()
-                size, packets = wire_size(buf, n)
-                t = d.model.admit(now, size, packets)
-                if t is None:
-                    continue
-                if d.queued_bytes + n > max_queue:
-                    d.frames_overflow += 1  # the delay line is full: drop, like a full router buffer
-                    continue
-                frame = bytes(view[:n])
-                if t <= now and not d.queue:
-                    try:
-                        write(fd, frame)
-                        d.frames_out += 1
-                        d.bytes_out += n - VNET_HDR_LEN
-                    except OSError:
-                        d.write_errors += 1
-                else:
-                    d.queue.append((t, frame))
-                    d.queued_bytes += n
+                arrivals += 1
+                _take(d, buf, n, monotonic(), max_queue, arrivals)
 
 
 def main(argv: list[str]) -> int:
@@ -403,7 +521,7 @@ def main(argv: list[str]) -> int:
         dirs = []
         for spec in config["directions"]:
             fd = open_tap(spec["tap"], bool(spec["gso"]), int(config.get("txqueuelen", 10000)))
-            dirs.append(Direction(spec, fd))
+            dirs.append(ShapedDirection(spec, fd))
         config["_dirs"] = dirs
     except (OSError, KeyError, ValueError) as e:
         os.write(ready_fd, f"error: {e}\n".encode())

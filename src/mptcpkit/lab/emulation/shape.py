@@ -123,11 +123,11 @@ def choose_mode(a_to_b: LinkShape, b_to_a: LinkShape, requested: Mode, has_netem
             what = "reordering needs" if reorder and requested == "auto" else "mode 'netem' needs"
             raise UsageError(
                 f"{what} the kernel's netem qdisc, which this kernel does not have",
-                hint="drop 'reorder' (the userspace emulator never reorders) or use a kernel with sch_netem",
+                hint="drop 'reorder' (without netem only jitter reorders) or use a kernel with sch_netem",
             )
         return "netem" if shaped else "none"
     if reorder:
-        raise UsageError("the userspace emulator cannot reorder packets; use a kernel with netem")
+        raise UsageError("the userspace emulator has no reorder probability (jitter reorders); use netem")
     if not shaped:
         return "none"
     if requested == "userspace":
@@ -143,11 +143,10 @@ def direction_stage(shape: LinkShape, mode: WireMode) -> Stage:
 def tap_gso(shape: LinkShape) -> bool:
     """Let GSO frames (up to 64 KiB) through the TAP, or have the kernel segment them first.
 
-    Whole GSO frames keep the emulator at a few thousand frames/s even at Gbit/s. Segmenting is needed
-    when loss is per packet, and wanted at low rates, where one GSO frame would be a visible burst.
+    Whole GSO frames keep the emulator at a few thousand frames/s even at Gbit/s; loss stays per packet
+    (the forwarder carves a lost packet out of its frame). Segmenting is wanted at low rates, where one
+    GSO frame would be a visible burst.
     """
-    if shape.loss:
-        return False
     return shape.rate_bps is None or shape.rate_bps > GSO_MIN_RATE_BPS
 
 

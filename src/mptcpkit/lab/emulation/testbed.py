@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit.errors import LabError
-from mptcpkit.lab.emulation import probe
+from mptcpkit.lab import probe
 
 PROBE_PATH = Path(probe.__file__).resolve()
 A_ADDR, B_ADDR = "10.77.0.1", "10.77.0.2"
@@ -65,45 +65,107 @@ class Testbed:
         self._spawned.append(proc)
         return proc
 
+    def _probe(self, ns: str, argv: Sequence[str], timeout: float = 120) -> dict[str, Any]:
+        res = self.run(ns, [sys.executable, "-I", str(PROBE_PATH), *argv], timeout=timeout)
+        lines = res.stdout.strip().splitlines()
+        result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+        if res.returncode != 0 or not result or "error" in result:
+            raise LabError(f"probe {argv[0]} failed: {result.get('error') or res.stderr.strip()}")
+        return result
+
     def ping(self, count: int, interval_s: float, *, wait_s: float = 1.0, size: int = 56) -> dict[str, Any]:
         """ICMP echo from A to B with kernel receive timestamps: sent/received, RTT samples (s), reorders."""
-        argv = [sys.executable, "-I", str(PROBE_PATH), "ping", B_ADDR, str(count), str(interval_s)]
-        res = self.run(self.a, [*argv, str(wait_s), str(size)])
-        if res.returncode != 0:
-            raise LabError(f"ping probe failed: {res.stderr.strip()}")
-        result: dict[str, Any] = json.loads(res.stdout)
-        return result
+        return self._probe(
+            self.a,
+            [
+                "ping",
+                B_ADDR,
+                "--count",
+                str(count),
+                "--interval",
+                str(interval_s),
+                "--wait",
+                str(wait_s),
+                "--size",
+                str(size),
+            ],
+        )
 
     def udp_rtt(
         self, count: int, interval_s: float, *, wait_s: float = 1.0, size: int = 64, port: int = 7777
     ) -> dict[str, Any]:
         """UDP echo probes from A to B: sent/received counts, RTT samples (s), reorder count."""
-        server = self.spawn(self.b, [sys.executable, "-I", str(PROBE_PATH), "echo", str(port), "10"])
+        argv = [sys.executable, "-I", str(PROBE_PATH), "echo", "--port", str(port), "--idle", "10"]
+        server = self.spawn(self.b, argv)
         try:
             assert server.stdout is not None
-            if server.stdout.readline().strip() != "ready":
+            if "ready" not in server.stdout.readline():
                 raise LabError("the UDP echo server did not start")
-            res = self.run(
+            return self._probe(
                 self.a,
                 [
-                    sys.executable,
-                    "-I",
-                    str(PROBE_PATH),
                     "rtt",
                     B_ADDR,
+                    "--port",
                     str(port),
+                    "--count",
                     str(count),
+                    "--interval",
                     str(interval_s),
+                    "--wait",
                     str(wait_s),
+                    "--size",
                     str(size),
                 ],
             )
-            if res.returncode != 0:
-                raise LabError(f"probe failed: {res.stderr.strip()}")
-            result: dict[str, Any] = json.loads(res.stdout)
-            return result
         finally:
             _terminate(server)
+
+    def udp_rate(
+        self,
+        rate_bps: float,
+        *,
+        window_s: float = 1.0,
+        warmup_s: float = 0.2,
+        burst: int = 44,
+        port: int = 7778,
+        duration_s: float | None = None,
+        prefill: int = 0,
+    ) -> dict[str, Any]:
+        """The paced UDP rate probe from A to B (sent at ``rate_bps``): the sink's JSON (``rate_bps``,
+        ``datagrams`` received in the window...) plus ``sent``, the datagrams the source sent."""
+        argv = [sys.executable, "-I", str(PROBE_PATH), "sink", "--bind", B_ADDR, "--port", str(port)]
+        sink = self.spawn(self.b, [*argv, "--window", str(window_s), "--warmup", str(warmup_s)])
+        try:
+            assert sink.stdout is not None
+            if "ready" not in sink.stdout.readline():
+                raise LabError("the rate probe sink did not start")
+            sent = self._probe(
+                self.a,
+                [
+                    "source",
+                    B_ADDR,
+                    "--port",
+                    str(port),
+                    "--rate",
+                    str(rate_bps),
+                    "--burst",
+                    str(burst),
+                    "--duration",
+                    str(duration_s or window_s + warmup_s + 0.3),
+                    "--prefill",
+                    str(prefill),
+                ],
+            )
+            out, _err = sink.communicate(timeout=60)
+            result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+            if "error" in result:
+                raise LabError(f"rate probe: {result['error']}")
+            result["sent"] = sent["sent"]
+            result["source_max_late_s"] = sent["max_late_s"]
+            return result
+        finally:
+            _terminate(sink)
 
     def iperf3(
         self,
@@ -117,7 +179,7 @@ class Testbed:
         """iperf3 TCP from A to B (B to A with reverse); returns iperf3's JSON."""
         server = self.spawn(self.b, ["iperf3", "-s", "-1", "-p", str(port)])
         try:
-            time.sleep(0.2)
+            self._wait_listening(self.b, port, server)
             argv = ["iperf3", "-c", B_ADDR, "-p", str(port), "-J", "-t", str(seconds)]
             if omit_s:
                 argv += ["-O", str(omit_s)]
@@ -130,6 +192,15 @@ class Testbed:
             return data
         finally:
             _terminate(server)
+
+    def _wait_listening(self, ns: str, port: int, proc: subprocess.Popen[str], timeout: float = 10) -> None:
+        """Until a TCP socket listens on ``port`` in ``ns``: a fixed sleep loses on a busy machine."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if self.run(ns, ["ss", "-Hltn", f"sport = :{port}"], timeout=10).stdout.strip():
+                return
+            time.sleep(0.02)
+        raise LabError(f"the server on port {port} in {ns} did not start listening")
 
     def close(self) -> None:
         for proc in self._spawned:

@@ -38,7 +38,7 @@ from mptcpkit.lab.report.data import (
     collect_run,
     run_title,
 )
-from mptcpkit.lab.report.html import plotly_js, render, run_html
+from mptcpkit.lab.report.html import plotly_js, profile_section, render, run_html
 from mptcpkit.lab.report.verdict import latest_verdict
 from mptcpkit.lab.store import Result, Run, Store, open_store, result_to_json, run_to_json
 
@@ -289,6 +289,7 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
             new=data.new.run_id,
             data=data,
             fig=figures.compare_figure(data.ordered),
+            profile_html=profile_section(dash.store, data),
         )
 
     @handle(api=False)

@@ -54,6 +54,11 @@ class Store:
     def dialect(self) -> str:
         return self._db.dialect
 
+    @property
+    def database(self) -> Database:
+        """The connection, for modules that own their own tables (lab/profiling: profiles)."""
+        return self._db
+
     # -- writing -------------------------------------------------------------------------------------------
 
     def create_run(self, label: str | None, environment: dict[str, Any], config: dict[str, Any]) -> Run:

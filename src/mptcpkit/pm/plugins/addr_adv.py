@@ -17,13 +17,20 @@ import logging
 
 from mptcpkit.netlink.errors import KernelError
 from mptcpkit.netlink.mptcp_pm import EndpointFlags
-from mptcpkit.pm.netmon import Interface
+from mptcpkit.netlink.rtnetlink import Interface
 from mptcpkit.pm.plugin import PRIORITY_DEFAULT, Plugin, SockAddr
 
 MIN_SUBFLOWS = 2
 MAX_SUBFLOWS = 8
 
 log = logging.getLogger("mptcpkit.pm.addr_adv")
+
+
+def limits_for(count: int, addr_flags: int) -> tuple[int, int] | None:
+    """mptcpd's rule: (subflows, add_addr_accepted) to write for `count`, None outside 2..8 (unchanged)."""
+    if not MIN_SUBFLOWS <= count <= MAX_SUBFLOWS:
+        return None
+    return count, count if addr_flags & EndpointFlags.SUBFLOW else 0
 
 
 class AddrAdvPlugin(Plugin):
@@ -42,40 +49,63 @@ class AddrAdvPlugin(Plugin):
 
     def _update_limits(self, delta: int) -> None:
         self.count += delta
-        if not MIN_SUBFLOWS <= self.count <= MAX_SUBFLOWS:
+        lim = limits_for(self.count, self.pm.config.addr_flags)
+        if lim is None:
             return
-        accepted = self.count if self.pm.config.addr_flags & EndpointFlags.SUBFLOW else 0
         try:
-            self.pm.kpm_set_limits(subflows=self.count, add_addr_accepted=accepted)
+            self.pm.kpm_set_limits(subflows=lim[0], add_addr_accepted=lim[1])
         except KernelError as exc:
             log.warning("can't update limits to %d: %s", self.count, exc)
+
+    def _flags(self, ifindex: int, addr: object) -> int:
+        """addr-flags, or the per-interface / per-address flags of the config (beyond mptcpd)."""
+        link = self.pm.network.links.get(ifindex)
+        return int(self.pm.config.flags_for(link.name if link else "", addr))
 
     def new_local_address(self, iface: Interface, addr: SockAddr) -> None:
         id = self.pm.idm.get_id(addr.addr)
         if id == 0:
             log.error("unable to map %s to an address id", addr)
             return
-        self._update_limits(+1)
-        try:
-            self.pm.kpm_add_addr(addr.addr, id, int(self.pm.config.addr_flags), iface.index)
+        try:  # the endpoint first (as mptcpd): it is what a new subflow waits for
+            self.pm.kpm_add_addr(addr.addr, id, self._flags(iface.index, addr.addr), iface.index)
         except KernelError as exc:
             # ERANGE: the kernel's table is full (8 endpoints); retried when an endpoint goes away
             self.failed.add(str(addr.addr))
             log.error("unable to add endpoint %s: %s", addr, exc)
+        self._update_limits(+1)
 
     def delete_local_address(self, iface: Interface, addr: SockAddr) -> None:
         id = self.pm.idm.remove_id(addr.addr)
         if id == 0:
             log.info("no address id for %s", addr)
             return
-        self._update_limits(-1)
         self.failed.discard(str(addr.addr))
         try:
             self.pm.kpm_remove_addr(id)
         except KernelError as exc:
             log.error("unable to remove endpoint %s: %s", addr, exc)
+        self._update_limits(-1)
         if self.failed:
-            self.reconcile()  # beyond mptcpd: a freed slot goes to an address that did not fit
+            self._retry_failed()  # beyond mptcpd: a freed slot goes to an address that did not fit
+
+    def _retry_failed(self) -> None:
+        """Give freed endpoint slots to addresses that did not fit, stopping at the first refusal (so a storm
+        of removals costs one kernel request each, not one per waiting address)."""
+        in_use = {str(a.addr): a for a in self.pm.network.reported_addresses()}
+        for key in list(self.failed):
+            a = in_use.get(key)
+            if a is None:
+                self.failed.discard(key)
+                continue
+            id = self.pm.idm.get_id(a.addr)
+            if not id:
+                return
+            try:
+                self.pm.kpm_add_addr(a.addr, id, self._flags(a.ifindex, a.addr), a.ifindex)
+            except KernelError:
+                return
+            self.failed.discard(key)
 
     def reconcile(self) -> None:
         """Make the kernel's endpoints match the addresses in use (for the endpoints this daemon owns)."""
@@ -95,7 +125,7 @@ class AddrAdvPlugin(Plugin):
                 log.info("endpoint %s id %d vanished; adding it again", ep.addr, id)
                 del self.pm.owned[id]
                 a = in_use[ep.addr]
-                self.pm.kpm_add_addr(a.addr, id, int(self.pm.config.addr_flags), a.ifindex)
+                self.pm.kpm_add_addr(a.addr, id, self._flags(a.ifindex, a.addr), a.ifindex)
         owned_addrs = {e.addr for e in self.pm.owned.values()}
         for addr, a in in_use.items():
             if addr not in owned_addrs:
@@ -103,7 +133,7 @@ class AddrAdvPlugin(Plugin):
                 if id:
                     log.info("adding missing endpoint %s id %d", addr, id)
                     try:
-                        self.pm.kpm_add_addr(addr, id, int(self.pm.config.addr_flags), a.ifindex)
+                        self.pm.kpm_add_addr(addr, id, self._flags(a.ifindex, addr), a.ifindex)
                         self.failed.discard(str(addr))
                     except KernelError as exc:
                         self.failed.add(str(addr))

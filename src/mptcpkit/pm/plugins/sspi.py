@@ -15,7 +15,7 @@ import logging
 
 from mptcpkit.netlink.errors import KernelError
 from mptcpkit.netlink.mptcp_pm import IPAddress
-from mptcpkit.pm.netmon import Interface
+from mptcpkit.netlink.rtnetlink import Interface
 from mptcpkit.pm.plugin import PRIORITY_DEFAULT, Plugin, SockAddr
 
 log = logging.getLogger("mptcpkit.pm.sspi")

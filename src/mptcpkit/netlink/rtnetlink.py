@@ -1,6 +1,7 @@
 """The small rtnetlink subset the path-manager daemon needs (links, addresses, route lookups). Pure codec.
 
-Only the fixed headers and the handful of attributes the network monitor reads are decoded; everything else is
+Every message decodes to one shape, `RtnlChange(removed, fact)` with `fact` an `Interface`, `LocalAddress`
+or `Route`; the network monitor consumes exactly these, and plugins see the same `Interface`. Only the fixed headers and the handful of attributes the network monitor reads are decoded; everything else is
 skipped. (pyroute2 decodes all of rtnetlink, but importing it costs the daemon about 23 MB of RSS.)
 """
 
@@ -11,7 +12,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from mptcpkit.netlink import wire
+from mptcpkit.netlink import nlmsg
 from mptcpkit.netlink.errors import DecodeError
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -37,34 +38,70 @@ _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, pr
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_RUNNING = 0x40
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
+RT_SCOPE_HOST = 254
+
+
 @dataclass(frozen=True, slots=True)
-class LinkMsg:
-    removed: bool
+class Interface:
+    """A network link as the kernel reports it (mptcpd's `struct mptcpd_interface`)."""
+
     index: int
     name: str
     flags: int
-    type: int
+    type: int = 0
+
+    @property
+    def up(self) -> bool:
+        """IFF_UP and IFF_RUNNING: the link can carry traffic."""
+        return (self.flags & (IFF_UP | IFF_RUNNING)) == (IFF_UP | IFF_RUNNING)
+
+    @property
+    def loopback(self) -> bool:
+        return bool(self.flags & IFF_LOOPBACK)
+
+    @property
+    def ready(self) -> bool:
+        """Up and not loopback: what mptcpd monitors by default."""
+        return self.up and not self.loopback
+
+    def to_dict(self) -> dict[str, object]:
+        return {"index": self.index, "name": self.name, "flags": self.flags, "ready": self.ready}
 
 
 @dataclass(frozen=True, slots=True)
-class AddrMsg:
-    removed: bool
-    index: int
+class LocalAddress:
+    """One address on one link."""
+
+    ifindex: int
     addr: IPAddress
-    prefixlen: int
-    scope: int
+    scope: int = RT_SCOPE_UNIVERSE
+    prefixlen: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class RouteMsg:
-    removed: bool
+class Route:
+    """A route message (only used to re-run route checks and to answer them)."""
+
     family: int
     dst: IPAddress | None
     dst_len: int
     oif: int | None
 
 
-RtnlMsg = LinkMsg | AddrMsg | RouteMsg
+Fact = Interface | LocalAddress | Route
+
+
+@dataclass(frozen=True, slots=True)
+class RtnlChange:
+    """The one shape of an rtnetlink fact: what the kernel said, and whether it was added or removed."""
+
+    removed: bool
+    fact: Fact
 
 
 def _ip(family: int, raw: bytes) -> IPAddress:
@@ -75,42 +112,43 @@ def _ip(family: int, raw: bytes) -> IPAddress:
     raise DecodeError(f"bad address of {len(raw)} bytes for family {family}")
 
 
-def decode_message(msg: wire.Nlmsg) -> RtnlMsg | None:
+def decode_message(msg: nlmsg.Nlmsg) -> RtnlChange | None:
     """Decode one link/address/route message; None for other types and non-IP address families."""
     p = msg.payload
     if msg.type in (RTM_NEWLINK, RTM_DELLINK):
         if len(p) < _IFINFOMSG.size:
             raise DecodeError("truncated ifinfomsg")
         _, itype, index, flags, _ = _IFINFOMSG.unpack_from(p)
-        attrs = wire.attr_map(p[_IFINFOMSG.size :])
-        name = wire.get_string(attrs[IFLA_IFNAME]) if IFLA_IFNAME in attrs else f"if{index}"
-        return LinkMsg(msg.type == RTM_DELLINK, index, name, flags, itype)
+        attrs = nlmsg.attr_map(p[_IFINFOMSG.size :])
+        name = nlmsg.get_string(attrs[IFLA_IFNAME]) if IFLA_IFNAME in attrs else f"if{index}"
+        return RtnlChange(msg.type == RTM_DELLINK, Interface(index, name, flags, itype))
     if msg.type in (RTM_NEWADDR, RTM_DELADDR):
         if len(p) < _IFADDRMSG.size:
             raise DecodeError("truncated ifaddrmsg")
         family, prefixlen, _, scope, index = _IFADDRMSG.unpack_from(p)
         if family not in (socket.AF_INET, socket.AF_INET6):
             return None
-        attrs = wire.attr_map(p[_IFADDRMSG.size :])
+        attrs = nlmsg.attr_map(p[_IFADDRMSG.size :])
         # IFA_LOCAL is the local address on point-to-point links; IFA_ADDRESS is the peer there
         raw = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS))
         if raw is None:
             return None
-        return AddrMsg(msg.type == RTM_DELADDR, index, _ip(family, raw), prefixlen, scope)
+        addr = LocalAddress(index, _ip(family, raw), scope, prefixlen)
+        return RtnlChange(msg.type == RTM_DELADDR, addr)
     if msg.type in (RTM_NEWROUTE, RTM_DELROUTE):
         if len(p) < _RTMSG.size:
             raise DecodeError("truncated rtmsg")
         family, dst_len = p[0], p[1]
-        attrs = wire.attr_map(p[_RTMSG.size :])
+        attrs = nlmsg.attr_map(p[_RTMSG.size :])
         dst = _ip(family, attrs[RTA_DST]) if RTA_DST in attrs and family in (2, 10) else None
-        oif = wire.get_u32(attrs[RTA_OIF]) if RTA_OIF in attrs else None
-        return RouteMsg(msg.type == RTM_DELROUTE, family, dst, dst_len, oif)
+        oif = nlmsg.get_u32(attrs[RTA_OIF]) if RTA_OIF in attrs else None
+        return RtnlChange(msg.type == RTM_DELROUTE, Route(family, dst, dst_len, oif))
     return None
 
 
-def decode(data: bytes) -> list[RtnlMsg]:
-    out: list[RtnlMsg] = []
-    for m in wire.iter_nlmsgs(data):
+def decode(data: bytes) -> list[RtnlChange]:
+    out: list[RtnlChange] = []
+    for m in nlmsg.iter_nlmsgs(data):
         r = decode_message(m)
         if r is not None:
             out.append(r)
@@ -129,4 +167,4 @@ def req_route_lookup(dst: IPAddress, oif: int) -> bytes:
     """RTM_GETROUTE body returning the FIB entry (not a cloned route) that `dst` out of `oif` matches."""
     family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
     body = _RTMSG.pack(family, dst.max_prefixlen, 0, 0, 0, 0, 0, 0, RTM_F_LOOKUP_TABLE | RTM_F_FIB_MATCH)
-    return body + wire.pack_attr(RTA_OIF, wire.u32(oif)) + wire.pack_attr(RTA_DST, dst.packed)
+    return body + nlmsg.pack_attr(RTA_OIF, nlmsg.u32(oif)) + nlmsg.pack_attr(RTA_DST, dst.packed)
