@@ -43,6 +43,7 @@ class Bisect:
     reps: int = 5
     scale: float | None = None
     repo: Path | None = None
+    profile: bool = False
     poll_s: float = 1.0
     log: Callable[[str], None] = print
 
@@ -59,6 +60,7 @@ class Bisect:
             self_check=False,
             kernel=kernel,
             label=step.label,
+            profile=self.profile,
         )
         job_id = self.fleet.submit(spec, self.machine_class, self.reps)
         self.log(

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -238,6 +239,14 @@ def bisect(
         5, "--reps", "-n", min=3, help="Repetitions per probed step (5+ lets compare decide)."
     ),
     scale: float = typer.Option(None, "--scale", min=0.1),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Probe with `lab run --profile` and attach the first bad step's differential profile.",
+    ),
+    profile_out: Path = typer.Option(
+        None, "--profile-out", help="With --profile: write the differential profile (JSON) here."
+    ),
     db: str = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Find the first bad kernel between a good and a bad one: midpoints run on the fleet, compared like `lab compare`."""
@@ -277,26 +286,28 @@ def bisect(
                 log=lambda m: err.print(m, highlight=False),
             )
             first_bad = job.run(good, bad)
-            _attach_profile(store, series, first_bad, scenario)
+            if profile:
+                _attach_profile(store, series, first_bad, scenario, profile_out)
     finally:
         fleet.close()
     err.print(f"first bad step: [bold]{escape(first_bad.label)}[/]")
     print(first_bad.label)
 
 
-def _attach_profile(store: object, series: list, first_bad: object, scenario: str) -> None:  # type: ignore[type-arg]
-    """Hook for lab/profiling: the differential profile of the first bad step against the one before it.
+def _attach_profile(
+    store: Any, series: list[Any], first_bad: Any, scenario: str, out_path: Path | None
+) -> None:
+    """The differential profile (lab/profiling) of the last good step against the first bad one."""
+    from mptcpkit.lab.profiling.bisect import first_bad_step_profile
 
-    Calls `mptcpkit.lab.profiling.bisect_hook(store, good_label, bad_label, scenario)` when that exists.
-    """
-    import importlib
-
-    try:
-        profiling = importlib.import_module("mptcpkit.lab.profiling")
-    except ImportError:
-        return
-    hook = getattr(profiling, "bisect_hook", None)
-    if hook is None:
-        return
     index = series.index(first_bad)
-    hook(store, series[index - 1].label, series[index].label, scenario)
+    good_label, bad_label = series[index - 1].label, series[index].label
+    found = first_bad_step_profile(store, good_label, bad_label, scenario)
+    if found is None:
+        err.print(f"no profiles stored for {good_label} and {bad_label}: nothing to attach")
+        return
+    if out_path is not None:
+        out_path.write_text(json.dumps(found, indent=2, default=str) + "\n")
+        err.print(f"differential profile {good_label} -> {bad_label} written to {out_path}")
+    else:
+        err.print(f"differential profile: mptcpkit lab compare {good_label} {bad_label} --profile")

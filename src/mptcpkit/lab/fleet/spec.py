@@ -26,6 +26,7 @@ class JobSpec:
     kernel: str | None = None
     modules: str | None = None
     label: str | None = None
+    profile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -53,4 +54,5 @@ class JobSpec:
         args += ["--kernel", self.kernel] if self.kernel else []
         args += ["--modules", self.modules] if self.modules else []
         args += ["--label", self.label] if self.label else []
+        args += ["--profile"] if self.profile else []
         return args
