@@ -6,6 +6,7 @@ ids, and stops them (and removes any lab they own) at the end, also on failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -279,38 +281,42 @@ def test_three_workers_each_job_runs_once(workers: Workers, tmp_path: Path) -> N
     assert "already has a worker" in workers.log("w1")
 
 
-def check_dashboard(url: str, jobs: dict[int, str], rows: dict[int, dict[str, Any]]) -> None:
-    """The fleet pages over real HTTP: the queue, each machine's history, the JSON, a 404 for a stranger."""
+@contextlib.contextmanager
+def dashboard(db: str) -> Iterator[str]:
+    """`lab serve`'s app under uvicorn on 127.0.0.1 (a free port), in a thread; stopped at the end."""
     import threading
 
-    import httpx
     import uvicorn
 
     from mptcpkit.lab.report import make_app
     from mptcpkit.lab.report.web import bind
 
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(make_app(url), log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(make_app(db), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
         wait_for(lambda: server.started, 20, "dashboard up")
-        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        with httpx.Client(base_url=base, timeout=60) as http:
-            page = http.get("/fleet")
-            assert page.status_code == 200 and all(label in page.text for label in jobs.values())
-            assert "w1" in page.text and ">6</b> done" in page.text
-            api = http.get("/api/fleet").json()
-            assert {m["machine_id"] for m in api["machines"]} == {"w1", "w2", "w3"}
-            for machine in {r["machine_id"] for r in rows.values()}:
-                history = http.get(f"/fleet/machines/{machine}")
-                mine = [rows[j]["run_id"] for j in jobs if rows[j]["machine_id"] == machine]
-                assert history.status_code == 200 and all(run_id in history.text for run_id in mine)
-            assert http.get("/fleet/machines/nobody").status_code == 404
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def check_dashboard(url: str, jobs: dict[int, str], rows: dict[int, dict[str, Any]]) -> None:
+    """The fleet pages over real HTTP: the queue, each machine's history, the JSON, a 404 for a stranger."""
+    with dashboard(url) as base, httpx.Client(base_url=base, timeout=60) as http:
+        page = http.get("/fleet")
+        assert page.status_code == 200 and all(label in page.text for label in jobs.values())
+        assert "w1" in page.text and ">6</b> done" in page.text
+        api = http.get("/api/fleet").json()
+        assert {m["machine_id"] for m in api["machines"]} == {"w1", "w2", "w3"}
+        for machine in {r["machine_id"] for r in rows.values()}:
+            history = http.get(f"/fleet/machines/{machine}")
+            mine = [rows[j]["run_id"] for j in jobs if rows[j]["machine_id"] == machine]
+            assert history.status_code == 200 and all(run_id in history.text for run_id in mine)
+        assert http.get("/fleet/machines/nobody").status_code == 404
 
 
 def _state(workers: Workers, machine: str) -> dict[str, Any]:
@@ -497,3 +503,29 @@ def test_concurrent_first_users_of_a_fresh_store(pg_url: str) -> None:
     ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [o.strip() for o, _ in outs] == ["ok"] * 4, [e for _, e in outs]
+
+
+def test_fleet_page_on_sqlite_says_postgresql(tmp_path: Path) -> None:
+    """The dashboard's Fleet tab over a SQLite store: a clear 400, not a traceback or a 500."""
+    from mptcpkit.lab.store import open_store
+
+    db = str(tmp_path / "results.db")
+    open_store(db).close()
+    with dashboard(db) as base, httpx.Client(base_url=base, timeout=60) as http:
+        page = http.get("/fleet")
+        assert page.status_code == 400 and "PostgreSQL" in page.text
+        assert http.get("/api/fleet").json()["error"].startswith("the fleet lives in PostgreSQL")
+
+
+def test_bisect_profile_hook_without_profiles(tmp_path: Path) -> None:
+    """The hook into lab/profiling answers plainly when the probed runs carry no profile."""
+    from mptcpkit.lab.fleet.cli import _attach_profile
+    from mptcpkit.lab.fleet.steps import Step
+    from mptcpkit.lab.store import open_store
+
+    with open_store(str(tmp_path / "results.db")) as store:
+        for label in ("s0", "s1"):
+            run = store.create_run(label, {}, {})
+            store.finish_run(run.run_id, "complete")
+        _attach_profile(store, [Step("s0"), Step("s1")], Step("s1"), "fleet-tiny", tmp_path / "p.json")
+    assert not (tmp_path / "p.json").exists()
