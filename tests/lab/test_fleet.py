@@ -529,3 +529,23 @@ def test_bisect_profile_hook_without_profiles(tmp_path: Path) -> None:
             store.finish_run(run.run_id, "complete")
         _attach_profile(store, [Step("s0"), Step("s1")], Step("s1"), "fleet-tiny", tmp_path / "p.json")
     assert not (tmp_path / "p.json").exists()
+
+
+@needs_root
+def test_job_of_a_machine_that_never_returns_is_taken_over(workers: Workers, tmp_path: Path) -> None:
+    """k1 dies mid-job and never restarts; k2's heartbeat check retries the job after --stalled-after (5 s)."""
+    url = workers.url
+    job = submit(url, tiny(tmp_path, duration="20s"), "orphan")
+    dead = workers.start("k1")
+    wait_for(lambda: _state(workers, "k1").get("child_pid"), 60, "job started on k1")
+    dead.send_signal(signal.SIGKILL)
+    dead.wait()
+    workers.start("k2")
+    row = wait_for(
+        lambda: (
+            queue(url)[job]["machine_id"] == "k2" and queue(url)[job]["state"] == "done" and queue(url)[job]
+        ),
+        150,
+        "k2 took the job over and finished it",
+    )
+    assert "worker stopped sending heartbeats; retried" in row["error"] and row["attempts"] == 2
