@@ -29,4 +29,11 @@ from mptcpkit.lab.scenarios.cli import app as _scenario_app  # noqa: E402
 app.add_typer(_scenario_app, name="scenario")
 app.add_typer(_profile_app, name="profile")
 
+from mptcpkit.lab.fleet import cli as _fleet_cli  # noqa: E402
+
+app.command("submit")(_fleet_cli.submit)
+app.command("worker")(_fleet_cli.worker)
+app.add_typer(_fleet_cli.queue_app, name="queue")
+app.command("bisect")(_fleet_cli.bisect)
+
 __all__ = ["app"]
