@@ -136,15 +136,7 @@ class HistoryChange:
 
 def run_brief(run: Run) -> dict[str, Any]:
     """Who a run is, in plain JSON types (without its results)."""
-    return {
-        "run_id": run.run_id,
-        "label": run.label,
-        "status": run.status,
-        "started_at": run.started_at.isoformat(),
-        "finished_at": None if run.finished_at is None else run.finished_at.isoformat(),
-        "environment_key": run.environment_key,
-        "kernel_release": run.environment.get("kernel_release"),
-    }
+    return run.header_json() | {"kernel_release": run.environment.get("kernel_release")}
 
 
 def history_change_points(

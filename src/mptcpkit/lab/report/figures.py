@@ -124,6 +124,18 @@ def goodput_figure(scenario: ScenarioData) -> str | None:
     return str(fig.to_json())
 
 
+def _bar(x: str, y: float | None, color: str, opacity: float, hover: str) -> go.Bar:
+    """One labelled bar of a metric's panel (measured median or expected value)."""
+    return go.Bar(
+        x=[x],
+        y=[y],
+        marker={"color": color, "opacity": opacity},
+        width=0.5,
+        showlegend=False,
+        hovertemplate=hover,
+    )
+
+
 def expected_figure(scenario: ScenarioData) -> str | None:
     """Per metric: measured median (bar, green pass / red fail), every sample (dots), expected and threshold."""
     results = [r for r in scenario.results if r.samples]
@@ -138,18 +150,8 @@ def expected_figure(scenario: ScenarioData) -> str | None:
     for col, r in enumerate(results, start=1):
         state = result_state(r)
         color = STATE_COLORS[state]
-        fig.add_trace(
-            go.Bar(
-                x=["measured"],
-                y=[r.median],
-                marker={"color": color, "opacity": 0.8},
-                width=0.5,
-                showlegend=False,
-                hovertemplate=f"median %{{y:.4g}} {r.unit}<br>{STATE_WORDS[state]}: {r.rule}<extra></extra>",
-            ),
-            row=1,
-            col=col,
-        )
+        hover = f"median %{{y:.4g}} {r.unit}<br>{STATE_WORDS[state]}: {r.rule}<extra></extra>"
+        fig.add_trace(_bar("measured", r.median, color, 0.8, hover), row=1, col=col)
         fig.add_trace(
             go.Scatter(
                 x=["measured"] * len(r.samples),
@@ -163,18 +165,8 @@ def expected_figure(scenario: ScenarioData) -> str | None:
             col=col,
         )
         if r.expected is not None:
-            fig.add_trace(
-                go.Bar(
-                    x=["expected"],
-                    y=[r.expected],
-                    marker={"color": EXPECTED, "opacity": 0.55},
-                    width=0.5,
-                    showlegend=False,
-                    hovertemplate=f"expected %{{y:.4g}} {r.unit}<extra></extra>",
-                ),
-                row=1,
-                col=col,
-            )
+            hover = f"expected %{{y:.4g}} {r.unit}<extra></extra>"
+            fig.add_trace(_bar("expected", r.expected, EXPECTED, 0.55, hover), row=1, col=col)
         rule = parse_rule(r.rule, r.expected)
         if rule is not None:
             fig.add_hline(

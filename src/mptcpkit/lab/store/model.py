@@ -72,6 +72,17 @@ class Run:
     def environment_key(self) -> str:
         return environment_key(self.environment)
 
+    def header_json(self) -> dict[str, Any]:
+        """Who the run is, in plain JSON types: the head of every JSON form of a run (CLI, dashboard, API)."""
+        return {
+            "run_id": self.run_id,
+            "label": self.label,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": None if self.finished_at is None else self.finished_at.isoformat(),
+            "environment_key": self.environment_key,
+        }
+
 
 @dataclass(slots=True)
 class Result:

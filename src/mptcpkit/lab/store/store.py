@@ -345,14 +345,8 @@ def open_store(url_or_path: str | None = None, *, create: bool = True) -> Store:
 def run_to_json(store: Store, run_id: str) -> dict[str, Any]:
     """The run as plain JSON types: the `--json` output of `lab run` and `lab show`."""
     run = store.get_run(run_id)
-    return {
-        "run_id": run.run_id,
-        "label": run.label,
-        "status": run.status,
-        "started_at": run.started_at.isoformat(),
-        "finished_at": None if run.finished_at is None else run.finished_at.isoformat(),
+    return run.header_json() | {
         "environment": run.environment,
-        "environment_key": run.environment_key,
         "config": run.config,
         "results": [result_to_json(r) for r in store.results(run.run_id)],
     }

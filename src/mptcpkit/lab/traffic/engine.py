@@ -25,16 +25,10 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _common(
-    argv: list[str],
-    port: int,
-    proto: str,
-    timeout: float | None,
-    interval: float,
-    sndbuf: int | None,
-    rcvbuf: int | None,
-    corrupt: int | None,
-) -> None:
+def _common(argv: list[str], opts: ClientOptions | ServerOptions) -> None:
+    """The options both ends take, each only when it differs from the engine's default."""
+    port, proto, timeout, interval = opts.port, opts.proto, opts.timeout, opts.interval
+    sndbuf, rcvbuf, corrupt = opts.sndbuf, opts.rcvbuf, opts.corrupt_offset
     argv += ["--port", str(port), "--proto", proto]
     if timeout is not None:
         argv += ["--timeout", _num(timeout)]
@@ -51,16 +45,7 @@ def _common(
 def server_argv(opts: ServerOptions, python: Sequence[str] = ("python3",)) -> list[str]:
     """argv that runs an engine server; `python` is the interpreter on the host (e.g. the venv's)."""
     argv = [*python, "-m", MODULE, "server", "--bind", opts.bind]
-    _common(
-        argv,
-        opts.port,
-        opts.proto,
-        opts.timeout,
-        opts.interval,
-        opts.sndbuf,
-        opts.rcvbuf,
-        opts.corrupt_offset,
-    )
+    _common(argv, opts)
     if opts.once:
         argv.append("--once")
     return argv
@@ -69,16 +54,7 @@ def server_argv(opts: ServerOptions, python: Sequence[str] = ("python3",)) -> li
 def client_argv(opts: ClientOptions, python: Sequence[str] = ("python3",)) -> list[str]:
     """argv that runs one engine client session."""
     argv = [*python, "-m", MODULE, "client", "--connect", opts.connect, "--mode", opts.mode]
-    _common(
-        argv,
-        opts.port,
-        opts.proto,
-        opts.timeout,
-        opts.interval,
-        opts.sndbuf,
-        opts.rcvbuf,
-        opts.corrupt_offset,
-    )
+    _common(argv, opts)
     if opts.bytes is not None:
         argv += ["--bytes", str(opts.bytes)]
     if opts.duration is not None:
