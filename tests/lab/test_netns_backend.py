@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mptcpkit.errors import LabError
+from mptcpkit.errors import TopologyError
 from mptcpkit.lab import registry
 from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.backends.netns import NetnsBackend, attach
@@ -86,8 +86,9 @@ def test_two_labs_side_by_side(small_topology: object) -> None:
 def test_failed_build_leaves_nothing(small_topology: object) -> None:
     before = set(nsutil.list_netns())
     records_before = {r.lab_id for r in registry.all_records()}
-    topo = small_topology.with_host("server", mptcp=MptcpSettings(scheduler="no-such-scheduler"))  # type: ignore[attr-defined]
-    with pytest.raises(LabError, match="scheduler 'no-such-scheduler' is not available"):
+    topo = small_topology.with_host("server", mptcp=MptcpSettings(scheduler="nosuchsched"))  # type: ignore[attr-defined]
+    # refused before anything is created (issue 15): a usage error naming the field, not a half-built lab
+    with pytest.raises(TopologyError, match="scheduler: MPTCP scheduler 'nosuchsched' is not available"):
         NetnsBackend().up(topo)
     assert {n for n in set(nsutil.list_netns()) - before if n.startswith("mkl-")} == set()
     assert {r.lab_id for r in registry.all_records()} == records_before

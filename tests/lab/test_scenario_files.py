@@ -55,9 +55,10 @@ FIRST_WAVE = [
 
 def test_builtins_are_the_first_wave_suite() -> None:
     """The default suite runs from files and measures what the Python suite measured (same sizes, links)."""
-    assert [s.name for s in default_suite_spec().scenarios] == FIRST_WAVE
-    assert set(builtin_specs()) == set(FIRST_WAVE)
-    suite = {s.name: s for s in default_suite()}
+    issue11 = ["cpu-bound-2", "connect-setup"]  # helper cost: the default suite's CPU/GB and setup probes
+    assert [s.name for s in default_suite_spec().scenarios] == FIRST_WAVE + issue11
+    assert set(FIRST_WAVE) <= set(builtin_specs())
+    suite = {s.name: s for s in default_suite() if s.name not in issue11}
     assert all(s.origin.startswith("built-in: builtin/") for s in suite.values())
     # transfer sizes: int(rate * 0.9 * seconds / 8) rounded down to 64 KiB, as the first wave computed them
     assert suite["simult-balanced"].flows[0].bytes == 6684672

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from mptcpkit.errors import LabError
-from mptcpkit.lab.traffic import engine, iperf3, stream, wire
+from mptcpkit.lab.traffic import engine, iperf3, kmem, protocol, stream
 from mptcpkit.lab.traffic.cli import parse_size
-from mptcpkit.lab.traffic.core import percentile, stream_result
 from mptcpkit.lab.traffic.model import TrafficResult
 from mptcpkit.lab.traffic.options import ClientOptions, ServerOptions
+from mptcpkit.lab.traffic.results import stream_result
+from mptcpkit.lab.traffic.stats import latency_summary, percentile
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PY = (sys.executable,)
@@ -108,14 +109,43 @@ def test_parse_trailer_incomplete_then_complete() -> None:
     assert stream.parse_trailer(rec + b"xy") == (b'{"a":1}', b"xy")
 
 
-def test_wire_frames_roundtrip_and_reject_garbage() -> None:
-    frame = wire.encode_frame({"v": 1, "mode": "rr"})
-    assert wire.decode_body(frame[wire.HEADER :]) == {"v": 1, "mode": "rr"}
-    assert wire.frame_length(frame[: wire.HEADER]) == len(frame) - wire.HEADER
-    with pytest.raises(wire.ProtocolError):
-        wire.frame_length(b"GET ")
-    with pytest.raises(wire.ProtocolError):
-        wire.decode_body(b"[1]")
+def test_control_frames_roundtrip_and_reject_garbage() -> None:
+    frame = protocol.encode_frame({"v": 1, "mode": "rr"})
+    assert protocol.decode_body(frame[protocol.HEADER :]) == {"v": 1, "mode": "rr"}
+    assert protocol.frame_length(frame[: protocol.HEADER]) == len(frame) - protocol.HEADER
+    with pytest.raises(protocol.ProtocolError):
+        protocol.frame_length(b"GET ")
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_body(b"[1]")
+
+
+def test_probe_frames_and_latency_summary() -> None:
+    probe = protocol.encode_probe(65536)
+    assert probe[: protocol.HEADER] == protocol.PROBE_MAGIC and protocol.decode_probe_size(probe[4:]) == 65536
+    with pytest.raises(protocol.ProtocolError):  # the magic can never be mistaken for a frame header
+        protocol.frame_length(protocol.PROBE_MAGIC)
+    s = latency_summary([float(v) for v in range(1, 1001)])
+    assert s.count == 1000 and s.p50_us == pytest.approx(500.5) and s.p999_us == pytest.approx(999.001)
+    assert s.min_us == 1 and s.max_us == 1000 and len(s.samples_us) == 1000
+
+
+def test_kernel_memory_parsers() -> None:
+    sockstat = "sockets: used 17\nTCP: inuse 1 orphan 0 tw 497 alloc 3 mem 8957\nUDP: inuse 0 mem 0\n"
+    assert kmem.parse_sockstat_tcp_mem(sockstat) == 8957 and kmem.parse_sockstat_tcp_mem("") == 0
+    slabinfo = (
+        "slabinfo - version: 2.1\n"
+        "MPTCP                 64     64   1984   16    8 : tunables    0    0    0 : slabdata      4      4      0\n"
+        "TCP                   65     65   2368   13    8 : tunables    0    0    0 : slabdata      5      5      0\n"
+        "kmalloc-64          9000   9000     64   64    1 : tunables    0    0    0 : slabdata    140    140      0\n"
+    )
+    slabs = kmem.parse_slabinfo(slabinfo)
+    assert slabs == {"MPTCP": (64, 1984), "TCP": (65, 2368)}
+    before = kmem.MemSnapshot(100, {"MPTCP": (64, 1984), "TCP": (65, 2368)})
+    during = kmem.MemSnapshot(110, {"MPTCP": (74, 1984), "TCP": (85, 2368)})
+    mem = kmem.difference(before, during, 10)
+    assert mem.sockstat_mem_bytes == 10 * 4096 and mem.slab_bytes == 10 * 1984 + 20 * 2368
+    assert mem.per_connection_bytes == pytest.approx((40960 + 19840 + 47360) / 10)
+    assert mem.slabs == {"MPTCP": 10, "TCP": 20}
 
 
 def test_stream_result_verdicts() -> None:
@@ -218,6 +248,10 @@ def test_iperf3_parser_on_captured_mptcpize_runs() -> None:
     assert s.samples and s.samples[-1].bytes == s.bytes_received  # receiver (server) samples
     assert up.connections[0].mss == 1448 and up.connections[0].local.startswith("10.9.1.1:")
     assert up.options["retransmits"] == 45
+    assert up.cpu is not None and up.cpu.source == "iperf3"  # its cpu_utilization_percent x duration
+    assert up.cpu.sys_s == pytest.approx(0.7795, rel=0.01) and up.cpu.peer_sys_s == pytest.approx(
+        0.2305, rel=0.01
+    )
     down = iperf3.parse((FIXTURES / "iperf3_mptcpize_download.json").read_text(), mode="bulk-download")
     assert down.streams[0].direction == "download" and down.bytes_total == 20 << 20
     assert TrafficResult.from_json(down.to_json()) == down
@@ -397,6 +431,7 @@ def test_plain_tcp_mode(session: SessionRunner) -> None:
 def test_rr_reports_rate_and_percentiles(session: SessionRunner) -> None:
     rc, res, srv = session(mode="rr", count=300, rr_size=(64, 1500))
     assert rc == 0 and res.ok and res.rr is not None
+    assert res.cpu is not None and res.cpu.source == "rusage" and res.cpu.user_s + res.cpu.sys_s > 0
     assert res.rr.transactions == 300 and len(res.rr.latencies_us) == 300
     assert 0 < res.rr.min_us <= res.rr.p50_us <= res.rr.p90_us <= res.rr.p99_us <= res.rr.max_us
     assert res.rr.transactions_per_s > 0 and res.rr.response_size == 1500
@@ -410,6 +445,60 @@ def test_connect_mode_samples_setup_time(session: SessionRunner) -> None:
     assert res.connect.successes == 20 and len(res.connect.samples_us) == 20 and res.connect.p50_us > 0
     assert not res.connections[0].fallback
     assert srv.connect is not None and srv.connect.successes == 20
+
+
+@pytest.mark.needs_root
+def test_connect_mode_accept_side_and_short_transfers(session: SessionRunner) -> None:
+    rc, res, srv = session(
+        mode="connect", count=60, bytes=64 << 10, concurrency=4, proto="tcp", server_proto="tcp"
+    )
+    assert rc == 0 and res.ok, res.error
+    c = res.connect
+    assert c is not None and c.successes == 60 and c.bytes_per_connection == 64 << 10
+    assert c.served is not None and c.completion is not None and c.join is None
+    # the accept side comes after the handshake, the last byte after the first
+    assert c.served.p50_us > c.p50_us and c.completion.p50_us >= c.served.p50_us
+    assert c.served.p50_us <= c.served.p99_us <= c.served.p999_us <= c.served.max_us
+    assert c.connections_per_s > 0 and res.goodput_bps == pytest.approx(c.goodput_bps)
+    assert c.goodput_bps >= 60 * (64 << 10) * 8 / 60  # 60 transfers took less than a minute
+    assert srv.connect is not None and srv.connect.successes == 60 and srv.connect.connections_per_s > 0
+
+
+@pytest.mark.needs_root
+def test_rr_p999_and_paced_stream_delay(session: SessionRunner) -> None:
+    rc, res, _ = session(mode="rr", count=2000, rr_size=(1, 1))
+    assert rc == 0 and res.rr is not None
+    assert res.rr.p99_us <= res.rr.p999_us <= res.rr.max_us
+    rc, res, srv = session(mode="stream", rate=8e6, message_size=1024, duration=0.5)
+    assert rc == 0 and res.ok, res.error
+    p = res.paced
+    assert p is not None and p.messages_sent == p.messages_acked == 488  # 0.5 s at 8 Mbit/s of 1 KiB
+    assert 0 < p.delay.p50_us <= p.delay.p99_us <= p.delay.max_us and len(p.delay.samples_us) == 488
+    assert 0.45 < p.duration_s < 1.0  # paced, not blasted
+    assert srv.paced is not None and srv.paced.messages_acked == 488
+    argv = ["client", "--connect", "127.0.0.1", "--port", "9", "--mode", "stream", "--duration", "1"]
+    cp = subprocess.run([*PY, "-m", "mptcpkit.lab.traffic", *argv], capture_output=True, text=True)
+    res = engine.parse_result(cp.stdout)
+    assert cp.returncode == 2 and res.error is not None and res.error.kind == "usage", cp.stdout
+    assert "--rate" in res.error.message
+
+
+@pytest.mark.needs_root
+def test_bulk_kernel_memory_per_connection(session: SessionRunner) -> None:
+    rc, res, _ = session(mode="bulk-download", parallel=20, duration=1.0, memory=True, integrity="none")
+    assert rc == 0 and res.ok, res.error
+    assert len(res.streams) == 20
+    mem = res.memory
+    assert mem is not None and mem.connections == 20
+    # 20 busy connections hold buffer pages; the counters are machine-wide and SLUB reports slabs in whole
+    # pages per CPU, so only a loose lower bound and the slab names
+    assert {"TCP", "MPTCP"} <= set(mem.slabs), mem
+    # the per-connection figure comes from the client's own sockets: an MPTCP and a TCP socket object each
+    # (about 2 KB apiece here) plus their buffers mid-transfer
+    slab = kmem.snapshot().slabs
+    assert mem.socket_object_bytes == 20 * (slab["MPTCP"][1] + slab["TCP"][1]), mem
+    assert mem.socket_buffer_bytes > 0
+    assert mem.per_connection_bytes == pytest.approx((mem.socket_buffer_bytes + mem.socket_object_bytes) / 20)
 
 
 @pytest.mark.needs_root
@@ -497,6 +586,19 @@ def test_two_subflows_reported_with_their_addresses(two_paths: tuple[str, str], 
     last = conn.subflow_samples[-1]
     assert {sb.local.split(":")[0] for sb in last.subflows} == {"10.0.1.1", "10.0.2.1"}
     assert len(srv.connections[0].subflows) == 2
+
+
+@pytest.mark.needs_root
+def test_connect_with_a_joining_subflow(two_paths: tuple[str, str], procs: Procs) -> None:
+    cli_ns, srv_ns = two_paths
+    p, port = procs.server(srv_ns, ServerOptions(bind="0.0.0.0", port=0, once=True, timeout=30))
+    opts = ClientOptions(connect="10.0.1.2", port=port, mode="connect", count=20, join=1, timeout=30)
+    rc, res = run_client(cli_ns, opts)
+    server_result(p)
+    assert rc == 0 and res.ok, res.error
+    c = res.connect
+    assert c is not None and c.join is not None and c.join.count == 20
+    assert c.join.p50_us > c.p50_us  # the join needs the first connection established first
 
 
 @pytest.mark.needs_root

@@ -197,6 +197,8 @@ def down(
     from mptcpkit.lab.backends.netns import preflight, teardown_all, teardown_record
     from mptcpkit.lab.vm_labs import vm_lab_down, vm_lab_list
 
+    if lab_id and not registry.LAB_ID_RE.fullmatch(lab_id):
+        raise UsageError(f"{lab_id[:40]!a} is not a lab id (6 hex digits, see `mptcpkit lab status`)")
     if lab_id and not all_labs and vm_lab_down(lab_id):
         err.print(f"VM lab {lab_id} removed")
         return
@@ -215,8 +217,14 @@ def down(
         return
     if not lab_id:
         raise UsageError("name the lab to remove (see `mptcpkit lab status`) or use --all")
-    record = registry.load(lab_id)
+    record = registry.find(lab_id)  # also a corrupt record, or namespaces whose record was never written
     if record is None:
+        from mptcpkit.lab.backends.vm_supervisor import record_path
+
+        if record_path(lab_id).exists():  # a VM lab record nobody can read: its supervisor is long gone
+            record_path(lab_id).unlink()
+            err.print(f"unreadable VM lab record {lab_id} removed")
+            return
         raise UsageError(f"no lab '{lab_id}' on this machine (see `mptcpkit lab status`)")
     teardown_record(record)
     err.print(f"lab {lab_id} removed")
@@ -291,6 +299,19 @@ def run_cmd(
         help="Modules directory for --kernel (default: found next to the image or in /lib/modules/RELEASE).",
     ),
     list_only: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Record CPU profiles (perf, system-wide) of each repetition; docs/profiling.md.",
+    ),
+    profile_freq: int = typer.Option(
+        None, "--profile-freq", help="Samples per second per CPU (default 499)."
+    ),
+    profile_symbols: str = typer.Option(
+        None,
+        "--profile-symbols",
+        help="vmlinux or System.map of the kernel under test (default: /proc/kallsyms).",
+    ),
 ) -> None:
     """Run the scenario suite (default: all scenarios), compare each with its analytic expectation, store it.
 
@@ -299,7 +320,10 @@ def run_cmd(
     from mptcpkit.lab.scenarios import cli as scenario_cli
 
     _check_emulation_mode(emulation)
+    from mptcpkit.lab.profiling.cli import run_options
+
     selection = scenario_cli.select(scenario, suite)
+    profile_options = run_options(profile, profile_freq, profile_symbols)
     if list_only:
         scenario_cli.print_list(selection.specs)
         return
@@ -328,6 +352,9 @@ def run_cmd(
         guest_args += ["--until-ci", str(until_ci)] if until_ci is not None else []
         guest_args += ["--seed", str(seed)] if seed is not None else []
         guest_args += [] if self_check else ["--no-self-check"]
+        guest_args += ["--profile"] if profile else []
+        guest_args += ["--profile-freq", str(profile_freq)] if profile_freq else []
+        guest_args += ["--profile-symbols", profile_symbols] if profile_symbols else []
         raise typer.Exit(run_on_kernel(kernel, modules, guest_args, label=label, db=db, json_path=json_path))
     elif modules:
         raise UsageError("--modules goes with --kernel")
@@ -348,6 +375,7 @@ def run_cmd(
         max_reps=max_reps,
         seed=seed,
         self_check=self_check,
+        profile=profile_options,
     )
     raise typer.Exit(0 if report.passed else 1)
 
@@ -394,7 +422,7 @@ def runs_cmd(
     """List stored runs, newest first."""
     from mptcpkit.lab.store import open_store
 
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         runs = store.list_runs(limit=limit, label=label)
         if not runs:
             err.print(f"no runs in {store.where} yet (start one with `mptcpkit lab run`)")
@@ -428,7 +456,7 @@ def show_cmd(
     from mptcpkit.lab.runview import print_results
     from mptcpkit.lab.store import open_store, run_to_json
 
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         run = store.get_run(run_ref)
         if as_json:
             print(json.dumps(run_to_json(store, run.run_id), indent=2, default=str))
@@ -460,13 +488,18 @@ def compare_cmd(
         "it a regression (a regression must show in both).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Also show where the CPU time went (differential profile of each regression).",
+    ),
 ) -> None:
     """Per scenario and metric: change with confidence interval, rank test, verdict. Exit 1 on a regression."""
     from mptcpkit.lab.analysis import compare_runs
     from mptcpkit.lab.store import open_store
 
     effect = None if min_effect is None else min_effect / 100
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         base_run, new_run = store.get_run(base), store.get_run(new)
         rows = compare_runs(store, base_run.run_id, new_run.run_id, min_effect=effect)
         if not rows:
@@ -484,7 +517,14 @@ def compare_cmd(
         if as_json:
             # --confirm may downgrade a regression: the verdict printed is the confirmed one.
             rows_json = [r.to_json() | {"verdict": v} for r, v in zip(rows, verdicts, strict=True)]
-            print(json.dumps(rows_json, indent=2))
+            if profile:
+                from mptcpkit.lab.profiling.cli import diffs_json
+                from mptcpkit.lab.profiling.views import compare_profiles
+
+                diffs, note = compare_profiles(store, base_run.run_id, new_run.run_id, rows)
+                print(json.dumps({"comparisons": rows_json, "profiles": diffs_json(diffs, note)}, indent=2))
+            else:
+                print(json.dumps(rows_json, indent=2))
         else:
             err.print(
                 f"base {base_run.run_id} ({base_run.label or '-'}, "
@@ -519,6 +559,11 @@ def compare_cmd(
                     f"[{colors[v]}]{v}[/]",
                 )
             out.print(table)
+            if profile:
+                from mptcpkit.lab.profiling.cli import print_diffs
+                from mptcpkit.lab.profiling.views import compare_profiles
+
+                print_diffs(*compare_profiles(store, base_run.run_id, new_run.run_id, rows), out, err)
         if "regression" in verdicts:
             raise typer.Exit(1)
 
@@ -577,7 +622,7 @@ def history_cmd(
     from mptcpkit.lab.analysis import history_change_points
     from mptcpkit.lab.store import open_store
 
-    with open_store(db) as store:
+    with open_store(db, create=False) as store:
         pairs = [
             (s, m)
             for s, m in store.metrics()
@@ -714,8 +759,10 @@ def console_cmd(lab_id: str = typer.Argument(..., metavar="LAB"), host: str = ty
     raise typer.Exit(vm_lab_console(lab_id, host))
 
 
+from mptcpkit.lab.profiling.cli import app as _profile_app  # noqa: E402
 from mptcpkit.lab.scenarios.cli import app as _scenario_app  # noqa: E402
 
 app.add_typer(_scenario_app, name="scenario")
+app.add_typer(_profile_app, name="profile")
 
 __all__ = ["Path", "app"]

@@ -189,97 +189,17 @@ def field_path_text(path: tuple[str | int, ...]) -> str:
     """('links', 0, 'rate') -> 'links[0].rate'."""
     text = ""
     for part in path:
+        if isinstance(part, str) and not (part.isascii() and part.isprintable() and len(part) <= 40):
+            part = ascii(part[:40])  # a hostile key must not put control characters into a message
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
 
 
 def validate(topology: Topology) -> None:
-    """Check cross references and values; raise ModelError naming the offending field."""
-    names = [h.name for h in topology.hosts]
-    if not topology.hosts:
-        raise ModelError(("hosts",), "a topology needs at least one host")
-    for index, host in enumerate(topology.hosts):
-        if names.count(host.name) > 1:
-            raise ModelError(("hosts", host.name), f"host '{host.name}' is defined twice")
-        if not host.name.replace("-", "").replace("_", "").isalnum() or len(host.name) > 20:
-            raise ModelError(
-                ("hosts", host.name), "host names use letters, digits, '-' or '_' (at most 20 characters)"
-            )
-        del index
-    seen_addresses: dict[IPAddress, str] = {}
-    link_names: set[str] = set()
-    for li, link in enumerate(topology.links):
-        if link.name in link_names:
-            raise ModelError(("links", li, "name"), f"link name '{link.name}' is used twice")
-        link_names.add(link.name)
-        if not 68 <= link.mtu <= 65535:
-            raise ModelError(("links", li, "mtu"), f"MTU must be within 68..65535, got {link.mtu}")
-        for side, end in (("a", link.a), ("b", link.b)):
-            if end.host not in names:
-                raise ModelError(
-                    ("links", li, side, "host"),
-                    f"unknown host '{end.host}' (hosts are: {', '.join(names)})",
-                )
-            if not end.ifname or len(end.ifname) > 15 or "/" in end.ifname or " " in end.ifname:
-                raise ModelError(("links", li, side, "ifname"), f"invalid interface name '{end.ifname}'")
-            for address in end.addresses:
-                if address.ip in seen_addresses:
-                    raise ModelError(
-                        ("links", li, side, "addresses"),
-                        f"address {address.ip} is already used by {seen_addresses[address.ip]}",
-                    )
-                seen_addresses[address.ip] = end.host
-        if link.a.host == link.b.host:
-            raise ModelError(("links", li, "b", "host"), "a link must join two different hosts")
-        for dname, direction in (("a_to_b", link.a_to_b), ("b_to_a", link.b_to_a)):
-            if direction.jitter_s > direction.delay_s:
-                raise ModelError(
-                    ("links", li, dname, "jitter"), "jitter must not exceed delay (delay +/- jitter >= 0)"
-                )
-            if direction.queue_packets < 1:
-                raise ModelError(("links", li, dname, "queue"), "queue must hold at least 1 packet")
-    for host in topology.hosts:
-        ifnames = [lk.end(host.name).ifname for lk in topology.links_of(host.name)]
-        for ifname in ifnames:
-            if ifnames.count(ifname) > 1:
-                raise ModelError(
-                    ("hosts", host.name), f"interface name '{ifname}' is used by two links of '{host.name}'"
-                )
-        _validate_mptcp(topology, host, set(ifnames))
-        for ri, route in enumerate(host.routes):
-            if route.dev is not None and route.dev not in ifnames:
-                raise ModelError(
-                    ("hosts", host.name, "routes", ri, "dev"), f"'{host.name}' has no '{route.dev}'"
-                )
+    """Check names, numbers, addresses, routes and MPTCP settings; raise ModelError naming the offending field.
 
+    The checks live in `model_checks.py` (limits, kernel name rules, linear time); this is the stable entry point.
+    """
+    from mptcpkit.lab.model_checks import validate_topology
 
-def _validate_mptcp(topology: Topology, host: Host, ifnames: set[str]) -> None:
-    mptcp = host.mptcp
-    base = ("hosts", host.name, "mptcp")
-    if mptcp.path_manager not in ("kernel", "userspace"):
-        raise ModelError((*base, "path_manager"), "must be 'kernel' or 'userspace'")
-    for key, value in (("subflows", mptcp.subflows), ("add_addr_accepted", mptcp.add_addr_accepted)):
-        if value is not None and not 0 <= value <= 8:
-            raise ModelError(
-                (*base, "limits", key), f"must be within 0..8 (the kernel's maximum), got {value}"
-            )
-    own = {address.ip: ifname for ifname, address in topology.addresses_of(host.name)}
-    for ei, endpoint in enumerate(mptcp.endpoints):
-        where = (*base, "endpoints", ei)
-        unknown = endpoint.flags - set(ENDPOINT_FLAGS)
-        if unknown:
-            raise ModelError(
-                (*where, "flags"), f"unknown flag(s) {sorted(unknown)}; valid: {', '.join(ENDPOINT_FLAGS)}"
-            )
-        if {"signal", "fullmesh"} <= endpoint.flags:
-            raise ModelError(
-                (*where, "flags"), "'signal' and 'fullmesh' cannot be combined (the kernel refuses)"
-            )
-        if endpoint.address not in own:
-            raise ModelError(
-                (*where, "address"), f"{endpoint.address} is not an address of host '{host.name}'"
-            )
-        if endpoint.dev is not None and endpoint.dev not in ifnames:
-            raise ModelError((*where, "dev"), f"'{host.name}' has no interface '{endpoint.dev}'")
-        if endpoint.id is not None and not 1 <= endpoint.id <= 255:
-            raise ModelError((*where, "id"), "endpoint ids are 1..255")
+    validate_topology(topology)

@@ -20,6 +20,7 @@ from typing import Any
 from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab import environment
 from mptcpkit.lab.backends.base import Backend, Lab
+from mptcpkit.lab.profiling.session import ProfileOptions, Profiler, flow_seconds
 from mptcpkit.lab.scenarios.base import Measurement, RepOutcome, Scenario
 from mptcpkit.lab.store import Result, Series, Store
 
@@ -37,6 +38,7 @@ class RunOptions:
     max_reps: int = 10
     self_check: bool = True
     extra_environment: dict[str, Any] = field(default_factory=dict)
+    profile: ProfileOptions | None = None  # lab/profiling: perf during the steady state of each repetition
 
 
 @dataclass
@@ -50,6 +52,9 @@ class ScenarioStatus:
     reps_done: int = 0
     self_check: list[dict[str, Any]] = field(default_factory=list)
     rep_details: list[dict[str, Any]] = field(default_factory=list)  # per repetition: connections, actions
+    profiled: dict[str, list[bool]] = field(
+        default_factory=lambda: defaultdict(list)
+    )  # per metric, per sample
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Reporter:
     def total(self, reps: int) -> None: ...
     def stage(self, text: str) -> None: ...
     def rep_done(self, scenario: str, rep: int, outcome: RepOutcome) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 def aggregate(run_id: str, status: ScenarioStatus) -> list[Result]:
@@ -116,6 +122,7 @@ def aggregate(run_id: str, status: ScenarioStatus) -> list[Result]:
                     "self_check": status.self_check,
                     "reps": status.rep_details,
                     "origin": status.scenario.origin,
+                    **({"profiled": status.profiled[name]} if any(status.profiled[name]) else {}),
                 },
                 sweep=sweep,
                 params=params,
@@ -196,6 +203,8 @@ def run(
         env["self_check"] = {name: st.self_check for name, st in statuses.items()}
         env["seed"] = seed
         env.update(options.extra_environment)
+        profiler = Profiler.begin(options.profile, rep.note, backend.name, options.scenarios)
+        env.update(profiler.environment())
         config = {
             "scenarios": list(statuses),
             "origins": {name: st.scenario.origin for name, st in statuses.items()},
@@ -212,13 +221,17 @@ def run(
         rep.total(len(order))
         status_final = "failed"
         try:
-            _execute(order, statuses, store, run_record.run_id, rep)
+            _execute(order, statuses, store, run_record.run_id, rep, profiler)
             if options.until_ci_pct is not None:
-                _until_confident(options, statuses, store, run_record.run_id, rep, rng)
+                _until_confident(options, statuses, store, run_record.run_id, rep, rng, profiler)
             # Already stored after each repetition; here only gathered for the report.
             results = [r for status in statuses.values() for r in aggregate(run_record.run_id, status)]
             status_final = "complete"
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (runview): stopped before the end, not a failure
+            status_final = "incomplete"
+            raise
         finally:
+            profiler.close()
             store.finish_run(run_record.run_id, status_final)  # type: ignore[arg-type]
         return RunReport(run_record.run_id, results, {n: s.failures for n, s in statuses.items()}, env)
     finally:
@@ -253,20 +266,26 @@ def _execute(
     store: Store,
     run_id: str,
     rep: Reporter,
+    profiler: Profiler,
 ) -> None:
     for name, index in order:
         status = statuses[name]
         assert status.lab is not None
         rep.stage(f"{name}: repetition {index + 1}")
-        try:
-            outcome = status.scenario.run_once(status.lab)
-        except LabError as exc:
-            outcome = RepOutcome([], failure=str(exc))
+        with profiler.repetition(name, flow_seconds(status.scenario), status.lab) as recording:
+            try:
+                outcome = status.scenario.run_once(status.lab)
+            except LabError as exc:
+                outcome = RepOutcome([], failure=str(exc))
+        profiled = profiler.finish(recording, store, run_id, name, index) is not None
+        if profiled:
+            outcome.details["profiled"] = True
         if outcome.failure:
             status.failures.append(f"rep {index + 1}: {outcome.failure}")
         status.rep_details.append({"rep": index + 1, "failure": outcome.failure, **outcome.details})
         for measurement in outcome.measurements:
             status.measurements[measurement.metric].append(measurement)
+            status.profiled[measurement.metric].append(profiled)
         for series_name, interval, values in outcome.series:
             store.add_series(Series(run_id, name, index, series_name, interval, values))
         status.reps_done += 1
@@ -282,6 +301,7 @@ def _until_confident(
     run_id: str,
     rep: Reporter,
     rng: random.Random,
+    profiler: Profiler,
 ) -> None:
     """Add repetitions to scenarios whose metrics' median CI is wider than the target, up to max_reps."""
     from mptcpkit.lab.analysis import ci_width_pct
@@ -303,4 +323,5 @@ def _until_confident(
             return
         rng.shuffle(pending)
         rep.total(len(pending))
-        _execute([(name, statuses[name].reps_done) for name in pending], statuses, store, run_id, rep)
+        pending_order = [(name, statuses[name].reps_done) for name in pending]
+        _execute(pending_order, statuses, store, run_id, rep, profiler)

@@ -44,6 +44,9 @@ class ProgressReporter(Reporter):
     def stage(self, text: str) -> None:
         self.progress.update(self.task, description=text)
 
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]{text}[/]", highlight=False)
+
     def rep_done(self, scenario: str, rep: int, outcome: RepOutcome) -> None:
         self.progress.advance(self.task)
         summary = ", ".join(
@@ -100,6 +103,7 @@ def run_with_progress(
     self_check: bool,
     backend: Any = None,
     store: Any = None,
+    profile: Any = None,
 ) -> RunReport:
     """Run with progress bars on stderr; print the table; write JSON; labs are removed even on SIGTERM."""
     from mptcpkit.lab.backends.netns import NetnsBackend
@@ -118,6 +122,7 @@ def run_with_progress(
         until_ci_pct=until_ci,
         max_reps=max_reps,
         self_check=self_check,
+        profile=profile,
     )
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -146,7 +151,10 @@ def run_with_progress(
                 )
             print_results(report.results, console)
             if json_path:
-                document = json.dumps(run_to_json(store, report.run_id), indent=2, default=str)
+                from mptcpkit.lab.profiling.storage import profiles_json
+
+                run_json = run_to_json(store, report.run_id) | profiles_json(store, report.run_id)
+                document = json.dumps(run_json, indent=2, default=str)
                 if json_path == "-":
                     sys.stdout.write(document + "\n")
                 else:

@@ -6,8 +6,12 @@ Every mistake becomes one TopologyError naming file, line and field; unknown key
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import errno
 import ipaddress
+import os
+import stat
 import tomllib
 from dataclasses import replace
 from importlib import resources
@@ -29,6 +33,7 @@ from mptcpkit.lab.model import (
     Topology,
     field_path_text,
 )
+from mptcpkit.lab.model_checks import MAX_HOSTS, MAX_LINKS
 from mptcpkit.lab.toml_lines import index_lines, line_of
 from mptcpkit.lab.units import Bdp, parse_duration, parse_fraction, parse_queue, parse_rate
 
@@ -44,6 +49,9 @@ _SHAPE_KEYS = {"rate", "delay", "jitter", "loss", "queue", "reorder"}
 _LINK_KEYS = {"name", "a", "b", "mtu", "a_to_b", "b_to_a"} | _SHAPE_KEYS
 _END_KEYS = {"host", "ifname", "addresses"}
 
+MAX_FILE_BYTES = 1 << 20
+"""Topology files larger than this are refused before parsing (docs/topology.md, "Limits")."""
+
 
 def builtin_names() -> list[str]:
     """Names of the topologies shipped with mptcpkit."""
@@ -54,39 +62,100 @@ def builtin_names() -> list[str]:
 def load_topology(ref: str | Path) -> Topology:
     """Load a topology from a file path or a built-in name such as 'two-paths'."""
     path = Path(ref)
-    if path.suffix == ".toml" or path.exists() or "/" in str(ref):
-        if not path.is_file():
-            raise TopologyError(
-                f"no such topology file (built-in topologies: {', '.join(builtin_names())})", file=str(ref)
-            )
-        return parse_topology(path.read_text(), source=str(path))
+    if path.suffix == ".toml" or os.path.lexists(path) or "/" in str(ref):
+        return parse_topology(read_topology_text(path), source=str(path))
     name = str(ref)
     folder = resources.files("mptcpkit.lab") / "topologies"
     candidate = folder / f"{name}.toml"
-    if not candidate.is_file():
+    if not name.isascii() or not name.replace("-", "").replace("_", "").isalnum() or not candidate.is_file():
         close = difflib.get_close_matches(name, builtin_names(), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise TopologyError(
-            f"unknown topology '{name}'{hint}; built-in: {', '.join(builtin_names())}, or give a .toml file path"
+            f"unknown topology {name[:60]!a}{hint}; built-in: {', '.join(builtin_names())}, "
+            "or give a .toml file path"
         )
     return parse_topology(candidate.read_text(), source=f"{name}.toml")
 
 
+def read_topology_text(path: Path) -> str:
+    """The text of a topology (or scenario) file, or one TopologyError saying why it cannot be read.
+
+    Refuses what is not a regular file (directories, FIFOs, devices: opened non-blocking, so a FIFO cannot hang
+    us), symlink loops, files over MAX_FILE_BYTES and bytes that are not UTF-8 (with the line of the first one).
+    """
+    shown = str(path)
+    builtin = f" (built-in topologies: {', '.join(builtin_names())})"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        reasons = {
+            errno.ENOENT: "no such topology file" + builtin,
+            errno.ELOOP: "symbolic link loop (too many levels of symbolic links)",
+            errno.EACCES: "permission denied",
+            errno.ENOTDIR: "no such topology file (a part of the path is not a directory)",
+            errno.ENAMETOOLONG: "file name too long",
+        }
+        raise TopologyError(reasons.get(exc.errno or 0, f"cannot open: {exc.strerror}"), file=shown) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise TopologyError("is a directory, not a topology file", file=shown)
+        if not stat.S_ISREG(mode):
+            raise TopologyError("is not a regular file", file=shown)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise TopologyError(f"cannot read: {exc.strerror}", file=shown) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise TopologyError(
+            f"file is larger than {MAX_FILE_BYTES} bytes (the limit for topology files)", file=shown
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TopologyError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})", file=shown, line=line
+        ) from None
+
+
 def parse_topology(text: str, source: str = "<topology>") -> Topology:
     """Parse TOML text into a validated Topology."""
+    if len(text) > MAX_FILE_BYTES:
+        raise TopologyError(f"topology text is larger than {MAX_FILE_BYTES} bytes", file=source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(f"not valid TOML: {exc}", file=source) from None
+        raise TopologyError(one_line(f"not valid TOML: {exc}"), file=source) from None
+    except RecursionError:
+        raise TopologyError("not valid TOML: arrays or tables nested too deeply", file=source) from None
     lines = index_lines(text)
     try:
         topology = _build(data, source)
         model.validate(topology)
     except ModelError as exc:
-        raise TopologyError(
-            exc.message, file=source, line=line_of(lines, exc.path), field=field_path_text(exc.path)
-        ) from None
+        raise located(exc, source, lines) from None
     return topology
+
+
+def located(exc: ModelError, source: str, lines: dict[FieldPath, int] | None = None) -> TopologyError:
+    """`exc` as a TopologyError with file:line (the lines are indexed from `source` when not given)."""
+    if lines is None:
+        lines = {}
+        with contextlib.suppress(TopologyError):
+            lines = index_lines(read_topology_text(Path(source)))
+    return TopologyError(
+        one_line(exc.message), file=source, line=line_of(lines, exc.path), field=field_path_text(exc.path)
+    )
+
+
+def one_line(text: str) -> str:
+    """`text` with control and other unprintable characters escaped: a message is one line, whatever the file held."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 class _Reader:
@@ -146,8 +215,12 @@ def _build(data: dict[str, Any], source: str) -> Topology:
     top = _Reader(data, (), _TOP_KEYS)
     name = top.get("name", str) or Path(source).stem
     hosts_data = top.get("hosts", dict) or {}
+    if len(hosts_data) > MAX_HOSTS:
+        raise ModelError(("hosts",), f"{len(hosts_data)} hosts; at most {MAX_HOSTS} are supported")
     hosts = tuple(_host(hname, hdata) for hname, hdata in hosts_data.items())
     links_data = top.get("links", list) or []
+    if len(links_data) > MAX_LINKS:
+        raise ModelError(("links",), f"{len(links_data)} links; at most {MAX_LINKS} are supported")
     next_ifindex: dict[str, int] = {}
     links = tuple(_link(i, ldata, next_ifindex) for i, ldata in enumerate(links_data))
     return Topology(
@@ -283,6 +356,11 @@ def _link(index: int, data: Any, next_ifindex: dict[str, int]) -> Link:
         next_ifindex[host] = next_ifindex.get(host, 0) + 1
         addresses = []
         for ai, text in enumerate(e.get("addresses", list) or []):
+            if not isinstance(text, str):
+                raise ModelError(
+                    (*e.at("addresses"), ai),
+                    f'expected an address with prefix as a string, e.g. "10.0.1.1/24", got {text!r}'[:160],
+                )
             try:
                 addresses.append(ipaddress.ip_interface(text))
             except ValueError:

@@ -28,8 +28,10 @@ def parse_rate(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a rate such as '50mbit', got a boolean")
     if isinstance(value, int | float):
-        if value <= 0:
-            raise ValueError(f"rate must be positive, got {value}")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"rate must be a positive, finite number of bit/s, got {value}")
+        if value < 1:
+            raise ValueError(f"rate must be at least 1 bit/s, got {value}")
         return int(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a rate such as '50mbit', got {value!r}")
@@ -37,7 +39,10 @@ def parse_rate(value: object) -> int:
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _RATE_UNITS:
         raise ValueError(f"cannot read {value!r} as a rate (use e.g. '10mbit', '1gbit', '500kbit')")
-    rate = int(float(match.group(1)) * _RATE_UNITS[unit])
+    number = float(match.group(1)) * _RATE_UNITS[unit]
+    if not math.isfinite(number):
+        raise ValueError(f"rate {value!r} is too large")
+    rate = int(number)
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {value!r}")
     return rate
@@ -48,15 +53,18 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '10ms', got a boolean")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"duration must not be negative, got {value}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"duration must be a finite number of seconds >= 0, got {value}")
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as '10ms', got {value!r}")
     match = re.fullmatch(_NUMBER + r"\s*(s|ms|us|µs|ns)", value.strip())
     if not match:
         raise ValueError(f"cannot read {value!r} as a duration (use e.g. '10ms', '250us', '1.5s')")
-    return float(match.group(1)) * _TIME_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _TIME_UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError(f"duration {value!r} is too large")
+    return seconds
 
 
 def parse_fraction(value: object) -> float:
@@ -68,8 +76,12 @@ def parse_fraction(value: object) -> float:
         if not match:
             raise ValueError(f"cannot read {value!r} as a percentage (use e.g. '1%' or 0.01)")
         fraction = float(match.group(1)) / 100
+        if not math.isfinite(fraction):
+            raise ValueError(f"must be between 0% and 100%, got {value!r}")
     elif isinstance(value, int | float):
         fraction = float(value)
+        if not math.isfinite(fraction):
+            raise ValueError(f"must be between 0% and 100%, got {value!r}")
     else:
         raise ValueError(f"expected a percentage such as '1%', got {value!r}")
     if not 0 <= fraction <= 1:

@@ -76,6 +76,9 @@ def run_on_kernel(
             )
             store.add_result(result)
             results.append(result)
+        from mptcpkit.lab.profiling.storage import import_profiles
+
+        import_profiles(store, run.run_id, guest.get("profiles") or [])  # `--profile` in the guest
         store.finish_run(run.run_id, "complete" if guest.get("status") == "complete" else "incomplete")
         console.print(
             f"guest kernel {info.get('kernel_release')} ({info.get('accel')}, booted in "

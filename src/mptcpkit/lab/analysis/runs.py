@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from mptcpkit.lab.analysis.changepoints import ChangePoint, change_points
 from mptcpkit.lab.analysis.compare import DEFAULT_MIN_EFFECT, Comparison, compare
+from mptcpkit.lab.profiling.marks import figure_samples
 from mptcpkit.lab.store import Result, Run, Store
 
 MinEffect = float | Mapping[str, float]
@@ -92,7 +93,13 @@ def compare_runs(
                 min_effect=effect,
             )
         else:
-            cmp = compare(b.samples, n.samples, n.direction, effect)
+            # Profiled repetitions are left out when enough unprofiled ones remain (lab/profiling/marks.py).
+            cmp = compare(
+                figure_samples(b.samples, b.details),
+                figure_samples(n.samples, n.details),
+                n.direction,
+                effect,
+            )
         out.append(MetricComparison(scenario, metric, ref.unit, ref.direction, b, n, cmp))
     return out
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from mptcpkit.errors import LabError
 from mptcpkit.lab.model import Topology
+from mptcpkit.lab.sysctl_rules import require_safe_sysctl, sysctl_read_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +84,11 @@ class Host(abc.ABC):
 
     def sysctl(self, key: str) -> str:
         """Read a sysctl on the host."""
-        return self.read_file("/proc/sys/" + key.replace(".", "/")).strip()
+        return self.read_file(str(sysctl_read_path(key))).strip()
 
     def set_sysctl(self, key: str, value: str) -> None:
         """Write a sysctl on the host."""
+        require_safe_sysctl(key, value)
         self.run(["sysctl", "-q", "-w", f"{key}={value}"])
 
     @abc.abstractmethod

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit.errors import EnvironmentProblem, LabError
-from mptcpkit.lab import registry
+from mptcpkit.lab import kernel_checks, registry
 from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
 from mptcpkit.lab.model import DEFAULT_SYSCTLS, Direction, Link, Topology
@@ -240,30 +240,30 @@ def attach(lab_id: str) -> NetnsLab:
 
 
 def teardown_record(record: registry.LabRecord) -> None:
-    """Remove every namespace, process and state file of a recorded lab; idempotent."""
-    names = record.all_netns
-    nsutil.kill_processes_in(names)
-    for pid in record.pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    for name in names:
-        nsutil.delete_netns(name)
-    state_dir = registry.STATE_DIR / record.lab_id
-    if state_dir.is_dir():
-        for path in sorted(state_dir.rglob("*"), reverse=True):
+    """Remove every namespace, process and state file of a recorded lab; idempotent; the record always goes."""
+    try:
+        names = record.all_netns
+        nsutil.kill_processes_in(names)
+        for pid in record.pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError, OverflowError):
+                os.kill(pid, signal.SIGKILL)
+        for name in names:
+            nsutil.delete_netns(name)
+        state_dir = registry.STATE_DIR / record.lab_id
+        if state_dir.is_dir():
+            for path in sorted(state_dir.rglob("*"), reverse=True):
+                with contextlib.suppress(OSError):
+                    path.unlink() if not path.is_dir() else path.rmdir()
             with contextlib.suppress(OSError):
-                path.unlink() if not path.is_dir() else path.rmdir()
-        with contextlib.suppress(OSError):
-            state_dir.rmdir()
-    registry.remove(record.lab_id)
+                state_dir.rmdir()
+    finally:
+        registry.remove(record.lab_id)
 
 
 def teardown_all() -> list[str]:
     """Remove every lab this project created on this machine (and nothing else); returns the lab ids."""
     removed = []
-    for record in registry.all_records():
-        if record.backend != "netns":
-            continue
+    for record in registry.all_records():  # only namespace labs write records here, whatever `backend` says
         teardown_record(record)
         removed.append(record.lab_id)
     # Namespaces with our prefix whose record was never written (builder killed between two syscalls).
@@ -291,6 +291,9 @@ class NetnsBackend(Backend):
 
     def up(self, topology: Topology, *, emulation: str = "auto") -> NetnsLab:
         preflight()
+        kernel_checks.preflight(
+            topology
+        )  # scheduler, path manager, congestion control, sysctls: before creating
         lab_id = registry.new_lab_id()
         record = registry.LabRecord(
             lab_id=lab_id,
@@ -329,8 +332,9 @@ class NetnsBackend(Backend):
             nsutil.write_sysctl(name, "net.ipv6.conf.all.disable_ipv6", "0")
             with _ipr(name) as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        device_keys = {h.name: kernel_checks.per_device_keys(topo, h.name) for h in topo.hosts}
         for host in topo.hosts:
-            self._sysctls(lab.host(host.name), host)
+            self._sysctls(lab.host(host.name), host, skip=device_keys[host.name])
         if record.wire_netns:
             # The wire is a patch panel: its ends must not send neighbour discovery of their own to the hosts.
             nsutil.write_sysctl(record.wire_netns, "net.ipv6.conf.all.disable_ipv6", "1")
@@ -338,13 +342,16 @@ class NetnsBackend(Backend):
         self.progress(f"lab {record.lab_id}: creating {len(topo.links)} links")
         for index, link in enumerate(topo.links):
             self._link(lab, index, link)
+        for host in topo.hosts:  # sysctls of a host's own interfaces (net.ipv4.conf.eth0.*) once they exist
+            for key in sorted(device_keys[host.name]):
+                lab.host(host.name).set_sysctl(key, host.sysctls[key])
         for host in topo.hosts:
             self._routes(lab, host)
             self._mptcp(lab, host)
         self._emulation(lab, emulation)
         self.progress(f"lab {record.lab_id}: up in {time.monotonic() - started:.2f} s")
 
-    def _sysctls(self, host: NetnsHost, spec: HostSpec) -> None:
+    def _sysctls(self, host: NetnsHost, spec: HostSpec, skip: frozenset[str] = frozenset()) -> None:
         values = dict(DEFAULT_SYSCTLS)
         values["net.mptcp.enabled"] = "1" if spec.mptcp.enabled else "0"
         if spec.forwarding:
@@ -356,7 +363,8 @@ class NetnsBackend(Backend):
         values.update(spec.sysctls)
         allow_congestion_control(values["net.ipv4.tcp_congestion_control"])
         for key, value in values.items():
-            host.set_sysctl(key, value)
+            if key not in skip:
+                host.set_sysctl(key, value)
         if spec.mptcp.path_manager != "kernel" or spec.mptcp.scheduler:
             self._mptcp_sysctls(host, spec)
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mptcpkit.errors import LabError
+from mptcpkit.lab.sysctl_rules import require_safe_sysctl, sysctl_read_path
 
 NETNS_RUN_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -52,13 +53,14 @@ def entered(netns: str) -> Iterator[None]:
 
 def write_sysctl(netns: str, key: str, value: str) -> None:
     """Write net.* (or other per-namespace) sysctl `key` inside `netns`."""
+    require_safe_sysctl(key, value)
     with entered(netns):
         Path("/proc/sys", *key.split(".")).write_text(value)
 
 
 def read_sysctl(netns: str | None, key: str) -> str:
     """Read a sysctl inside `netns` (None: the current namespace)."""
-    path = Path("/proc/sys", *key.split("."))
+    path = sysctl_read_path(key)
     if netns is None:
         return path.read_text().strip()
     with entered(netns):
@@ -126,8 +128,18 @@ def _is_zombie(pid: int) -> bool:
 
 
 def delete_netns(name: str) -> None:
-    """Delete a named namespace (unmount and remove its file); missing is fine."""
+    """Delete a named namespace (unmount and remove its file); missing is fine, and so is a name pyroute2 cannot
+    encode (a record written before names were validated): then the mount is detached and the file removed here."""
     from pyroute2 import netns as pr_netns
 
-    with contextlib.suppress(FileNotFoundError, OSError):
+    try:
         pr_netns.remove(name)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        path = NETNS_RUN_DIR / name
+        if "/" in name or name in (".", "..") or not os.path.lexists(path):
+            return
+        _libc.umount2(os.fsencode(path), 2)  # MNT_DETACH
+        with contextlib.suppress(OSError):
+            path.unlink()

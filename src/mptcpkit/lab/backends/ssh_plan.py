@@ -18,6 +18,7 @@ from typing import Any
 
 from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab.model import DEFAULT_SYSCTLS, Direction, Topology
+from mptcpkit.lab.sysctl_rules import require_safe_sysctl
 
 TABLE_BASE = 100
 RULE_PREF_BASE = 200
@@ -347,6 +348,7 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
     else:
         wanted["net.mptcp.pm_type"] = "0" if spec.mptcp.path_manager == "kernel" else "1"
     for key, value in sorted(wanted.items()):
+        require_safe_sysctl(key, value)
         old = before.sysctls.get(key, "")
         if not old:
             if key in spec.sysctls:

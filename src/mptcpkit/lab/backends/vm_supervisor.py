@@ -39,7 +39,7 @@ def read_record(path: Path) -> dict[str, Any] | None:
         data: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data
+    return data if isinstance(data, dict) else None  # a record that is not an object is unreadable too
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:

@@ -82,6 +82,8 @@ class RepSeries:
     interval_s: float
     goodput: list[float]
     subflows: dict[str, list[float]] = field(default_factory=dict)
+    cdfs: dict[str, list[float]] = field(default_factory=dict)
+    """flow -> latency at the quantiles of cost_metrics.CDF_QUANTILES (us), from `latency-cdf:` series"""
 
     @property
     def mean_goodput(self) -> float:
@@ -239,7 +241,9 @@ def group_series(series: Sequence[Series]) -> list[RepSeries]:
     reps: dict[int, RepSeries] = {}
     for s in sorted(series, key=lambda s: (s.rep, s.name)):
         rep = reps.setdefault(s.rep, RepSeries(s.rep, s.interval_s, []))
-        if s.name == "goodput":
+        if s.name.startswith("latency-cdf:"):  # not a time series: see report/cost.py
+            rep.cdfs[s.name.removeprefix("latency-cdf:")] = list(s.values)
+        elif s.name == "goodput":
             rep.goodput = list(s.values)
             rep.interval_s = s.interval_s
         else:

@@ -97,13 +97,25 @@ def run_html(data: RunData, **context: Any) -> str:
     from mptcpkit.lab.report.sweeps import sweep_figure, sweeps_of
 
     results = [r for s in data.scenarios for r in s.results]
+    from mptcpkit.lab.report.cost import cost_section
+
     order = [str(name) for name in data.run.config.get("scenarios", [])]
     sweeps = [(sweep, sweep_figure(sweep)) for sweep in sweeps_of(results, order)]
+    context.setdefault("cost", cost_section(data))
     return render("report_run.html", data=data, figs=run_figures(data), sweeps=sweeps, **context)
 
 
 def compare_html(data: CompareData, **context: Any) -> str:
     return render("report_compare.html", data=data, fig=figures.compare_figure(data.ordered), **context)
+
+
+def profile_section(store: Store, data: CompareData) -> str:
+    """lab/profiling's differential profiles of the comparison ('' when neither run was profiled)."""
+    from mptcpkit.lab.profiling.flamegraph import section_html
+    from mptcpkit.lab.profiling.views import compare_profiles
+
+    diffs, note = compare_profiles(store, data.base.run_id, data.new.run_id, data.rows)
+    return section_html(diffs, note=note) if diffs else ""
 
 
 def build_html(
@@ -113,6 +125,7 @@ def build_html(
     if (run_id is None) == (compare is None):
         raise UsageError("give either a run or compare=(base, new), not both or neither")
     if compare is not None:
-        return compare_html(collect_compare(store, *compare))
+        data = collect_compare(store, *compare)
+        return compare_html(data, profile_html=profile_section(store, data))
     assert run_id is not None
     return run_html(collect_run(store, run_id, with_history=history))

@@ -38,7 +38,8 @@ from mptcpkit.lab.report.data import (
     collect_run,
     run_title,
 )
-from mptcpkit.lab.report.html import plotly_js, render, run_html
+from mptcpkit.lab.report.html import plotly_js, profile_section, render, run_html
+from mptcpkit.lab.report.verdict import latest_verdict
 from mptcpkit.lab.store import Result, Run, Store, open_store, result_to_json, run_to_json
 
 PLOTLY_PATH = "/assets/plotly.min.js"
@@ -125,8 +126,23 @@ class Dashboard:
             self._regressions = (key, found)
             return found
 
+    @property
+    def shown_where(self) -> str:
+        """The database as pages show it: a file name, never the absolute path on the server."""
+        where = self.store.where
+        return where if "://" in where else where.rstrip("/").rsplit("/", 1)[-1]
+
+    def scrub(self, text: str | None) -> str | None:
+        """`text` with the database's absolute path (and its directory) replaced by the shown name."""
+        if text is None or "://" in self.store.where:
+            return text
+        where = self.store.where
+        text = text.replace(where, self.shown_where)
+        directory = where.rsplit("/", 1)[0]
+        return text.replace(directory + "/", "") if directory else text
+
     def nav(self, active: str) -> dict[str, Any]:
-        return {"links": NAV, "active": active, "where": self.store.where}
+        return {"links": NAV, "active": active, "where": self.shown_where}
 
     def page(self, template: str, active: str, **context: Any) -> HTMLResponse:
         html = render(template, plotly_src=PLOTLY_PATH, nav=self.nav(active), links=Links, **context)
@@ -195,7 +211,7 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
     Pass an open `store` instead to share one (tests); the app then leaves closing it to the caller.
     """
     owned = store is None
-    dash = Dashboard(store if store is not None else open_store(db_url))
+    dash = Dashboard(store if store is not None else open_store(db_url, create=False))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -218,16 +234,17 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
                         status = 404
                     else:
                         status = 400
+                    message, hint = dash.scrub(exc.message), dash.scrub(exc.hint)
                     if api:
-                        return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status)
+                        return JSONResponse({"error": message, "hint": hint}, status_code=status)
                     html = render(
                         "error.html",
                         plotly_src=PLOTLY_PATH,
                         nav=dash.nav(""),
                         links=Links,
                         status=status,
-                        message=exc.message,
-                        hint=exc.hint,
+                        message=message,
+                        hint=hint,
                         plots=False,
                     )
                     return HTMLResponse(html, status_code=status)
@@ -271,6 +288,7 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
             new=data.new.run_id,
             data=data,
             fig=figures.compare_figure(data.ordered),
+            profile_html=profile_section(dash.store, data),
         )
 
     @handle(api=False)
@@ -307,9 +325,13 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         failing: list[Result] = []
         if latest:
             failing = [r for r in dash.store.results(latest[0].run_id) if not r.passed]
+        pinned = _param(request, "baseline")
         return dash.page(
             "web_regressions.html",
             "regressions",
+            verdict=latest_verdict(dash.store, pinned),
+            runs=dash.store.list_runs(limit=200),
+            pinned=pinned,
             regressions=[c for c in changes if c.kind == "regression"],
             improvements=[c for c in changes if c.kind == "improvement"],
             latest=latest[0] if latest else None,
@@ -359,6 +381,11 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         return JSONResponse([c.to_json() for c in dash.history_changes() if c.kind == "regression"])
 
     @handle(api=True)
+    def api_latest_verdict(request: Request) -> Response:
+        verdict = latest_verdict(dash.store, _param(request, "baseline"))
+        return JSONResponse(verdict.to_json() if verdict is not None else None)
+
+    @handle(api=True)
     def api_result_samples(request: Request) -> Response:
         run = dash.store.get_run(request.path_params["ref"])
         return JSONResponse([result_to_json(r) for r in dash.store.results(run.run_id)])
@@ -391,6 +418,12 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         )
         return HTMLResponse(html, status_code=status)
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        """A bug, not the user's mistake: a plain 500 without details (they stay in the server's log)."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "internal error"}, status_code=500)
+        return HTMLResponse("<!doctype html><title>500</title><p>internal error</p>", status_code=500)
+
     routes = [
         Route("/", runs_page),
         Route("/runs/{ref}", run_page),
@@ -403,9 +436,14 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         Route("/api/compare", api_compare),
         Route("/api/history", api_history),
         Route("/api/regressions", api_regressions),
+        Route("/api/regressions/latest", api_latest_verdict),
         Route(PLOTLY_PATH, plotly_asset),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: not_found, Exception: internal_error},
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -7,6 +7,7 @@
 See docs/scenarios.md for the file schema and the Python API.
 """
 
+from mptcpkit.lab import cost_metrics as _cost_metrics  # noqa: F401  (issue 11 kinds, [cpu], CPU hook)
 from mptcpkit.lab.scenarios import kinds as _kinds
 from mptcpkit.lab.scenarios.base import Action, Flow, Measurement, RepOutcome, Rule, Scenario
 from mptcpkit.lab.scenarios.build import build, resolve_topology

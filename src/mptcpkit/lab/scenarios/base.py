@@ -83,6 +83,10 @@ class Flow:
     local: str | None = None  # client source address
     rate_bps: int | None = None  # stream mode
     message_bytes: int | None = None  # stream mode
+    join: int = 0  # connect mode: wait for N more subflows
+    concurrency: int = 1  # connect mode
+    memory: bool = False  # bulk: kernel memory per connection
+    integrity: str = "sha256"  # bulk: sha256 | verify | none
 
     def client_argv(self, address: str, port: int, interval: float) -> list[str]:
         argv = [
@@ -112,6 +116,10 @@ class Flow:
             argv += ["--local", self.local]
         if self.mode == "stream":
             argv += ["--rate", str(self.rate_bps), "--message-size", str(self.message_bytes)]
+        argv += ["--join", str(self.join)] if self.join else []
+        argv += ["--concurrency", str(self.concurrency)] if self.concurrency != 1 else []
+        argv += ["--memory"] if self.memory else []
+        argv += ["--integrity", self.integrity] if self.integrity != "sha256" else []
         return argv
 
 

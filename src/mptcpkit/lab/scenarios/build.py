@@ -104,6 +104,10 @@ def runtime_flow(flow: FlowSpec) -> Flow:
         local=flow.local,
         rate_bps=flow.rate_bps,
         message_bytes=flow.message_bytes,
+        join=flow.join,
+        concurrency=flow.concurrency,
+        memory=flow.memory,
+        integrity=flow.integrity,
     )
 
 
@@ -205,6 +209,7 @@ def _evaluator(spec: ScenarioSpec, topology: Topology, scale: float, description
         }
         if spec.params:
             details["params"] = dict(spec.params)
+        details.update(extras.get("details", {}))  # what repetition hooks want stored (e.g. the CPU method)
         return RepOutcome(measurements, series=_series(lab, spec, outcomes), details=details)
 
     return evaluate
@@ -224,4 +229,6 @@ def _series(
             subflow_bytes_by_link(lab, outcome.client, flow.client)
         ):
             series.append((f"{prefix}{name}", step, rates))
-    return series
+    from mptcpkit.lab.cost_metrics import latency_cdf_series  # issue 11: latency CDFs for reports
+
+    return series + latency_cdf_series(spec.flows, outcomes)

@@ -92,6 +92,10 @@ _FLOW_KEYS = {
     "count",
     "rate",
     "message",
+    "join",
+    "concurrency",
+    "memory",
+    "integrity",
 }
 _ACTION_KEYS = {"at", "do", "link", "direction", "host", "address", "flags", "dev", "flow", "key", "value"}
 _ACTION_KEYS |= set(shape_parsers())
@@ -385,6 +389,10 @@ def _flow(path: FieldPath, data: Any, index: int) -> FlowSpec:
         count=t.integer("count", None, low=1),
         rate_bps=t.parse("rate", parse_rate),
         message_bytes=t.parse("message", parse_size),
+        join=t.integer("join", 0, low=0) or 0,
+        concurrency=t.integer("concurrency", 1, low=1) or 1,
+        memory=bool(t.parse("memory", parse_bool, False)),
+        integrity=_choice(t, "integrity", ("sha256", "verify", "none"), "sha256"),
     )
 
 

@@ -122,6 +122,14 @@ class FlowSpec:
     """stream: the paced rate of messages."""
     message_bytes: int | None = None
     """stream: size of each message."""
+    join: int = 0
+    """connect: also time until this many more MPTCP subflows joined (traffic engine --join)."""
+    concurrency: int = 1
+    """connect: connections in flight at once."""
+    memory: bool = False
+    """bulk: kernel socket memory per connection (traffic engine --memory)."""
+    integrity: str = "sha256"
+    """bulk: sha256 | verify | none (none for CPU-cost scenarios: hashing would dominate the CPU time)."""
 
 
 @dataclass(frozen=True, slots=True)

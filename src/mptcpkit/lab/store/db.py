@@ -183,6 +183,18 @@ class PostgresDatabase:
         return datetime.fromisoformat(str(value))
 
 
+def sqlite_path(url_or_path: str | None) -> Path | None:
+    """The SQLite file `connect` would open, or None for a URL of a server database."""
+    target = url_or_path if url_or_path else os.environ.get("MPTCPKIT_DB") or None
+    if target is None:
+        return default_sqlite_path()
+    if target.startswith("sqlite:///"):
+        return Path(target.removeprefix("sqlite://"))
+    if "://" in target:
+        return None
+    return Path(target).expanduser()
+
+
 def connect(url_or_path: str | None) -> Database:
     """None: $MPTCPKIT_DB or the per-user SQLite file; postgresql://...: PostgreSQL; else an SQLite path."""
     target = url_or_path if url_or_path else os.environ.get("MPTCPKIT_DB") or None

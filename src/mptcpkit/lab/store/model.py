@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -110,11 +111,15 @@ class Result:
 
     @property
     def cv(self) -> float | None:
-        """Coefficient of variation (sample stdev / mean); None below 2 samples or at mean 0."""
-        if len(self.samples) < 2:
+        """Coefficient of variation (sample stdev / mean) of the finite samples; None below 2 or at mean 0.
+
+        A repetition may store NaN (e.g. a stall that never recovered): statistics.stdev would raise on it.
+        """
+        finite = [v for v in self.samples if math.isfinite(v)]
+        if len(finite) < 2:
             return None
-        mean = statistics.fmean(self.samples)
-        return statistics.stdev(self.samples) / abs(mean) if mean else None
+        mean = statistics.fmean(finite)
+        return statistics.stdev(finite) / abs(mean) if mean else None
 
 
 @dataclass(slots=True)

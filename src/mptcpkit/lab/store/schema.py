@@ -101,6 +101,25 @@ def _v3(dialect: str) -> tuple[str, ...]:
     )
 
 
+def _v5(dialect: str) -> tuple[str, ...]:
+    ident = "INTEGER PRIMARY KEY AUTOINCREMENT" if dialect == "sqlite" else "BIGSERIAL PRIMARY KEY"
+    real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"
+    big = "INTEGER" if dialect == "sqlite" else "BIGINT"
+    return (
+        f"""CREATE TABLE profiles (
+            id {ident},
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            scenario TEXT NOT NULL,
+            rep INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            frequency INTEGER NOT NULL,
+            seconds {real} NOT NULL,
+            samples {big} NOT NULL,
+            folded TEXT NOT NULL,
+            UNIQUE (run_id, scenario, rep))""",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs and results", _v1("sqlite"), _v1("postgresql")),
     Migration(
@@ -111,6 +130,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         after=_backfill_env_key,
     ),
     Migration(3, "sweep case parameters", _v3("sqlite"), _v3("postgresql")),
+    # v4 is reserved for cost; the coordinator renumbers if needed.
+    Migration(5, "CPU profiles (folded stacks) of profiled repetitions", _v5("sqlite"), _v5("postgresql")),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from mptcpkit.errors import UsageError
-from mptcpkit.lab.store.db import Database, Row, connect
+from mptcpkit.lab.store.db import Database, Row, connect, default_sqlite_path, sqlite_path
 from mptcpkit.lab.store.liveness import current_process, liveness
 from mptcpkit.lab.store.model import (
     DIRECTIONS,
@@ -53,6 +53,11 @@ class Store:
     @property
     def dialect(self) -> str:
         return self._db.dialect
+
+    @property
+    def database(self) -> Database:
+        """The connection, for modules that own their own tables (lab/profiling: profiles)."""
+        return self._db
 
     # -- writing -------------------------------------------------------------------------------------------
 
@@ -314,13 +319,21 @@ def _result(row: Row) -> Result:
     )
 
 
-def open_store(url_or_path: str | None = None) -> Store:
+def open_store(url_or_path: str | None = None, *, create: bool = True) -> Store:
     """Open (creating and migrating as needed) the results database.
 
     None: $MPTCPKIT_DB if set, else the per-user SQLite file $XDG_DATA_HOME/mptcpkit/results.db
     (~/.local/share/mptcpkit/results.db). A `postgresql://` URL: a shared PostgreSQL database. Anything
-    else: an SQLite file path.
+    else: an SQLite file path. `create=False` (commands that only read) refuses a missing SQLite file instead
+    of creating an empty one where the user mistyped a path (only the per-user default is created on demand).
     """
+    if not create:
+        path = sqlite_path(url_or_path)
+        if path is not None and not path.exists() and path != default_sqlite_path():
+            raise UsageError(
+                f"no results database at {path}",
+                hint="record a run first with `mptcpkit lab run`, or point --db at your database",
+            )
     db = connect(url_or_path)
     try:
         return Store(db)

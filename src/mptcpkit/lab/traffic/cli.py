@@ -7,15 +7,11 @@ import sys
 import time
 from typing import NoReturn
 
-from mptcpkit.lab.traffic.core import (
-    EngineError,
-    Server,
-    classify,
-    ready_line,
-    run_client,
-)
+from mptcpkit.lab.traffic.client import run_client
 from mptcpkit.lab.traffic.model import INTEGRITY_MODES, MODES, PROTOS, ErrorInfo, TrafficResult
 from mptcpkit.lab.traffic.options import ClientOptions, ServerOptions
+from mptcpkit.lab.traffic.server import Server, ready_line
+from mptcpkit.lab.traffic.sockets import EngineError, classify
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _SUFFIX = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -100,12 +96,17 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--mode", choices=MODES, required=True)
     size = c.add_mutually_exclusive_group()
     size.add_argument(
-        "--bytes", type=parse_size, default=None, help="bulk: bytes per stream (K/M/G = 2^10..)"
+        "--bytes",
+        type=parse_size,
+        default=None,
+        help="bulk: bytes per stream; connect: bytes each probe fetches (K/M/G = 2^10..)",
     )
     size.add_argument(
         "--duration", type=_positive_float, default=None, help="seconds per stream / rr / connect"
     )
-    c.add_argument("--count", type=int, default=None, help="rr: transactions; connect: connections")
+    c.add_argument(
+        "--count", type=int, default=None, help="rr: transactions; connect: connections; stream: messages"
+    )
     c.add_argument("--parallel", type=int, default=1, help="bulk: parallel connections")
     c.add_argument("--rr-size", type=parse_rr, default=(1, 1), help="rr: REQ:RESP bytes (default 1:1)")
     c.add_argument(
@@ -113,6 +114,13 @@ def make_parser() -> argparse.ArgumentParser:
         choices=INTEGRITY_MODES,
         default="sha256",
         help="sha256: hash both ends; verify: compare with the expected stream; none",
+    )
+    c.add_argument("--message-size", type=parse_size, default=1024, help="stream: bytes per message")
+    c.add_argument("--rate", type=_positive_float, default=None, help="stream: application rate in bit/s")
+    c.add_argument("--join", type=int, default=0, help="connect: also wait for N more MPTCP subflows")
+    c.add_argument("--concurrency", type=int, default=1, help="connect: connections in flight at once")
+    c.add_argument(
+        "--memory", action="store_true", help="bulk: kernel socket memory per connection (sockstat, slab)"
     )
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--local", default=None, help="bind the client socket to this address first")
@@ -183,6 +191,11 @@ def _client(args: argparse.Namespace) -> int:
         sndbuf=args.sndbuf,
         rcvbuf=args.rcvbuf,
         corrupt_offset=args.test_corrupt_offset,
+        message_size=args.message_size,
+        rate=args.rate,
+        join=args.join,
+        concurrency=args.concurrency,
+        memory=args.memory,
     )
     res = run_client(opts)
     _emit(res.to_json())

@@ -95,6 +95,16 @@ def client_argv(opts: ClientOptions, python: Sequence[str] = ("python3",)) -> li
         argv += ["--seed", str(opts.seed)]
     if opts.bind is not None:
         argv += ["--local", opts.bind]
+    if opts.mode == "stream":
+        argv += ["--message-size", str(opts.message_size)]
+        if opts.rate is not None:
+            argv += ["--rate", _num(opts.rate)]
+    if opts.join:
+        argv += ["--join", str(opts.join)]
+    if opts.concurrency != 1:
+        argv += ["--concurrency", str(opts.concurrency)]
+    if opts.memory:
+        argv.append("--memory")
     return argv
 
 

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mptcpkit.errors import EnvironmentProblem
-from mptcpkit.lab.traffic.model import ConnectionStats, ErrorInfo, Sample, StreamResult, TrafficResult
+from mptcpkit.lab.traffic.model import (
+    ConnectionStats,
+    ErrorInfo,
+    ProcessCpu,
+    Sample,
+    StreamResult,
+    TrafficResult,
+)
 
 WRAPPERS = ("auto", "native", "mptcpize", "mptcpkit", "none")
 
@@ -153,6 +160,20 @@ def _receiver_samples(intervals: list[dict[str, Any]]) -> list[Sample]:
     return out
 
 
+def _cpu(end: dict[str, Any], seconds: float) -> ProcessCpu | None:
+    """iperf3's own CPU figures (percent of wall time, both ends) as seconds."""
+    util = end.get("cpu_utilization_percent")
+    if not isinstance(util, dict) or seconds <= 0:
+        return None
+    return ProcessCpu(
+        user_s=float(util.get("host_user", 0.0)) * seconds / 100,
+        sys_s=float(util.get("host_system", 0.0)) * seconds / 100,
+        source="iperf3",
+        peer_user_s=float(util.get("remote_user", 0.0)) * seconds / 100,
+        peer_sys_s=float(util.get("remote_system", 0.0)) * seconds / 100,
+    )
+
+
 def parse(text: str, *, mode: str = "bulk-upload", proto: str = "mptcp") -> TrafficResult:
     """Parse an iperf3 client's `-J` output (pure). Errors in the JSON become `TrafficResult.error`."""
     try:
@@ -230,6 +251,7 @@ def parse(text: str, *, mode: str = "bulk-upload", proto: str = "mptcp") -> Traf
     result.goodput_bps = sum(float(r.get("bits_per_second", 0.0)) for r in received if isinstance(r, dict))
     if result.streams:
         result.ended_at = max(s.end for s in result.streams)
+    result.cpu = _cpu(end, max((s.sender_duration_s or s.duration_s for s in result.streams), default=0.0))
     if data.get("error"):
         message = str(data["error"])
         result.error = ErrorInfo(_error_kind(message), f"iperf3: {message}")

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 SCHEMA_VERSION = 1
 
-MODES = ("bulk-upload", "bulk-download", "bulk-both", "rr", "connect")
+MODES = ("bulk-upload", "bulk-download", "bulk-both", "rr", "connect", "stream")
 PROTOS = ("mptcp", "tcp")
 INTEGRITY_MODES = ("sha256", "verify", "none")
 
@@ -128,6 +128,22 @@ class ConnectionStats:
 
 
 @dataclass(slots=True)
+class LatencySummary:
+    """Percentiles of one latency sample set (microseconds) and its first raw samples (for CDFs)."""
+
+    count: int
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    p999_us: float
+    min_us: float
+    max_us: float
+    mean_us: float
+    samples_us: list[float] = field(default_factory=list)
+    """raw samples, at most the first 10000"""
+
+
+@dataclass(slots=True)
 class RrResult:
     """Request/response: transactions per second and latency percentiles (microseconds)."""
 
@@ -144,6 +160,7 @@ class RrResult:
     mean_us: float
     latencies_us: list[float] = field(default_factory=list)
     """raw samples, at most the first 10000"""
+    p999_us: float = 0.0
 
 
 @dataclass(slots=True)
@@ -158,6 +175,70 @@ class ConnectResult:
     p90_us: float
     p99_us: float
     mean_us: float
+    connections_per_s: float = 0.0
+    """client: successful connections / wall time; server: accepted probes / (last - first accept)"""
+    served: LatencySummary | None = None
+    """connect() call until the first byte the accepting server wrote arrived: includes the accept side"""
+    completion: LatencySummary | None = None
+    """connect() call until the last of `bytes_per_connection` bytes arrived (short transfers)"""
+    join: LatencySummary | None = None
+    """connect() call until the wanted number of additional subflows were established (MPTCP)"""
+    bytes_per_connection: int = 1
+    goodput_bps: float = 0.0
+    """bytes received over all connections * 8 / wall time"""
+
+
+@dataclass(slots=True)
+class PacedResult:
+    """An application stream at a fixed rate: per-message delay shows head-of-line blocking."""
+
+    message_size: int
+    rate_bps: float
+    messages_sent: int
+    messages_acked: int
+    duration_s: float
+    delay: LatencySummary
+    """scheduled send time until the receiver's acknowledgement of the whole message arrived"""
+    late_sends: int = 0
+    """messages whose send began more than one message interval after its schedule (sender blocked)"""
+
+
+@dataclass(slots=True)
+class KernelMemory:
+    """Kernel memory of this end's connections while all are open (mid-transfer).
+
+    `per_connection_bytes` comes from the sockets themselves, so other load cannot disturb it: SO_MEMINFO of each
+    connection's socket (receive queue + send queue + forward allocation + option memory) plus the slab object
+    size of its socket and, for MPTCP, of each subflow's TCP socket. The machine-wide view is kept next to it:
+    /proc/net/sockstat's TCP `mem` pages and the socket slabs of /proc/slabinfo, during minus before (both
+    ends and every other lab on the machine count there).
+    """
+
+    connections: int
+    sockstat_mem_bytes: int
+    """machine-wide: TCP mem pages (sockstat) during minus before, in bytes"""
+    slab_bytes: int
+    """machine-wide: active objects x object size of the socket slabs, during minus before"""
+    per_connection_bytes: float
+    """(socket buffers + socket objects) / connections, from this end's own sockets"""
+    slabs: dict[str, int] = field(default_factory=dict)
+    """machine-wide, per slab: active objects during minus before"""
+    socket_buffer_bytes: int = 0
+    """SO_MEMINFO rmem_alloc + wmem_queued + fwd_alloc + optmem, summed over this end's connections"""
+    socket_object_bytes: int = 0
+    """slab object sizes of this end's sockets (MPTCP socket + one TCP socket per subflow)"""
+
+
+@dataclass(slots=True)
+class ProcessCpu:
+    """CPU time of the process that printed the result, and of its peer when the engine knows it (iperf3)."""
+
+    user_s: float
+    sys_s: float
+    source: str = "rusage"
+    """rusage (our engine, at the end of the session) | iperf3 (its cpu_utilization_percent x duration)"""
+    peer_user_s: float | None = None
+    peer_sys_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -185,6 +266,9 @@ class TrafficResult:
     connections: list[ConnectionStats] = field(default_factory=list)
     rr: RrResult | None = None
     connect: ConnectResult | None = None
+    paced: PacedResult | None = None
+    memory: KernelMemory | None = None
+    cpu: ProcessCpu | None = None
     options: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 

@@ -25,6 +25,16 @@ class ClientOptions:
     rcvbuf: int | None = None
     corrupt_offset: int | None = None
     """test-only: the sender flips the byte at this stream offset after hashing it"""
+    message_size: int = 1024
+    """stream: bytes per message"""
+    rate: float | None = None
+    """stream: application rate in bit/s"""
+    join: int = 0
+    """connect: also wait until this many additional subflows joined (MPTCP)"""
+    concurrency: int = 1
+    """connect: connections in flight at once"""
+    memory: bool = False
+    """bulk: sample kernel socket memory (sockstat, slab) once every connection is up"""
 
 
 @dataclass(slots=True)

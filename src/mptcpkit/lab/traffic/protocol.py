@@ -40,3 +40,20 @@ def decode_body(body: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ProtocolError("bad control frame: not a JSON object")
     return obj
+
+
+PROBE_MAGIC = b"\xffPRB"
+"""First bytes of a connect-mode probe connection (not a valid frame header: the length would be > MAX_FRAME)"""
+_U32 = struct.Struct("!I")
+
+
+def encode_probe(response_bytes: int) -> bytes:
+    """A probe asks the accepting server to answer with `response_bytes` bytes and close."""
+    return PROBE_MAGIC + _U32.pack(response_bytes)
+
+
+def decode_probe_size(data: bytes) -> int:
+    size = int(_U32.unpack(data)[0])
+    if size > MAX_FRAME * 64:
+        raise ProtocolError(f"probe asks for {size} bytes")
+    return size
