@@ -116,6 +116,26 @@ def rss_kb(pid: int) -> dict[str, int]:
     return out
 
 
+def schedstat(pid: int) -> tuple[int, int, int]:
+    """(ns on CPU, ns runnable but waiting for a CPU, times scheduled) summed over the daemon's threads."""
+    total = [0, 0, 0]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            for i, v in enumerate(Path(task, "schedstat").read_text().split()[:3]):
+                total[i] += int(v)
+    return total[0], total[1], total[2]
+
+
+def per_event(before: tuple[int, int, int], after: tuple[int, int, int], events: int) -> dict[str, float]:
+    """CPU time and run-queue wait per address event (add or remove): the daemon's own cost versus the
+    time it spends woken up but waiting for a CPU (the machine's load, not the daemon)."""
+    return {
+        "cpu_us": round((after[0] - before[0]) / events / 1000, 1),
+        "runqueue_wait_us": round((after[1] - before[1]) / events / 1000, 1),
+        "wakeups": round((after[2] - before[2]) / events, 2),
+    }
+
+
 def summary(values: list[float]) -> dict[str, float]:
     v = sorted(values)
     mean = statistics.fmean(v)
@@ -256,6 +276,7 @@ def main() -> None:
             wait_endpoint(clients[d], probe, False)
         time.sleep(0.5)
         rss_start = {d: rss_kb(procs[d].pid) for d in daemons}
+        sched_start = {d: schedstat(procs[d].pid) for d in daemons}
         for i in range(args.samples + 5):  # 5 warm-up rounds, discarded
             order = list(daemons) if i % 2 == 0 else list(reversed(daemons))
             for d in order:
@@ -278,6 +299,10 @@ def main() -> None:
                     samples[d]["remove"].append(t2 - t1)
                 time.sleep(0.01)
         rss_end = {d: rss_kb(procs[d].pid) for d in daemons}
+        sched = {
+            d: per_event(sched_start[d], schedstat(procs[d].pid), 2 * (args.samples + 5)) for d in daemons
+        }
+        load = os.getloadavg()
         storms = {d: storm(names[d], clients[d], args.storm) for d in daemons} if args.storm else {}
         alive = {d: procs[d].poll() is None for d in daemons}
         per_daemon: dict[str, dict[str, Any]] = {
@@ -288,6 +313,7 @@ def main() -> None:
                 "rss_kb_start": rss_start[d],
                 "rss_kb_end": rss_end[d],
                 "failures": failures[d],
+                "per_event": sched[d],
                 "storm": storms.get(d),
                 "alive_at_end": alive[d],
                 "samples_s": samples[d],
@@ -300,6 +326,7 @@ def main() -> None:
             "kernel": platform.release(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "loadavg": [round(x, 2) for x in load],
             "method": "raw RTM_NEWADDR -> poll GET_ADDR dump every ~0.2 ms; interleaved A/B; 5 warm-up rounds",
             "daemons": per_daemon,
             "ratios_to_mptcpd": ratios(per_daemon),
@@ -308,8 +335,8 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         for d, r in per_daemon.items():
             print(f"{d:18s} add {r['add_latency']}  remove {r['remove_latency']}  rss {r['rss_kb_end']}")
-            print(f"{'':18s} storm {r['storm']}")
-        print("ratios to mptcpd:", json.dumps(result["ratios_to_mptcpd"]))
+            print(f"{'':18s} per event {r['per_event']}  storm {r['storm']}")
+        print("ratios to mptcpd:", json.dumps(result["ratios_to_mptcpd"]), "load", result["loadavg"])
         print(f"wrote {args.out}")
     finally:
         for p in procs.values():

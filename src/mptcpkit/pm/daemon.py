@@ -11,6 +11,7 @@ Stop: plugins stop, then everything the daemon added is removed and the limits r
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import json
 import logging
@@ -271,6 +272,10 @@ class Daemon:
             if self.config.control:
                 self._start_control()
             self._write_state()
+            # everything built so far (modules, plugins, config) lives as long as the daemon: out of the
+            # collector's sight, a full collection no longer walks it in the middle of an event
+            gc.collect()
+            gc.freeze()
             log.info("mptcpkit pm running (pid %d)", os.getpid())
             while not self._stopping:
                 self._step()

@@ -6,7 +6,9 @@ is closed. A new local address is announced on every tracked connection; a remov
 Needs net.mptcp.path_manager = userspace (net.mptcp.pm_type = 1) in the daemon's namespace.
 
 Beyond mptcpd: only addresses of the connection's own family are announced, and IPv6 link-local addresses
-(unusable without a scope) are not.
+(unusable without a scope) are not. The announcements wait for `connection_established` (mptcpd sends them
+at `new_connection`): until then the client's ACKs still carry MP_CAPABLE, the kernel holds the ADD_ADDR
+back, and it leaves only with a later pure ACK, which a client that only sends never emits.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class SspiPlugin(Plugin):
         self.tokens_by_iface: dict[int, set[int]] = {}
         self.advs: dict[int, dict[IPAddress, int]] = {}  # token -> announced addr -> id
         self.family: dict[int, IPAddress] = {}
+        self.established: set[int] = set()
 
     def _iface(self, addr: IPAddress) -> int | None:
         iface = self.pm.interface_of(addr)
@@ -62,6 +65,15 @@ class SspiPlugin(Plugin):
             return
         self.tokens_by_iface.setdefault(index, set()).add(token)
         self.family[token] = laddr.addr
+
+    def connection_established(self, token: int, laddr: SockAddr, raddr: SockAddr, server_side: bool) -> None:
+        """Announce the addresses of every other interface (see the module docstring for why now)."""
+        if token not in self.family:  # not seen created (events lost): track it now
+            self.new_connection(token, laddr, raddr, server_side)
+        index = self._iface(laddr.addr)
+        if index is None or token not in self.family:
+            return
+        self.established.add(token)
         for iface in self.pm.interfaces():
             if iface.index == index:
                 continue
@@ -75,6 +87,7 @@ class SspiPlugin(Plugin):
         for addr in self.advs.pop(token, {}):
             self.pm.release_listener(SockAddr(addr))
         self.family.pop(token, None)
+        self.established.discard(token)
 
     def new_subflow(self, token: int, laddr: SockAddr, raddr: SockAddr, backup: bool) -> None:
         index = self._iface(laddr.addr)
@@ -100,7 +113,7 @@ class SspiPlugin(Plugin):
 
     def new_local_address(self, iface: Interface, addr: SockAddr) -> None:
         for token, fam in list(self.family.items()):
-            if _usable(addr.addr, fam):
+            if token in self.established and _usable(addr.addr, fam):
                 self._announce(token, addr.addr)
 
     def delete_local_address(self, iface: Interface, addr: SockAddr) -> None:
