@@ -462,7 +462,7 @@ print("RESULT " + json.dumps(out))
 @pytest.mark.vm
 def test_netem_mode_in_a_guest_kernel_with_netem(tmp_path: Path) -> None:
     """Where a kernel has netem (the distribution kernel in a virtme-ng guest), auto mode uses it, accurately."""
-    from mptcpkit.lab.backends.vm import run_in_vm
+    from mptcpkit.lab.backends.vm.guest import run_in_vm
 
     script = tmp_path / "guest_check.py"
     script.write_text(GUEST_CHECK.replace("STATE", repr(str(tmp_path / "state"))))

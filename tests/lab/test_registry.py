@@ -132,17 +132,15 @@ def test_all_records_lists_corrupt_records(tmp_path: Path, monkeypatch: pytest.M
     assert not (tmp_path / "abcdef.json").exists() and not (tmp_path / ".fedcba.json.tmp").exists()
 
 
-@pytest.mark.parametrize("content", [b"{broken", b"[1, 2]"])
+@pytest.mark.parametrize(
+    "content",
+    [b"{broken", b"[1, 2]", b'{"backend": "vm", "topology": "t", "owner_pid": 4194303, "owner_start": "1"}'],
+)
 @pytest.mark.needs_root
-def test_down_removes_unreadable_vm_lab_record(tmp_path: Path, lab_id: str, content: bytes) -> None:
-    from mptcpkit.lab.backends.vm_supervisor import record_path
-
-    path = record_path(lab_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def test_down_removes_unreadable_or_stale_vm_lab_record(tmp_path: Path, lab_id: str, content: bytes) -> None:
+    """VM labs live in the one registry: an unreadable record, or one whose supervisor is gone, goes too."""
+    path = tmp_path / f"{lab_id}.json"
     path.write_bytes(content)
-    try:
-        proc = _down(tmp_path, lab_id)
-        assert proc.returncode == 0, proc.stderr
-        assert "Traceback" not in proc.stderr and not path.exists()
-    finally:
-        path.unlink(missing_ok=True)
+    proc = _down(tmp_path, lab_id)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and not path.exists()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mptcp_transfer import sending_client, sink_server
 
 from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab.backends import ssh_plan
@@ -235,27 +236,8 @@ def topology(m: Machines, *, delay_s: float = 0.0) -> Topology:
     return topo
 
 
-SERVER = """
-import socket
-srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 5299)); srv.listen(1); print("ready", flush=True)
-conn, _ = srv.accept(); total = 0
-while (chunk := conn.recv(65536)):
-    total += len(chunk)
-print(total, flush=True)
-"""
-
-CLIENT = """
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-s.connect(("10.0.1.2", 5299))
-time.sleep(0.3)
-s.sendall(bytes(1_000_000))
-info = s.getsockopt(284, 1, 64)
-s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
-print(info[0])
-"""
+SERVER = sink_server(5299)
+CLIENT = sending_client("10.0.1.2", 5299, 1_000_000, 0.3)
 
 
 def test_lab_end_to_end_and_exact_restore(machines: Machines) -> None:
@@ -387,7 +369,7 @@ def _snapshot(**changes: object) -> ssh_plan.Snapshot:
         routes=[],
         rules=[],
         qdiscs=[{"dev": "eth0", "kind": "noqueue", "handle": "0:", "root": True}],
-        endpoints=[{"address": "192.168.1.1", "id": 100}],
+        endpoints=[{"address": "192.168.1.1", "id": 1}],
         limits={"subflows": 2, "add_addr_accepted": 0},
         sysctls={k: "x" for k in ("net.mptcp.enabled", "net.ipv4.tcp_congestion_control")},
     )
@@ -428,8 +410,8 @@ def test_plan_has_an_undo_for_every_change_and_skips_what_exists() -> None:
     assert "address eth1 10.0.2.1/24" in whats
     assert "eth1 up" in whats
     endpoint = next(s for s in plan.steps if s.what.startswith("endpoint"))
-    assert endpoint.apply[-2:] == ("101", "subflow")  # id 100 is taken on the machine
-    assert endpoint.undo == ("ip", "mptcp", "endpoint", "delete", "id", "101")
+    assert endpoint.apply[-2:] == ("100", "subflow")  # the planned id 1 is taken on the machine
+    assert endpoint.undo == ("ip", "mptcp", "endpoint", "delete", "id", "100")
     limits = next(s for s in plan.steps if s.what == "mptcp limits")
     assert limits.undo is not None and limits.undo[-4:] == ("subflows", "2", "add_addr_accepted", "0")
     shape = next(s for s in plan.steps if s.what == "shape eth0")

@@ -16,9 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mptcp_transfer import sending_client, sink_server
 
 from mptcpkit.errors import EnvironmentProblem, LabError, UsageError
-from mptcpkit.lab.backends import vm, vm_argv
+from mptcpkit.lab.backends.vm import argv as vm_argv
+from mptcpkit.lab.backends.vm import guest, state
+from mptcpkit.lab.backends.vm import kernel as vm_kernel
 
 DEBIAN_KERNELS = sorted(Path("/boot").glob("vmlinuz-*"))
 needs_qemu = pytest.mark.skipif(
@@ -53,28 +56,30 @@ def _descends_from_me(pid: int) -> bool:
 def vm_traces(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[], set[str]]:
     """This test's own guests only: work and state directories moved under tmp_path (other sessions may run
     guests at the same time), and the guest processes descending from this process."""
-    monkeypatch.setattr(vm, "WORK_PARENT", tmp_path / "work")
-    monkeypatch.setattr(vm, "STATE_DIR", tmp_path / "state")
+    monkeypatch.setattr(state, "WORK_PARENT", tmp_path / "work")
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path / "state")
     (tmp_path / "work").mkdir()
 
     def traces() -> set[str]:
         found = {str(p) for p in (tmp_path / "work").iterdir()}
         found |= {str(p) for p in (tmp_path / "state").glob("mkt-vm-*.json")}
-        found |= {f"pid {pid}" for pid in _qemu_processes_any() if _descends_from_me(pid)}
+        found |= {f"pid {pid}" for pid in _qemu_processes() if _descends_from_me(pid)}
         return found
 
     return traces
 
 
-def _qemu_processes(name: str) -> list[int]:
+def _qemu_processes(name: str = "mkt-vm-") -> list[int]:
+    """Processes whose command line names a guest called `name` (default: any of mptcpkit's guests)."""
     found = []
+    wanted = name.encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if name.encode() in argv or any(a.startswith(b"guest=" + name.encode()) for a in argv):
+            if any(a.startswith(wanted) or a.startswith(b"guest=" + wanted) for a in argv):
                 found.append(int(entry.name))
     return found
 
@@ -158,7 +163,7 @@ def test_bzimage_release_from_header() -> None:
 @pytest.mark.skipif(not DEBIAN_KERNELS, reason="needs linux-image-amd64")
 def test_bzimage_release_of_the_debian_kernel() -> None:
     image = DEBIAN_KERNELS[-1]
-    assert vm.kernel_release(image) == image.name.removeprefix("vmlinuz-")
+    assert vm_kernel.kernel_release(image) == image.name.removeprefix("vmlinuz-")
 
 
 def test_find_module_dir_layouts() -> None:
@@ -203,17 +208,17 @@ def test_console_tail_strips_escapes() -> None:
 
 def test_missing_kernel_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
-        vm.run_in_vm(tmp_path / "bzImage", None, ["true"])
+        guest.run_in_vm(tmp_path / "bzImage", None, ["true"])
 
 
 def test_missing_modules_is_a_usage_error(tmp_path: Path, vm_traces: Callable[[], set[str]]) -> None:
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(_fake_bzimage(b"6.99.0-test (x) #1\x00"))
     with pytest.raises(UsageError, match="does not exist"):
-        vm.run_in_vm(kernel, tmp_path / "nope", ["true"])
+        guest.run_in_vm(kernel, tmp_path / "nope", ["true"])
     (tmp_path / "mods" / "lib" / "modules" / "6.98.0").mkdir(parents=True)
     with pytest.raises(UsageError, match=r"no kernel modules for release 6\.99\.0"):
-        vm.run_in_vm(kernel, tmp_path / "mods", ["true"])
+        guest.run_in_vm(kernel, tmp_path / "mods", ["true"])
     assert vm_traces() == set(), "work directories must be removed on errors"
 
 
@@ -223,7 +228,7 @@ def test_modules_are_staged_beside_the_image(tmp_path: Path) -> None:
     moddir = tmp_path / "inst" / "lib" / "modules" / "6.99.0-test"
     (moddir / "kernel").mkdir(parents=True)
     work = tmp_path / "work"
-    staged = vm.stage_kernel(kernel, tmp_path / "inst", work)
+    staged = vm_kernel.stage_kernel(kernel, tmp_path / "inst", work)
     assert staged.release == "6.99.0-test"
     assert staged.modules == moddir
     assert staged.image.resolve() == kernel.resolve()
@@ -232,13 +237,13 @@ def test_modules_are_staged_beside_the_image(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"are for kernel 6\.98\.0"):
         other = tmp_path / "other" / "lib" / "modules" / "6.98.0"
         (other / "kernel").mkdir(parents=True)
-        vm.stage_kernel(kernel, other, tmp_path / "work2")
+        vm_kernel.stage_kernel(kernel, other, tmp_path / "work2")
 
 
 def test_qemu_missing_is_an_environment_problem(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without QEMU, as on a machine without the package
     with pytest.raises(EnvironmentProblem, match="QEMU is missing") as info:
-        vm.run_in_vm(None, None, ["true"])
+        guest.run_in_vm(None, None, ["true"])
     assert "qemu-system-x86" in str(info.value)
 
 
@@ -247,7 +252,7 @@ def test_garbage_kernel_fails_with_console_tail(tmp_path: Path, vm_traces: Calla
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(b"this is not a kernel\n" * 100)
     with pytest.raises(LabError, match="did not boot") as info:
-        vm.run_in_vm(kernel, None, ["true"], accel="tcg", boot_timeout=60)
+        guest.run_in_vm(kernel, None, ["true"], accel="tcg", boot_timeout=60)
     assert "last lines of the guest console" in str(info.value)
     assert vm_traces() == set()
 
@@ -257,22 +262,9 @@ def test_boot_timeout_kills_the_guest(vm_traces: Callable[[], set[str]]) -> None
     """A boot that takes too long ends with a clear error and no QEMU left behind."""
     started = time.monotonic()
     with pytest.raises(LabError, match="did not boot within 3 s"):
-        vm.run_in_vm(None, None, ["true"], accel="tcg", boot_timeout=3)
+        guest.run_in_vm(None, None, ["true"], accel="tcg", boot_timeout=3)
     assert time.monotonic() - started < 60
     assert vm_traces() == set()
-
-
-def _qemu_processes_any() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(a.startswith(b"mkt-vm-") or a.startswith(b"guest=mkt-vm-") for a in argv):
-                pids.append(int(entry.name))
-    return pids
 
 
 @needs_qemu
@@ -280,7 +272,7 @@ def test_cleanup_after_kill_9_of_the_owner(tmp_path: Path) -> None:
     """The process that booted a guest is SIGKILLed: cleanup_vms() finds QEMU by its state file and kills it."""
     code = textwrap.dedent(
         """
-        from mptcpkit.lab.backends.vm import run_in_vm
+        from mptcpkit.lab.backends.vm.guest import run_in_vm
         run_in_vm(None, None, ["sleep", "600"], accel="tcg", boot_timeout=600)
         """
     )
@@ -291,7 +283,7 @@ def test_cleanup_after_kill_9_of_the_owner(tmp_path: Path) -> None:
         while time.monotonic() < deadline and not states:
             states = [
                 p
-                for p in vm.STATE_DIR.glob("mkt-vm-*.json")
+                for p in state.STATE_DIR.glob("mkt-vm-*.json")
                 if json.loads(p.read_text())["owner"] == owner.pid
             ]
             time.sleep(0.2)
@@ -299,11 +291,11 @@ def test_cleanup_after_kill_9_of_the_owner(tmp_path: Path) -> None:
         name = json.loads(states[0].read_text())["name"]
         time.sleep(2)
         assert _qemu_processes(name), "virtme-run/QEMU should be running"
-        assert name not in vm.cleanup_vms(), "a live owner's guest is left alone"
+        assert name not in state.cleanup_vms(), "a live owner's guest is left alone"
     finally:
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
-    assert name in vm.cleanup_vms()
+    assert name in state.cleanup_vms()
     deadline = time.monotonic() + 10
     while _qemu_processes(name) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -368,8 +360,13 @@ print(json.dumps({"rtt_ms": float(rtt), "subflows": int(cli[0]), "seconds": floa
 @needs_qemu
 def test_debian_kernel_under_tcg_runs_mptcp_transfer_with_netem() -> None:
     started = time.monotonic()
-    result = vm.run_in_vm(
-        None, None, [*vm.guest_python_argv(), "-c", GUEST_TRANSFER], accel="tcg", timeout=900, label="debian"
+    result = guest.run_in_vm(
+        None,
+        None,
+        [*guest.guest_python_argv(), "-c", GUEST_TRANSFER],
+        accel="tcg",
+        timeout=900,
+        label="debian",
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
@@ -390,29 +387,32 @@ def test_debian_kernel_under_tcg_runs_mptcp_transfer_with_netem() -> None:
 
 
 def test_agent_reports_errors_as_data() -> None:
-    from mptcpkit.lab.backends import vm_agent
+    from mptcpkit.lab.backends.vm import agent as vm_agent
+    from mptcpkit.lab.error_codec import error_from_json, error_to_json
 
     agent = vm_agent.Agent()
     with pytest.raises(LabError, match="unknown agent request"):
         agent.handle({"op": "reboot"})
     with pytest.raises(LabError, match="no lab is up"):
         agent.handle({"op": "run", "host": "client", "argv": ["true"], "timeout": 5})
-    assert vm_agent.error_dict(EnvironmentProblem("no netem", hint="load it")) == {
-        "type": "EnvironmentProblem",
-        "message": "no netem",
-        "hint": "load it",
-    }
-    assert vm_agent.error_dict(KeyError("x"))["type"] == "LabError"
+    encoded = error_to_json(EnvironmentProblem("no netem", hint="load it"))
+    assert encoded == {"type": "EnvironmentProblem", "message": "no netem", "hint": "load it"}
+    decoded = error_from_json(encoded)
+    assert type(decoded) is EnvironmentProblem and decoded.hint == "load it" and decoded.exit_code == 2
+    unexpected = error_to_json(KeyError("x"), where="guest agent")
+    assert unexpected["type"] == "LabError" and unexpected["message"].startswith("guest agent: KeyError")
+    assert type(error_from_json({"type": "TopologyError", "message": "f.toml:3: bad"})) is UsageError
     with pytest.raises(LabError, match="not found in the guest"):
         vm_agent.find_port("no-such-port")
 
 
 @pytest.mark.slow
 @pytest.mark.vm
+@pytest.mark.timeout(1200)  # TCG boots on a loaded machine outlast the default 300 s
 @needs_qemu
 def test_vm_backend_two_paths_lab_inside_the_debian_kernel(vm_traces: Callable[[], set[str]]) -> None:
     """The Lab interface over the guest agent: the built-in two-paths topology with netem inside the guest."""
-    from mptcpkit.lab.backends.vm_lab import VmBackend
+    from mptcpkit.lab.backends.vm.single import VmBackend
     from mptcpkit.lab.topology_file import load_topology
 
     topology = load_topology("two-paths")
@@ -448,7 +448,7 @@ def test_vm_backend_two_paths_lab_inside_the_debian_kernel(vm_traces: Callable[[
 
 
 def test_multi_vm_names_fit_and_are_unique() -> None:
-    from mptcpkit.lab.backends import vm_multi
+    from mptcpkit.lab.backends.vm import multi as vm_multi
 
     names = [dev for i in range(10) for dev in vm_multi.link_devices("a1b2c3", i)]
     assert len(set(names)) == len(names) and all(len(n) <= 15 for n in names)
@@ -470,12 +470,13 @@ def _host_links(prefix: str = "mk") -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.vm
+@pytest.mark.timeout(1200)  # TCG boots on a loaded machine outlast the default 300 s
 @needs_qemu
 def test_multi_vm_two_guests_two_links_mptcp_two_subflows(vm_traces: Callable[[], set[str]]) -> None:
     """Two guests joined by two links (TAPs + bridges here), netem inside: an MPTCP transfer uses both links."""
     import ipaddress
 
-    from mptcpkit.lab.backends.vm_multi import MultiVmBackend
+    from mptcpkit.lab.backends.vm.multi import MultiVmBackend
     from mptcpkit.lab.model import Direction, Endpoint, Host, Link, LinkEnd, MptcpSettings, Topology, validate
 
     ip = ipaddress.ip_interface
@@ -527,24 +528,37 @@ def test_multi_vm_two_guests_two_links_mptcp_two_subflows(vm_traces: Callable[[]
     assert vm_traces() == set()
 
 
-MULTI_SERVER = """
-import socket
-srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 5201)); srv.listen(1); print("ready", flush=True)
-conn, _ = srv.accept(); total = 0
-while (chunk := conn.recv(65536)):
-    total += len(chunk)
-print(total, flush=True)
-"""
+MULTI_SERVER = sink_server(5201)
+MULTI_CLIENT = sending_client("10.0.1.2", 5201, 2 * 1024 * 1024, 1.0)
 
-MULTI_CLIENT = """
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-s.connect(("10.0.1.2", 5201))
-time.sleep(1.0)
-s.sendall(bytes(2 * 1024 * 1024))
-info = s.getsockopt(284, 1, 64)
-s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
-print(info[0])
-"""
+
+def test_run_options_go_to_the_guest_as_data() -> None:
+    """`lab run --kernel`: the command's own values, minus host-only ones, and back into the same function."""
+    import typer
+
+    from mptcpkit.lab.backends.vm.kernel_run import call_with_options, command_options
+
+    def command(
+        reps: int = typer.Option(3),
+        scenario: list[str] = typer.Option(None),
+        kernel: str = typer.Option(None),
+        db: str = typer.Option(None),
+        out: Path = typer.Option(None),
+    ) -> dict[str, object]:
+        return {"reps": reps, "scenario": scenario, "kernel": kernel, "db": db, "out": out}
+
+    values = {
+        "reps": 5,
+        "scenario": ["a"],
+        "kernel": "default",
+        "db": "x.db",
+        "out": Path("/o"),
+        "chosen": [],
+    }
+    options = command_options(command, values)
+    assert options == {"reps": 5, "scenario": ["a"], "out": "/o"}
+    assert json.loads(json.dumps(options)) == options
+    called = call_with_options(command, {"reps": 7}, db="/tmp/g.db")
+    assert called == {"reps": 7, "scenario": None, "kernel": None, "db": "/tmp/g.db", "out": None}
+    with pytest.raises(UsageError, match="does not know the run options bogus"):
+        call_with_options(command, {"bogus": 1})

@@ -1,7 +1,7 @@
 """`lab up --kernel` / `lab console` / `lab down` for VM labs.
 
 Fast (default): the console framing, a real shell session over the console protocol on this machine (pty,
-namespace, exit code), and the error paths of vm_labs. Slow (`-m slow`): a real single-VM lab of two-paths
+namespace, exit code), and the error paths of vm/detached.py. Slow (`-m slow`): a real single-VM lab of two-paths
 under TCG, a shell in the guest through `mptcpkit lab console`, then `lab down` with no QEMU left.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -22,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from mptcpkit.errors import LabError, UsageError
-from mptcpkit.lab import vm_labs
-from mptcpkit.lab.backends import vm, vm_console, vm_supervisor
+from mptcpkit.lab import registry
+from mptcpkit.lab.backends.vm import console as vm_console
+from mptcpkit.lab.backends.vm import detached, state
 from mptcpkit.lab.topology_file import load_topology
 
 DEBIAN_KERNELS = sorted(Path("/boot").glob("vmlinuz-*"))
@@ -143,8 +145,8 @@ def test_console_unreachable_endpoint_is_a_lab_error(tmp_path: Path) -> None:
 
 def test_console_of_unknown_lab_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="no lab 'ffffff'"):
-        vm_labs.vm_lab_console("ffffff", "client")
-    assert vm_labs.vm_lab_down("ffffff") is False
+        detached.vm_lab_console("ffffff", "client")
+    assert detached.vm_lab_down("ffffff") is False
 
 
 def test_console_of_a_namespace_lab_says_use_exec() -> None:
@@ -155,19 +157,19 @@ def test_console_of_a_namespace_lab_says_use_exec() -> None:
     try:
         lab_id = lab.info.lab_id
         with pytest.raises(UsageError, match=f"use `mptcpkit lab exec {lab_id} HOST -- bash`"):
-            vm_labs.vm_lab_console(lab_id, "client")
+            detached.vm_lab_console(lab_id, "client")
     finally:
         lab.close()
 
 
 def test_vm_lab_up_input_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
-        vm_labs.vm_lab_up("two-paths", str(tmp_path / "bzImage"), None, False, "auto")
+        detached.vm_lab_up("two-paths", str(tmp_path / "bzImage"), None, False, "auto")
     if DEBIAN_KERNELS:
         with pytest.raises(UsageError, match="modules directory"):
-            vm_labs.vm_lab_up("two-paths", "default", tmp_path / "nomods", False, "auto")
+            detached.vm_lab_up("two-paths", "default", tmp_path / "nomods", False, "auto")
     with pytest.raises(UsageError):
-        vm_labs.vm_lab_up("no-such-topology", "default", None, False, "auto")
+        detached.vm_lab_up("no-such-topology", "default", None, False, "auto")
 
 
 @needs_qemu
@@ -175,12 +177,11 @@ def test_vm_lab_up_boot_failure_comes_back_from_the_supervisor(tmp_path: Path) -
     """A kernel that does not boot: the detached supervisor's error reaches `vm_lab_up`, nothing is left."""
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(b"this is not a kernel\n" * 100)
-    before = set(vm_supervisor.labs_dir().glob("*")) if vm_supervisor.labs_dir().is_dir() else set()
     with pytest.raises(LabError, match="the guest") as info:
-        vm_labs.vm_lab_up("two-paths", str(kernel), None, False, "auto", accel="tcg", timeout=120)
+        detached.vm_lab_up("two-paths", str(kernel), None, False, "auto", accel="tcg", timeout=120)
     assert "last lines of the guest console" in str(info.value)
     assert "invalid kernel header" in str(info.value)  # QEMU's own words, from the supervisor's guest
-    assert set(vm_supervisor.labs_dir().glob("*")) <= before
+    assert [r for r in registry.all_records() if r.details.get("kernel") == str(kernel)] == [], "record left"
     leftovers = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -233,7 +234,7 @@ def test_lab_up_kernel_default_console_and_down(tmp_path: Path) -> None:
         )
     toml = tmp_path / "two-paths-norate.toml"
     toml.write_text(
-        (Path(vm_labs.__file__).parent / "topologies" / "two-paths.toml")
+        (Path(registry.__file__).parent / "topologies" / "two-paths.toml")
         .read_text()
         .replace('rate = "50mbit"', "")
     )
@@ -248,9 +249,11 @@ def test_lab_up_kernel_default_console_and_down(tmp_path: Path) -> None:
     lab_id = up.stdout.strip()
     guests: list[str] = []
     try:
-        listed = {r["lab_id"]: r for r in vm_labs.vm_lab_list()}
-        assert listed[lab_id]["state"] == "up" and listed[lab_id]["backend"] == "vm"
-        guests = [g["name"] for g in vm.running_vms() if g.get("owner") == listed[lab_id]["pid"]]
+        listed = {r.lab_id: r for r in detached.vm_lab_list()}
+        assert listed[lab_id].state == "up" and listed[lab_id].backend == "vm"
+        guests = [g["name"] for g in state.running_vms() if g.get("owner") == listed[lab_id].owner_pid]
+        status = subprocess.run([*cli, "status", "--json"], capture_output=True, text=True, timeout=60)
+        assert any(row["lab_id"] == lab_id and row["backend"] == "vm" for row in json.loads(status.stdout))
         assert len(guests) == 1
         started = time.monotonic()
         shell = subprocess.run(
@@ -269,5 +272,44 @@ def test_lab_up_kernel_default_console_and_down(tmp_path: Path) -> None:
     finally:
         down = subprocess.run([*cli, "down", lab_id], capture_output=True, text=True, timeout=600)
     assert down.returncode == 0, down.stderr
-    assert lab_id not in {r["lab_id"] for r in vm_labs.vm_lab_list()}
+    assert lab_id not in {r.lab_id for r in detached.vm_lab_list()}
+    assert registry.load(lab_id) is None
     assert _qemu_of(lab_id, guests) == []
+
+
+def test_vm_labs_live_in_the_one_registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A VM lab is a registry record like a namespace lab: listed, shown by status, dropped when its supervisor died."""
+    from mptcpkit.lab.backends.lab_status import status_rows
+
+    monkeypatch.setattr(registry, "STATE_DIR", tmp_path / "labs")
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path / "vm")
+    supervisor = subprocess.Popen(["sleep", "60"])  # stands in for the VM lab's supervisor
+    live = registry.LabRecord(
+        lab_id=registry.new_lab_id(),
+        backend="multi-vm",
+        topology="two-paths",
+        hosts=["client", "server"],
+        owner_pid=supervisor.pid,
+        owner_start=state.start_time(supervisor.pid),
+        state="up",
+        details={"kernel": "/boot/vmlinuz-6.1", "consoles": {}},
+    )
+    registry.save(live)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = registry.LabRecord(
+        lab_id=registry.new_lab_id(), backend="vm", topology="t", owner_pid=dead.pid, owner_start="1"
+    )
+    registry.save(stale)
+    assert [r.lab_id for r in detached.vm_lab_list()] == [live.lab_id]
+    assert registry.load(stale.lab_id) is None, "a record whose supervisor is gone is dropped"
+    loaded = detached.vm_lab(live.lab_id)
+    assert loaded is not None and loaded.details["kernel"] == "/boot/vmlinuz-6.1" and loaded.owner_alive
+    (row,) = status_rows()
+    assert row["backend"] == "multi-vm" and row["state"] == "up"
+    assert row["hosts"] == {"client": "VM /boot/vmlinuz-6.1", "server": "VM /boot/vmlinuz-6.1"}
+    with pytest.raises(LabError, match="recorded no console for 'client'"):
+        detached.vm_lab_console(live.lab_id, "client")
+    assert detached.vm_lab_down(live.lab_id) is True
+    supervisor.wait(timeout=10)  # lab down stopped it (SIGTERM) and reaped it: no wait for the 60 s
+    assert registry.all_records() == []

@@ -11,7 +11,7 @@ import pytest
 
 from mptcpkit.lab.store import open_store
 
-pytestmark = [pytest.mark.needs_root, pytest.mark.slow, pytest.mark.vm]
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow, pytest.mark.vm, pytest.mark.timeout(1800)]
 
 
 def test_suite_runs_in_a_vm_on_the_distribution_kernel(tmp_path: Path) -> None:

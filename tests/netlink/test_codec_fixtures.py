@@ -147,5 +147,5 @@ def test_rtnl_links_addresses_and_route_lookup() -> None:
     assert by_addr["2001:db8:9::1"].scope == 0
     assert any(a.startswith("fe80") and by_addr[a].scope == 253 for a in by_addr)
     (route,) = facts("rtnl_route")
-    assert isinstance(route, rt.Route) and route.dst is None and route.dst_len == 0
+    assert isinstance(route, rt.KernelRoute) and route.dst is None and route.dst_len == 0
     assert route.oif == by_addr["10.9.0.1"].ifindex  # the default route leaves through a0

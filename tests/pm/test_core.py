@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 from mptcpkit.netlink import mptcp_pm as ev
-from mptcpkit.netlink.rtnetlink import IFF_RUNNING, IFF_UP, Interface, LocalAddress, Route, RtnlChange
+from mptcpkit.netlink.rtnetlink import IFF_RUNNING, IFF_UP, Interface, KernelRoute, LocalAddress, RtnlChange
 from mptcpkit.pm.config import NotifyFlags
 from mptcpkit.pm.core import Connection, PathManagerCore, PluginCall, RouteLookup
 from mptcpkit.pm.handle import IdManager
@@ -88,7 +88,7 @@ def test_route_check_retries_at_1_4_8_16_ms_then_gives_up() -> None:
     core.route_answer(A1, False, now=t)  # the 4th retry failed: given up, no timer left
     assert core.get_timer() is None and calls(core) == []
     # beyond mptcpd: a new route re-checks the abandoned address
-    core.handle_rtnl([RtnlChange(False, Route(2, None, 0, 2))], now=t + 1)
+    core.handle_rtnl([RtnlChange(False, KernelRoute(2, None, 0, 2))], now=t + 1)
     assert effects(core) == [RouteLookup(A1)]
     core.route_answer(A1, True, now=t + 1)
     assert ("addr_adv", "new_local_address") in calls(core)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit import __version__
-from mptcpkit.lab.backends.base import Host
+from mptcpkit.lab.backends.base import LabHost
 
 MPTCP_SYSCTLS = (
     "enabled",
@@ -37,7 +37,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def mptcp_sysctls(host: Host | None = None) -> dict[str, str]:
+def mptcp_sysctls(host: LabHost | None = None) -> dict[str, str]:
     """net.mptcp.* as seen by `host` (or this machine)."""
     values = {}
     for name in MPTCP_SYSCTLS:
@@ -53,7 +53,7 @@ def mptcp_sysctls(host: Host | None = None) -> dict[str, str]:
     return values
 
 
-def capture(label: str | None, backend: str, emulation: str, host: Host | None = None) -> dict[str, Any]:
+def capture(label: str | None, backend: str, emulation: str, host: LabHost | None = None) -> dict[str, Any]:
     """The environment block stored with every run."""
     uname = os.uname()
     sysctls = mptcp_sysctls(host)

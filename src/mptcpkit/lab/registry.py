@@ -1,7 +1,8 @@
 """Where running labs are recorded, so another process (`lab status`, `lab down --all`) can find and undo them.
 
 A record is written *before* anything is created (an intent log) and updated as the lab is built, so even a lab
-whose builder was killed with SIGKILL half-way can be removed completely, and nothing else.
+whose builder was killed with SIGKILL half-way can be removed completely, and nothing else. Every backend's labs
+(namespace labs, VM labs kept up by their supervisor) use this one record type and one id generator.
 
 Rule 1: `lab down ID` and `lab down --all` always remove a record, whatever it holds: a record that is not valid
 JSON, has unknown or missing fields or wrong types is read leniently (`load` never raises), and the lab's
@@ -38,12 +39,17 @@ class LabRecord:
     topology: str
     created_at: float = field(default_factory=time.time)
     owner_pid: int = field(default_factory=os.getpid)
-    state: str = "building"  # building | up
+    owner_start: str | None = None  # the owner's start time (/proc/PID/stat), to tell it from a reused pid
+    state: str = "building"  # building | up | failed (VM labs whose supervisor reported an error)
+    hosts: list[str] = field(default_factory=list)
     namespaces: dict[str, str] = field(default_factory=dict)  # host -> netns name
     wire_netns: str | None = None
     emulation: dict[str, Any] = field(default_factory=dict)
     pids: list[int] = field(default_factory=list)
     topology_file: str | None = None
+    details: dict[str, Any] = field(
+        default_factory=dict
+    )  # backend-specific: a VM lab's kernel, consoles, error
 
     @property
     def all_netns(self) -> list[str]:
@@ -54,21 +60,26 @@ class LabRecord:
 
     @property
     def owner_alive(self) -> bool:
+        """True while the owner runs (and, when its start time was recorded, is the same process)."""
         try:
-            os.kill(self.owner_pid, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{self.owner_pid}/stat").read_text()
+        except OSError:
             return False
-        except PermissionError:
-            return True
-        return True
+        fields = stat.rsplit(")", 1)[1].split()
+        return fields[0] != "Z" and (self.owner_start is None or fields[19] == self.owner_start)
 
 
 def new_lab_id() -> str:
-    """A fresh lab id not used by any recorded lab or existing namespace."""
+    """A fresh lab id not used by any recorded lab (of any backend) or its state directory."""
     while True:
         lab_id = secrets.token_hex(3)
-        if not (STATE_DIR / f"{lab_id}.json").exists():
+        if not (STATE_DIR / f"{lab_id}.json").exists() and not (STATE_DIR / lab_id).exists():
             return lab_id
+
+
+def state_dir(lab_id: str) -> Path:
+    """The lab's own directory for files beside its record (topology, logs); removed with the lab."""
+    return STATE_DIR / lab_id
 
 
 def netns_name(lab_id: str, host: str) -> str:
@@ -136,6 +147,7 @@ def _from_json(lab_id: str, text: str) -> LabRecord:
     record = LabRecord(lab_id=lab_id, backend="netns", topology="?")
     types: dict[str, type | tuple[type, ...]] = {"backend": str, "topology": str, "created_at": (int, float)}
     types |= {"owner_pid": int, "state": str, "emulation": dict, "topology_file": str}
+    types |= {"owner_start": str, "details": dict}  # VM labs: the supervisor's start time; kernel, consoles
     for f in fields(LabRecord):
         value = data.get(f.name)
         if f.name in types and isinstance(value, types[f.name]) and not isinstance(value, bool):
@@ -148,6 +160,9 @@ def _from_json(lab_id: str, text: str) -> LabRecord:
         }
     wire = data.get("wire_netns")
     record.wire_netns = wire if isinstance(wire, str) and _ours(wire, prefix) else None
+    hosts = data.get("hosts")
+    if isinstance(hosts, list):
+        record.hosts = [h for h in hosts if isinstance(h, str)]
     pids = data.get("pids")
     if isinstance(pids, list):
         record.pids = [p for p in pids if isinstance(p, int) and not isinstance(p, bool) and 1 < p <= 1 << 22]

@@ -20,6 +20,7 @@ from typing import Any
 from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab import environment
 from mptcpkit.lab.backends.base import Backend, Lab
+from mptcpkit.lab.fleet import identity as fleet_identity
 from mptcpkit.lab.profiling.session import ProfileOptions, Profiler, flow_seconds
 from mptcpkit.lab.scenarios.base import Measurement, RepOutcome, Scenario
 from mptcpkit.lab.store import Result, Series, Store
@@ -203,6 +204,7 @@ def run(
         env["self_check"] = {name: st.self_check for name, st in statuses.items()}
         env["seed"] = seed
         env.update(options.extra_environment)
+        env.update(fleet_identity.from_environment())  # the lab machine, when a fleet worker runs us
         profiler = Profiler.begin(options.profile, rep.note, backend.name, options.scenarios)
         env.update(profiler.environment())
         config = {
@@ -251,6 +253,7 @@ def _record_setup_failure(
     """A lab that cannot be built (host unreachable, kernel refuses) still leaves a failed run in the store."""
     env = environment.capture(options.label, backend.name, "unknown")
     env["setup_error"] = str(exc)
+    env.update(fleet_identity.from_environment())
     run_record = store.create_run(
         options.label, env, {"scenarios": list(statuses), "reps": options.reps, "backend": backend.name}
     )

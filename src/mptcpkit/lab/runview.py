@@ -151,16 +151,20 @@ def run_with_progress(
                 )
             print_results(report.results, console)
             if json_path:
-                from mptcpkit.lab.profiling.storage import profiles_json
-
-                run_json = run_to_json(store, report.run_id) | profiles_json(store, report.run_id)
-                document = json.dumps(run_json, indent=2, default=str)
-                if json_path == "-":
-                    sys.stdout.write(document + "\n")
-                else:
-                    Path(json_path).write_text(document + "\n")
+                write_run_json(store, report.run_id, json_path)
             verdict = "[green]all scenarios passed[/]" if report.passed else "[red]some scenarios failed[/]"
             console.print(f"run {report.run_id}: {verdict}; see `mptcpkit lab show {report.run_id}`")
             return report
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def write_run_json(store: Any, run_id: str, json_path: str) -> None:
+    """Write a stored run and its profiles as JSON to `json_path` ('-': stdout): `lab run --json`, here or in a VM."""
+    from mptcpkit.lab.profiling.storage import profiles_json
+
+    document = json.dumps(run_to_json(store, run_id) | profiles_json(store, run_id), indent=2, default=str)
+    if json_path == "-":
+        sys.stdout.write(document + "\n")
+    else:
+        Path(json_path).write_text(document + "\n")

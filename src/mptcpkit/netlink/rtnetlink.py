@@ -1,7 +1,8 @@
 """The small rtnetlink subset the path-manager daemon needs (links, addresses, route lookups). Pure codec.
 
 Every message decodes to one shape, `RtnlChange(removed, fact)` with `fact` an `Interface`, `LocalAddress`
-or `Route`; the network monitor consumes exactly these, and plugins see the same `Interface`. Only the fixed headers and the handful of attributes the network monitor reads are decoded; everything else is
+or `KernelRoute`; the network monitor consumes exactly these, and plugins see the same `Interface`. Only the
+fixed headers and the handful of attributes the network monitor reads are decoded; everything else is
 skipped. (pyroute2 decodes all of rtnetlink, but importing it costs the daemon about 23 MB of RSS.)
 """
 
@@ -84,7 +85,7 @@ class LocalAddress:
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
+class KernelRoute:
     """A route message (only used to re-run route checks and to answer them)."""
 
     family: int
@@ -93,7 +94,7 @@ class Route:
     oif: int | None
 
 
-Fact = Interface | LocalAddress | Route
+Fact = Interface | LocalAddress | KernelRoute
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,7 @@ def decode_message(msg: nlmsg.Nlmsg) -> RtnlChange | None:
         attrs = nlmsg.attr_map(p[_RTMSG.size :])
         dst = _ip(family, attrs[RTA_DST]) if RTA_DST in attrs and family in (2, 10) else None
         oif = nlmsg.get_u32(attrs[RTA_OIF]) if RTA_OIF in attrs else None
-        return RtnlChange(msg.type == RTM_DELROUTE, Route(family, dst, dst_len, oif))
+        return RtnlChange(msg.type == RTM_DELROUTE, KernelRoute(family, dst, dst_len, oif))
     return None
 
 

@@ -29,7 +29,7 @@ DAEMON_HELP = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
+class _DaemonParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see `mptcpkit pm --help`)")
 
@@ -41,7 +41,7 @@ class _Usage(argparse.Action):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="mptcpkit pm", description=DAEMON_HELP, add_help=False)
+    p = _DaemonParser(prog="mptcpkit pm", description=DAEMON_HELP, add_help=False)
     p.add_argument("-h", "--help", "-?", action="help", help="Show this message and exit.")
     p.add_argument("--usage", action=_Usage, nargs=0, help="Print a short usage message (as mptcpd).")
     p.add_argument("--path-manager", metavar="PLUGIN", help="Default path-manager plugin, e.g. sspi.")

@@ -23,8 +23,8 @@ from mptcpkit.netlink.rtnetlink import (
     RT_SCOPE_HOST,
     RT_SCOPE_LINK,
     Interface,
+    KernelRoute,
     LocalAddress,
-    Route,
     RtnlChange,
 )
 from mptcpkit.pm.config import NotifyFlags
@@ -124,7 +124,7 @@ class NetworkMonitor:
             if change.removed:
                 return self.address_removed(fact.ifindex, fact.addr)
             return self.address_added(fact)
-        assert isinstance(fact, Route)
+        assert isinstance(fact, KernelRoute)
         return self.routes_changed() if self.notify & NotifyFlags.CHECK_ROUTE else []
 
     def usable(self, link: Interface) -> bool:

@@ -98,6 +98,6 @@ class RtnlSocket:
         except (KernelError, TimeoutError, OSError):
             return False
         for c in replies:
-            if isinstance(c.fact, rt.Route) and not c.removed:
+            if isinstance(c.fact, rt.KernelRoute) and not c.removed:
                 return c.fact.dst is None and c.fact.dst_len == 0 and c.fact.oif == a.ifindex
         return False

@@ -1,7 +1,7 @@
-"""The one Host/Lab interface every backend implements, so scenarios and the runner never know where they run.
+"""The one LabHost/Lab interface every backend implements, so scenarios and the runner never know where they run.
 
 A backend turns a `Topology` into a running `Lab` (namespaces on this machine, VMs running a kernel under test,
-or remote machines over SSH). A `Lab` gives one `Host` per topology host: run a command, start a process, read a
+or remote machines over SSH). A `Lab` gives one `LabHost` per topology host: run a command, start a process, read a
 file, set a sysctl, take a link down or up. Everything a backend creates is undone by `Lab.close()`, which is
 idempotent and safe to call from signal handlers' cleanup paths.
 """
@@ -59,7 +59,7 @@ class HostProcess(abc.ABC):
         """True while the process has not exited."""
 
 
-class Host(abc.ABC):
+class LabHost(abc.ABC):
     """One lab host, wherever it runs."""
 
     name: str
@@ -118,7 +118,7 @@ class Lab(abc.ABC):
         return self.info.lab_id
 
     @abc.abstractmethod
-    def host(self, name: str) -> Host:
+    def host(self, name: str) -> LabHost:
         """The running host called `name`."""
 
     def set_link_up(self, link_name: str, up: bool) -> None:

@@ -29,16 +29,13 @@ from typing import Any
 from mptcpkit.errors import EnvironmentProblem, LabError
 from mptcpkit.lab import kernel_checks, registry
 from mptcpkit.lab.backends import nsutil
-from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
-from mptcpkit.lab.model import DEFAULT_SYSCTLS, Direction, Link, Topology
-from mptcpkit.lab.model import Host as HostSpec
+from mptcpkit.lab.backends.base import Backend, CommandResult, HostProcess, Lab, LabHost, LabInfo
+from mptcpkit.lab.backends.netns_calls import NetlinkCall, netlink_calls, wire_calls
+from mptcpkit.lab.model import Topology
+from mptcpkit.lab.plan import HostPlan, plan_lab
 
 log = logging.getLogger(__name__)
 
-IFA_F_NODAD = 0x02
-RULE_PREF_MAIN = 100
-RULE_PREF_SOURCE = 200
-TABLE_BASE = 100
 
 Progress = Callable[[str], None]
 
@@ -106,7 +103,7 @@ class NetnsProcess(HostProcess):
         return self.popen.poll() is None
 
 
-class NetnsHost(Host):
+class NetnsHost(LabHost):
     """A lab host that is a network namespace of this machine."""
 
     def __init__(self, name: str, netns: str) -> None:
@@ -187,6 +184,7 @@ class NetnsLab(Lab):
 
     def __init__(self, topology: Topology, record: registry.LabRecord) -> None:
         self.topology = topology
+        self.plan = plan_lab(topology)
         self.record = record
         self.hosts = {name: NetnsHost(name, ns) for name, ns in record.namespaces.items()}
         self.info = LabInfo(
@@ -225,6 +223,10 @@ def attach(lab_id: str) -> NetnsLab:
     if record is None:
         known = ", ".join(r.lab_id for r in registry.all_records()) or "none"
         raise LabError(f"no lab '{lab_id}' on this machine (running labs: {known})")
+    if record.backend != "netns":
+        raise LabError(
+            f"lab {lab_id} is a {record.backend} lab; open a shell there with `mptcpkit lab console {lab_id} HOST`"
+        )
     if record.state != "up":
         raise LabError(
             f"lab {lab_id} is not up (state: {record.state}); remove it with `mptcpkit lab down {lab_id}`"
@@ -263,8 +265,13 @@ def teardown_record(record: registry.LabRecord) -> None:
 def teardown_all() -> list[str]:
     """Remove every lab this project created on this machine (and nothing else); returns the lab ids."""
     removed = []
-    for record in registry.all_records():  # only namespace labs write records here, whatever `backend` says
-        teardown_record(record)
+    for record in registry.all_records():
+        if record.backend in ("vm", "multi-vm"):  # VM labs share the registry: their supervisor closes them
+            from mptcpkit.lab.backends.vm.detached import vm_lab_down
+
+            vm_lab_down(record.lab_id)
+        else:  # a namespace lab, or a record too broken to say: whatever it names that is ours goes
+            teardown_record(record)
         removed.append(record.lab_id)
     # Namespaces with our prefix whose record was never written (builder killed between two syscalls).
     orphans: dict[str, list[str]] = {}
@@ -332,159 +339,37 @@ class NetnsBackend(Backend):
             nsutil.write_sysctl(name, "net.ipv6.conf.all.disable_ipv6", "0")
             with _ipr(name) as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        device_keys = {h.name: kernel_checks.per_device_keys(topo, h.name) for h in topo.hosts}
-        for host in topo.hosts:
-            self._sysctls(lab.host(host.name), host, skip=device_keys[host.name])
         if record.wire_netns:
             # The wire is a patch panel: its ends must not send neighbour discovery of their own to the hosts.
             nsutil.write_sysctl(record.wire_netns, "net.ipv6.conf.all.disable_ipv6", "1")
             nsutil.write_sysctl(record.wire_netns, "net.ipv6.conf.default.disable_ipv6", "1")
         self.progress(f"lab {record.lab_id}: creating {len(topo.links)} links")
-        for index, link in enumerate(topo.links):
-            self._link(lab, index, link)
-        for host in topo.hosts:  # sysctls of a host's own interfaces (net.ipv4.conf.eth0.*) once they exist
-            for key in sorted(device_keys[host.name]):
-                lab.host(host.name).set_sysctl(key, host.sysctls[key])
-        for host in topo.hosts:
-            self._routes(lab, host)
-            self._mptcp(lab, host)
+        for host in lab.plan.hosts:
+            self._apply(lab, host)
         self._emulation(lab, emulation)
         self.progress(f"lab {record.lab_id}: up in {time.monotonic() - started:.2f} s")
 
-    def _sysctls(self, host: NetnsHost, spec: HostSpec, skip: frozenset[str] = frozenset()) -> None:
-        values = dict(DEFAULT_SYSCTLS)
-        values["net.mptcp.enabled"] = "1" if spec.mptcp.enabled else "0"
-        if spec.forwarding:
-            values["net.ipv4.ip_forward"] = "1"
-            values["net.ipv6.conf.all.forwarding"] = "1"
-        # Source-routed subflows arrive on the "other" interface: strict reverse-path filtering would drop them.
-        values["net.ipv4.conf.all.rp_filter"] = "0"
-        values["net.ipv4.conf.default.rp_filter"] = "0"
-        values.update(spec.sysctls)
-        allow_congestion_control(values["net.ipv4.tcp_congestion_control"])
-        for key, value in values.items():
-            if key not in skip:
-                host.set_sysctl(key, value)
-        if spec.mptcp.path_manager != "kernel" or spec.mptcp.scheduler:
-            self._mptcp_sysctls(host, spec)
+    def _apply(self, lab: NetnsLab, plan: HostPlan) -> None:
+        """Render one host plan as netlink calls (see netns_calls.py) and send them."""
+        host = lab.host(plan.name)
+        links = {link.name: index for index, link in enumerate(lab.topology.links)}
+        ipr = _ipr(host.netns)
+        ifindex: dict[str, int] = {}
+        pm: Any = None
+        try:
+            for call in netlink_calls(plan):
+                _apply_call(lab, host, ipr, call, links, ifindex)
+                if call.kind in ("limits", "endpoint"):
+                    if pm is None:
+                        from mptcpkit.netlink.client import MptcpPmClient
 
-    def _mptcp_sysctls(self, host: NetnsHost, spec: HostSpec) -> None:
-        pm = spec.mptcp.path_manager
-        if Path("/proc/sys/net/mptcp/path_manager").exists():
-            host.set_sysctl("net.mptcp.path_manager", pm)
-        else:
-            host.set_sysctl("net.mptcp.pm_type", "1" if pm == "userspace" else "0")
-        if spec.mptcp.scheduler:
-            available = nsutil.read_sysctl(host.netns, "net.mptcp.available_schedulers").split()
-            if spec.mptcp.scheduler not in available:
-                raise LabError(
-                    f"{host.name}: MPTCP scheduler '{spec.mptcp.scheduler}' is not available on this kernel "
-                    f"(available: {', '.join(available)})"
-                )
-            host.set_sysctl("net.mptcp.scheduler", spec.mptcp.scheduler)
-
-    def _link(self, lab: NetnsLab, index: int, link: Link) -> None:
-        wire = lab.record.wire_netns
-        assert wire is not None
-        for side, end in (("a", link.a), ("b", link.b)):
-            host_ns = lab.record.namespaces[end.host]
-            wire_if = f"l{index}{side}"
-            with _ipr(host_ns) as ipr:
-                _netlink_step(
-                    functools.partial(
-                        ipr.link,
-                        "add",
-                        ifname=end.ifname,
-                        kind="veth",
-                        mtu=link.mtu,
-                        peer={"ifname": wire_if, "net_ns_fd": wire, "mtu": link.mtu},
-                    ),
-                    f"{end.host}: create {end.ifname} for link {link.name} (a veth pair; needs CONFIG_VETH)",
-                )
-                ifindex = ipr.link_lookup(ifname=end.ifname)[0]
-                for address in end.addresses:
-                    flags = IFA_F_NODAD if address.version == 6 else 0
-                    ipr.addr(
-                        "add",
-                        index=ifindex,
-                        address=str(address.ip),
-                        prefixlen=address.network.prefixlen,
-                        flags=flags,
-                    )
-                ipr.link("set", index=ifindex, state="up")
-            with _ipr(wire) as wipr:
-                windex = wipr.link_lookup(ifname=wire_if)[0]
-                wipr.link("set", index=windex, state="up")
-
-    def _routes(self, lab: NetnsLab, host: HostSpec) -> None:
-        topo = lab.topology
-        links = topo.links_of(host.name)
-        policy = host.policy_routing if host.policy_routing is not None else len(links) > 1
-        with _ipr(lab.record.namespaces[host.name]) as ipr:
-            for route in host.routes:
-                kwargs: dict[str, Any] = {}
-                if route.to == "default":
-                    family = 6 if route.via is not None and route.via.version == 6 else 4
-                    kwargs["dst"] = "default" if family == 4 else "::/0"
-                else:
-                    kwargs["dst"] = route.to
-                if route.via is not None:
-                    kwargs["gateway"] = str(route.via)
-                if route.dev is not None:
-                    kwargs["oif"] = ipr.link_lookup(ifname=route.dev)[0]
-                if route.metric is not None:
-                    kwargs["priority"] = route.metric
-                _netlink_step(functools.partial(ipr.route, "add", **kwargs), f"{host.name}: route {route.to}")
-            if not policy:
-                return
-            # Per-source policy routing: each subflow leaves through the link its source address belongs to.
-            for family in (2, 10):
-                ipr.rule("add", family=family, priority=RULE_PREF_MAIN, table=254, suppress_prefixlen=0)
-            for index, link in enumerate(links):
-                end, peer = link.end(host.name), link.peer(host.name)
-                ifindex = ipr.link_lookup(ifname=end.ifname)[0]
-                table = TABLE_BASE + index
-                for address in end.addresses:
-                    family = 2 if address.version == 4 else 10
-                    gateway = next((p.ip for p in peer.addresses if p.version == address.version), None)
-                    ipr.route("add", dst=str(address.network), oif=ifindex, table=table, family=family)
-                    if gateway is not None:
-                        dst = "0.0.0.0/0" if address.version == 4 else "::/0"
-                        ipr.route(
-                            "add", dst=dst, gateway=str(gateway), oif=ifindex, table=table, family=family
-                        )
-                    ipr.rule(
-                        "add",
-                        family=family,
-                        priority=RULE_PREF_SOURCE + index,
-                        table=table,
-                        src=str(address.ip),
-                        src_len=address.max_prefixlen,
-                    )
-
-    def _mptcp(self, lab: NetnsLab, host: HostSpec) -> None:
-        from mptcpkit.netlink.client import MptcpPmClient
-
-        mptcp = host.mptcp
-        if not mptcp.enabled or not (
-            mptcp.endpoints or mptcp.subflows is not None or mptcp.add_addr_accepted is not None
-        ):
-            return
-        owner = {addr.ip: ifname for ifname, addr in lab.topology.addresses_of(host.name)}
-        with MptcpPmClient(netns=lab.record.namespaces[host.name]) as pm:
-            if mptcp.subflows is not None or mptcp.add_addr_accepted is not None:
-                _netlink_step(
-                    lambda: pm.set_limits(subflows=mptcp.subflows, add_addr_accepted=mptcp.add_addr_accepted),
-                    f"{host.name}: set MPTCP limits",
-                )
-            for endpoint in mptcp.endpoints:
-                dev = endpoint.dev or owner[endpoint.address]
-                _netlink_step(
-                    lambda ep=endpoint, dev=dev: pm.add_endpoint(  # type: ignore[misc]
-                        str(ep.address), id=ep.id, flags=sorted(ep.flags), dev=dev, port=ep.port
-                    ),
-                    f"{host.name}: add MPTCP endpoint {endpoint.address}",
-                )
+                        pm = MptcpPmClient(netns=host.netns)
+                        pm.__enter__()
+                    _mptcp_call(host.name, pm, call)
+        finally:
+            ipr.close()
+            if pm is not None:
+                pm.__exit__(None, None, None)
 
     def _emulation(self, lab: NetnsLab, mode: str) -> None:
         from mptcpkit.lab import emulation
@@ -495,20 +380,21 @@ class NetnsBackend(Backend):
         state_dir = registry.STATE_DIR / lab.record.lab_id  # made by up() before building
         modes = set()
         links = {}
-        for index, link in enumerate(lab.topology.links):
+        for call in wire_calls(lab.plan):
+            ab, ba = call.args["a_to_b"], call.args["b_to_a"]
             built = emulation.build_wire(
                 wire,
-                f"l{index}a",
-                f"l{index}b",
-                to_shape(link.a_to_b),
-                to_shape(link.b_to_a),
+                call.args["a_if"],
+                call.args["b_if"],
+                ab.shape,
+                ba.shape,
                 mode=mode,  # type: ignore[arg-type]
                 state_dir=state_dir,
             )
             lab.wires.append(built)
             lab.record.pids.extend(built.pids)
             modes.add(built.mode)
-            links[link.name] = built.description
+            links[ab.link] = built.description
             registry.save(lab.record)
         used = sorted(modes - {"none"}) or ["none"]
         lab.record.emulation = {"mode": "+".join(used), "links": links}
@@ -533,18 +419,80 @@ def allow_congestion_control(name: str) -> None:
         allowed_path.write_text(" ".join([*allowed, name]))
 
 
-def to_shape(direction: Direction) -> Any:
-    """The emulation layer's LinkShape for one model direction."""
-    from mptcpkit.lab.emulation import LinkShape
+def _apply_call(
+    lab: NetnsLab,
+    host: NetnsHost,
+    ipr: Any,
+    call: NetlinkCall,
+    links: dict[str, int],
+    ifindex: dict[str, int],
+) -> None:
+    """Send one rendered call into `host`'s namespace (MPTCP calls go through `_mptcp_call`)."""
+    a = dict(call.args)
+    if call.kind == "sysctl":
+        if a["key"] == "net.ipv4.tcp_congestion_control":
+            allow_congestion_control(a["value"])
+        host.set_sysctl(a["key"], a["value"])
+    elif call.kind == "path_manager":
+        if Path("/proc/sys/net/mptcp/path_manager").exists():
+            host.set_sysctl("net.mptcp.path_manager", a["value"])
+        else:
+            host.set_sysctl("net.mptcp.pm_type", "1" if a["value"] == "userspace" else "0")
+    elif call.kind == "scheduler":
+        available = nsutil.read_sysctl(host.netns, "net.mptcp.available_schedulers").split()
+        if a["value"] not in available:
+            raise LabError(
+                f"{host.name}: MPTCP scheduler '{a['value']}' is not available on this kernel "
+                f"(available: {', '.join(available)})"
+            )
+        host.set_sysctl("net.mptcp.scheduler", a["value"])
+    elif call.kind == "veth":
+        wire = lab.record.wire_netns
+        side = "a" if lab.topology.link(a["link"]).a.host == host.name else "b"
+        peer = {"ifname": f"l{links[a['link']]}{side}", "net_ns_fd": wire, "mtu": a["mtu"]}
+        _netlink_step(
+            functools.partial(ipr.link, "add", ifname=a["ifname"], kind="veth", mtu=a["mtu"], peer=peer),
+            f"{host.name}: create {a['ifname']} for link {a['link']} (a veth pair; needs CONFIG_VETH)",
+        )
+        with _ipr(wire) as wipr:  # type: ignore[arg-type]
+            wipr.link("set", index=wipr.link_lookup(ifname=peer["ifname"])[0], state="up")
+    elif call.kind == "up":
+        ipr.link("set", index=_index(ipr, a.pop("ifname"), ifindex), state="up")
+    elif call.kind == "addr":
+        _netlink_step(
+            functools.partial(ipr.addr, "add", index=_index(ipr, a.pop("ifname"), ifindex), **a),
+            f"{host.name}: address {a['address']}/{a['prefixlen']}",
+        )
+    elif call.kind == "route":
+        if "ifname" in a:
+            a["oif"] = _index(ipr, a.pop("ifname"), ifindex)
+        _netlink_step(functools.partial(ipr.route, "add", **a), f"{host.name}: route {a['dst']}")
+    elif call.kind == "rule":
+        _netlink_step(functools.partial(ipr.rule, "add", **a), f"{host.name}: rule {a}")
 
-    return LinkShape(
-        rate_bps=direction.rate_bps,
-        delay_s=direction.delay_s,
-        jitter_s=direction.jitter_s,
-        loss=direction.loss,
-        queue_packets=direction.queue_packets,
-        reorder=direction.reorder,
-    )
+
+def _mptcp_call(host: str, pm: Any, call: NetlinkCall) -> None:
+    a = call.args
+    if call.kind == "limits":
+        _netlink_step(
+            lambda: pm.set_limits(subflows=a["subflows"], add_addr_accepted=a["add_addr_accepted"]),
+            f"{host}: set MPTCP limits",
+        )
+    else:
+        _netlink_step(
+            lambda: pm.add_endpoint(a["address"], id=a["id"], flags=a["flags"], dev=a["dev"], port=a["port"]),
+            f"{host}: add MPTCP endpoint {a['address']}",
+        )
+
+
+def _index(ipr: Any, ifname: str, cache: dict[str, int]) -> int:
+    """The interface's index, looked up once per host (a lookup dumps every link: it is not cheap)."""
+    if ifname not in cache:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise LabError(f"no interface {ifname}")
+        cache[ifname] = int(found[0])
+    return cache[ifname]
 
 
 def _ipr(netns: str) -> Any:

@@ -1,12 +1,12 @@
 """SSH backend: topology hosts are existing machines (`ssh = "user@host"`), driven concurrently over asyncssh.
 
 The lab applies addresses, routes, policy rules, MPTCP limits/endpoints, sysctls and tc shaping on each
-machine's existing interfaces (named per link in the topology), runs traffic there through the same Host
+machine's existing interfaces (named per link in the topology), runs traffic there through the same LabHost
 interface as the namespace backend, and on teardown undoes its changes in reverse order and checks, with a
 before/after snapshot, that every machine is exactly as it was. Host keys must already be in known_hosts (an
 unknown key is refused, never accepted); only keys and the agent are used, no password is asked or stored.
 
-The asyncio side runs in one background event loop thread per lab; the synchronous Host methods the runner
+The asyncio side runs in one background event loop thread per lab; the synchronous LabHost methods the runner
 calls submit coroutines to it, so all machines are set up and torn down concurrently.
 """
 
@@ -27,9 +27,9 @@ from typing import Any, TypeVar
 import asyncssh
 
 from mptcpkit.errors import LabError, UsageError
-from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
+from mptcpkit.lab.backends.base import Backend, CommandResult, HostProcess, Lab, LabHost, LabInfo
 from mptcpkit.lab.backends.ssh_plan import (
-    HostPlan,
+    ChangePlan,
     Snapshot,
     SshTarget,
     diff_snapshots,
@@ -176,7 +176,7 @@ class SshProcess(HostProcess):
         return self._process.returncode is None and not self._process.is_closing()
 
 
-class SshHost(Host):
+class SshHost(LabHost):
     """One remote machine."""
 
     def __init__(
@@ -251,7 +251,7 @@ class _HostState:
     host: SshHost
     before: Snapshot
     keys: list[str]
-    plan: HostPlan
+    plan: ChangePlan
     applied: int = 0
     failures: list[str] = field(default_factory=list)
 
@@ -267,7 +267,7 @@ class SshLab(Lab):
         self._closed = False
         self.teardown_report: dict[str, list[str]] = {}
 
-    def host(self, name: str) -> Host:
+    def host(self, name: str) -> LabHost:
         return self._states[name].host
 
     def close(self) -> None:

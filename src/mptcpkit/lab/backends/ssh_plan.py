@@ -17,12 +17,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mptcpkit.errors import LabError, UsageError
-from mptcpkit.lab.model import DEFAULT_SYSCTLS, Direction, Topology
+from mptcpkit.lab.emulation.shape import netem_args
+from mptcpkit.lab.model import Topology
+from mptcpkit.lab.plan import (
+    TABLE_BASE,
+    TABLE_MAIN,
+    Fact,
+    HostPlan,
+    PlannedRoute,
+    PlannedRule,
+    PlannedShaping,
+    fact,
+    plan_lab,
+    route_fact,
+    rule_fact,
+)
 from mptcpkit.lab.sysctl_rules import require_safe_sysctl
 
-TABLE_BASE = 100
-RULE_PREF_BASE = 200
-ENDPOINT_ID_BASE = 100
+ENDPOINT_ID_BASE = 100  # ids tried when the plan's id is taken on the machine
 
 Argv = tuple[str, ...]
 
@@ -255,7 +267,7 @@ class Step:
 
 
 @dataclass
-class HostPlan:
+class ChangePlan:
     """The ordered steps for one machine; undone in reverse."""
 
     host: str
@@ -265,93 +277,108 @@ class HostPlan:
         self.steps.append(Step(what, tuple(apply), tuple(undo) if undo is not None else None))
 
 
+PM_KEYS = ("net.mptcp.enabled", "net.mptcp.pm_type", "net.mptcp.path_manager", "net.mptcp.scheduler")
+
+
 def sysctl_keys(topology: Topology, host: str) -> list[str]:
     """Sysctls the lab may write on `host` (their values are saved first)."""
-    spec = topology.host(host)
-    keys = set(DEFAULT_SYSCTLS) | set(spec.sysctls)
-    keys |= {"net.mptcp.enabled", "net.mptcp.pm_type", "net.mptcp.path_manager", "net.mptcp.scheduler"}
+    planned = plan_lab(topology).host(host)
+    keys = {k for k, _ in planned.sysctls + planned.device_sysctls} | set(PM_KEYS)
     keys |= {"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
     return sorted(keys)
 
 
-def _qdisc_argv(dev: str, direction: Direction, mtu: int, has_netem: bool) -> list[str]:
-    """tc command shaping egress of `dev`: netem (delay/jitter/loss/rate) when needed, else tbf (rate)."""
-    needs_netem = bool(direction.delay_s or direction.jitter_s or direction.loss or direction.reorder)
-    if needs_netem:
+def qdisc_argv(shaping: PlannedShaping, has_netem: bool) -> list[str]:
+    """tc command shaping egress of the sender's device: netem when a delay line is needed, else tbf."""
+    shape, dev = shaping.shape, shaping.dev
+    if shape.needs_delay_line:
         if not has_netem:
             raise LabError(
                 f"{dev}: delay/jitter/loss need netem, which this machine's kernel lacks (sch_netem)",
                 hint="load sch_netem there, or shape only the rate on bare-metal links",
             )
-        argv = ["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "netem", "limit"]
-        argv.append(str(direction.queue_packets))
-        if direction.delay_s:
-            argv += ["delay", f"{direction.delay_s * 1e6:.0f}us"]
-            if direction.jitter_s:
-                argv += [f"{direction.jitter_s * 1e6:.0f}us"]
-        if direction.loss:
-            argv += ["loss", f"{direction.loss * 100:g}%"]
-        if direction.reorder:
-            argv += ["reorder", f"{direction.reorder * 100:g}%"]
-        if direction.rate_bps:
-            argv += ["rate", f"{direction.rate_bps}bit"]
+        argv = ["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "netem"]
+        argv += netem_args(shape, shaping.netem_limit)
         return argv
-    assert direction.rate_bps
-    burst = max(direction.rate_bps // 8 // 250, 2 * (mtu + 14))  # 4 ms worth of bytes, at least 2 frames
-    limit = direction.queue_packets * (mtu + 14)
-    return [
-        "tc",
-        "qdisc",
-        "add",
-        "dev",
-        dev,
-        "root",
-        "handle",
-        "1:",
-        "tbf",
-        "rate",
-        f"{direction.rate_bps}bit",
-        "burst",
-        str(burst),
-        "limit",
-        str(limit),
-    ]
+    tbf = shaping.tbf
+    assert tbf is not None
+    argv = ["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", f"{tbf.rate_bps}bit"]
+    return [*argv, "burst", str(tbf.burst_bytes), "limit", str(tbf.limit_bytes)]
 
 
-def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: bool) -> HostPlan:
-    """Every change the lab makes on `host`, checked against its current state, each with its undo.
+def route_argv(route: PlannedRoute, table: int) -> list[str]:
+    """`ip -4|-6 route add ...` for a planned route (its table possibly moved off one the machine uses)."""
+    argv = ["ip", f"-{route.family}", "route", "add", route.dst]
+    if route.gateway is not None:
+        argv += ["via", route.gateway]
+    if route.dev is not None:
+        argv += ["dev", route.dev]
+    if route.metric is not None:
+        argv += ["metric", str(route.metric)]
+    return [*argv, "table", str(table)]
+
+
+def rule_argv(rule: PlannedRule, table: int) -> list[str]:
+    argv = ["ip", f"-{rule.family}", "rule", "add", "pref", str(rule.priority)]
+    if rule.src is not None:
+        argv += ["from", rule.src]
+    argv += ["table", str(table)]
+    if rule.suppress_prefixlength is not None:
+        argv += ["suppress_prefixlength", str(rule.suppress_prefixlength)]
+    return argv
+
+
+def _undo(argv: list[str]) -> list[str]:
+    index = argv.index("add")
+    return [*argv[:index], "del", *argv[index + 1 :]]
+
+
+def _table_map(host: HostPlan, before: Snapshot) -> dict[int, int]:
+    """Planned policy tables -> tables free on the machine (the plan's own numbers when they are free)."""
+    used = {str(json.loads(r).get("table")) for r in before.rules}
+    mapping = {TABLE_MAIN: TABLE_MAIN}
+    next_free = TABLE_BASE
+    for table in host.policy_tables:
+        if str(table) not in used:
+            mapping[table] = table
+            continue
+        while str(next_free) in used or next_free in host.policy_tables or next_free in mapping.values():
+            next_free += 1
+        mapping[table] = next_free
+        next_free += 1
+    return mapping
+
+
+def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: bool) -> ChangePlan:
+    """Every change the lab makes on `host`, rendered from `lab/plan.py` and checked against its state.
 
     Refuses (LabError) rather than silently overwriting something the machine already has: a missing
     interface, a configured (non-default) root qdisc on a link to shape, an MPTCP endpoint address in use.
+    Skips what the machine already has (an address, a sysctl value), so teardown leaves those alone.
     """
-    spec = topology.host(host)
-    plan = HostPlan(host)
-    links = topology.links_of(host)
-    for link in links:
-        end = link.end(host)
-        if end.ifname not in before.links:
+    lab = plan_lab(topology)
+    planned = lab.host(host)
+    plan = ChangePlan(host)
+    for link in planned.links:
+        if link.ifname not in before.links:
             raise LabError(
-                f"{host}: no interface '{end.ifname}' for link '{link.name}' "
+                f"{host}: no interface '{link.ifname}' for link '{link.link}' "
                 f"(it has: {', '.join(sorted(before.links))})"
             )
     # sysctls first (forwarding, buffers, MPTCP on), restored last
-    wanted = dict(DEFAULT_SYSCTLS)
-    wanted.update(spec.sysctls)
-    wanted["net.mptcp.enabled"] = "1" if spec.mptcp.enabled else "0"
-    if spec.forwarding:
-        wanted["net.ipv4.ip_forward"] = "1"
-        wanted["net.ipv6.conf.all.forwarding"] = "1"
-    if spec.mptcp.scheduler is not None:
-        wanted["net.mptcp.scheduler"] = spec.mptcp.scheduler
+    wanted = dict(planned.sysctls + planned.device_sysctls)  # the machine's interfaces exist already
+    if planned.scheduler is not None:
+        wanted["net.mptcp.scheduler"] = planned.scheduler
     if before.sysctls.get("net.mptcp.path_manager"):
-        wanted["net.mptcp.path_manager"] = spec.mptcp.path_manager
+        wanted["net.mptcp.path_manager"] = planned.path_manager
     else:
-        wanted["net.mptcp.pm_type"] = "0" if spec.mptcp.path_manager == "kernel" else "1"
-    for key, value in sorted(wanted.items()):
+        wanted["net.mptcp.pm_type"] = "0" if planned.path_manager == "kernel" else "1"
+    user_keys = set(topology.host(host).sysctls)
+    for key, value in wanted.items():
         require_safe_sysctl(key, value)
         old = before.sysctls.get(key, "")
         if not old:
-            if key in spec.sysctls:
+            if key in user_keys:
                 raise LabError(f"{host}: sysctl {key} does not exist there")
             continue  # e.g. an IPv6 key on a host without IPv6: nothing to set
         if " ".join(value.split()) == old:
@@ -361,10 +388,10 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
             ["sysctl", "-q", "-w", f"{key}={value}"],
             ["sysctl", "-q", "-w", f"{key}={old}"],
         )
-    # links: up, MTU
-    for link in links:
-        dev = link.end(host).ifname
-        state = before.links[dev]
+    # links: MTU, up
+    for link in planned.links:
+        state = before.links[link.ifname]
+        dev = link.ifname
         if state["mtu"] != link.mtu:
             plan.add(
                 f"{dev} mtu {link.mtu}",
@@ -379,56 +406,27 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
             )
     # addresses
     existing = set(before.addresses)
-    for ifname, address in topology.addresses_of(host):
-        text = f"{ifname} {address.with_prefixlen}"
+    for item in planned.addresses:
+        text = f"{item.ifname} {item.address.with_prefixlen}"
         if text in existing:
             continue  # the machine already has it: leave it, and leave it at teardown
-        extra = ["nodad"] if address.version == 6 else []
-        plan.add(
-            f"address {text}",
-            ["ip", "addr", "add", address.with_prefixlen, "dev", ifname, *extra],
-            ["ip", "addr", "del", address.with_prefixlen, "dev", ifname],
-        )
-    # static routes
-    for route in spec.routes:
-        argv = ["route", "add", route.to]
-        if route.via is not None:
-            argv += ["via", str(route.via)]
-        if route.dev is not None:
-            argv += ["dev", route.dev]
-        if route.metric is not None:
-            argv += ["metric", str(route.metric)]
-        family = ["-6"] if ":" in route.to or (route.via is not None and route.via.version == 6) else []
-        plan.add(f"route {route.to}", ["ip", *family, *argv], ["ip", *family, "route", "del", *argv[2:]])
-    # per-source policy routing: each subflow leaves through the link its source address belongs to
-    policy = spec.policy_routing if spec.policy_routing is not None else len(links) > 1
-    if policy:
-        used_tables = {json.loads(r).get("table") for r in before.rules}
-        for index, (ifname, address) in enumerate(topology.addresses_of(host)):
-            table = TABLE_BASE + index
-            while str(table) in used_tables:
-                table += 1
-            pref = RULE_PREF_BASE + index
-            fam = "-6" if address.version == 6 else "-4"
-            net = str(address.network)
-            src, tbl, prf = str(address.ip), str(table), str(pref)
-            plan.add(
-                f"table {table} {net}",
-                ["ip", fam, "route", "add", net, "dev", ifname, "src", src, "table", tbl],
-                ["ip", fam, "route", "del", net, "dev", ifname, "table", tbl],
-            )
-            plan.add(
-                f"rule from {address.ip}",
-                ["ip", fam, "rule", "add", "from", src, "table", tbl, "pref", prf],
-                ["ip", fam, "rule", "del", "from", src, "table", tbl, "pref", prf],
-            )
+        extra = ["nodad"] if item.address.version == 6 else []
+        argv = ["ip", "addr", "add", item.address.with_prefixlen, "dev", item.ifname]
+        plan.add(f"address {text}", [*argv, *extra], _undo(argv))
+    # routes (static ones in main, policy ones in their tables) and rules
+    tables = _table_map(planned, before)
+    for route in planned.routes:
+        argv = route_argv(route, tables[route.table])
+        plan.add(f"route {route.dst} table {tables[route.table]}", argv, _undo(argv))
+    for rule in planned.rules:
+        argv = rule_argv(rule, tables[rule.table])
+        plan.add(f"rule pref {rule.priority} table {tables[rule.table]}", argv, _undo(argv))
     # MPTCP limits and endpoints
-    mptcp = spec.mptcp
-    if mptcp.subflows is not None or mptcp.add_addr_accepted is not None:
+    if planned.limits is not None:
         old_sub = before.limits.get("subflows", 2)
         old_acc = before.limits.get("add_addr_accepted", 0)
-        new_sub = mptcp.subflows if mptcp.subflows is not None else old_sub
-        new_acc = mptcp.add_addr_accepted if mptcp.add_addr_accepted is not None else old_acc
+        new_sub = planned.limits[0] if planned.limits[0] is not None else old_sub
+        new_acc = planned.limits[1] if planned.limits[1] is not None else old_acc
         if (new_sub, new_acc) != (old_sub, old_acc):
             limits = ["ip", "mptcp", "limits", "set", "subflows"]
             plan.add(
@@ -437,45 +435,130 @@ def plan_host(topology: Topology, host: str, before: Snapshot, *, has_netem: boo
                 [*limits, str(old_sub), "add_addr_accepted", str(old_acc)],
             )
     used_ids = {int(e["id"]) for e in before.endpoints if "id" in e}
-    used_addrs = {ipaddress.ip_address(e["address"]) for e in before.endpoints if "address" in e}
+    used_addrs = {str(ipaddress.ip_address(e["address"])) for e in before.endpoints if "address" in e}
+    explicit = {e.address for e in topology.host(host).mptcp.endpoints if e.id is not None}
     next_id = ENDPOINT_ID_BASE
-    for endpoint in mptcp.endpoints:
+    for endpoint in planned.endpoints:
         if endpoint.address in used_addrs:
             raise LabError(f"{host}: an MPTCP endpoint for {endpoint.address} already exists there")
-        if endpoint.id is not None:
-            if endpoint.id in used_ids:
-                raise LabError(f"{host}: MPTCP endpoint id {endpoint.id} is already used there")
-            eid = endpoint.id
-        else:
+        eid = endpoint.id
+        if eid in used_ids:
+            if ipaddress.ip_address(endpoint.address) in explicit:
+                raise LabError(f"{host}: MPTCP endpoint id {eid} is already used there")
             while next_id in used_ids:
                 next_id += 1
             eid = next_id
         used_ids.add(eid)
-        argv = ["ip", "mptcp", "endpoint", "add", str(endpoint.address)]
-        if endpoint.dev is not None:
+        argv = ["ip", "mptcp", "endpoint", "add", endpoint.address]
+        if endpoint.dev:
             argv += ["dev", endpoint.dev]
         argv += ["id", str(eid)]
         if endpoint.port is not None:
             argv += ["port", str(endpoint.port)]
-        argv += sorted(endpoint.flags)
+        argv += list(endpoint.flags)
         plan.add(f"endpoint {endpoint.address}", argv, ["ip", "mptcp", "endpoint", "delete", "id", str(eid)])
     # shaping, egress of each link end
     roots = {q["dev"]: q for q in before.qdiscs if q.get("root")}
-    for link in links:
-        direction = link.direction_from(host)
-        if not direction.shaped:
+    for shaping in lab.shaping_from(host):
+        if not shaping.shaped:
             continue
-        dev = link.end(host).ifname
-        root = roots.get(dev)
+        root = roots.get(shaping.dev)
         if root is not None and root.get("handle") not in ("0:", None):
             raise LabError(
-                f"{host}: {dev} already has a configured root qdisc "
+                f"{host}: {shaping.dev} already has a configured root qdisc "
                 f"({root.get('kind')} {root.get('handle')}); the lab would replace it",
-                hint=f"remove it (tc qdisc del dev {dev} root) or use another interface for '{link.name}'",
+                hint=f"remove it (tc qdisc del dev {shaping.dev} root) or use another interface for "
+                f"'{shaping.link}'",
             )
         plan.add(
-            f"shape {dev}",
-            _qdisc_argv(dev, direction, link.mtu, has_netem),
-            ["tc", "qdisc", "del", "dev", dev, "root"],
+            f"shape {shaping.dev}",
+            qdisc_argv(shaping, has_netem),
+            ["tc", "qdisc", "del", "dev", shaping.dev, "root"],
         )
     return plan
+
+
+def read_steps(host: str, steps: Iterable[Argv]) -> list[Fact]:
+    """The plan facts a list of applied commands establishes (the inverse of `plan_host`, for tests).
+
+    Only the commands `plan_host` writes are understood; tables and endpoint ids are read as written.
+    """
+    out: list[Fact] = []
+    for argv in steps:
+        words = list(argv)
+        if words[:3] == ["sysctl", "-q", "-w"]:
+            key, _, value = words[3].partition("=")
+            if key in ("net.mptcp.path_manager", "net.mptcp.pm_type"):
+                value = {"0": "kernel", "1": "userspace"}.get(value, value)
+                out.append(fact(host, "path_manager", value=value))
+            elif key == "net.mptcp.scheduler":
+                out.append(fact(host, "scheduler", value=value))
+            else:
+                out.append(fact(host, "sysctl", key=key, value=value))
+        elif words[:3] == ["ip", "link", "set"] and "mtu" in words:
+            out.append(fact(host, "mtu", dev=words[4], mtu=words[6]))
+        elif words[:3] == ["ip", "addr", "add"]:
+            out.append(fact(host, "address", dev=words[5], address=words[3]))
+        elif words[0] == "ip" and words[2:4] == ["route", "add"]:
+            opts = dict(zip(words[5::2], words[6::2], strict=False))
+            route = PlannedRoute(
+                4 if words[1] == "-4" else 6,
+                words[4],
+                int(opts["table"]),
+                opts.get("via"),
+                opts.get("dev"),
+                int(opts["metric"]) if "metric" in opts else None,
+            )
+            out.append(route_fact(host, route))
+        elif words[0] == "ip" and words[2:4] == ["rule", "add"]:
+            opts = dict(zip(words[4::2], words[5::2], strict=False))
+            suppress = opts.get("suppress_prefixlength")
+            rule = PlannedRule(
+                4 if words[1] == "-4" else 6,
+                int(opts["pref"]),
+                int(opts["table"]),
+                opts.get("from"),
+                int(suppress) if suppress is not None else None,
+            )
+            out.append(rule_fact(host, rule))
+        elif words[:4] == ["ip", "mptcp", "limits", "set"]:
+            out.append(fact(host, "limits", subflows=words[5], add_addr_accepted=words[7]))
+        elif words[:4] == ["ip", "mptcp", "endpoint", "add"]:
+            rest = words[5:]
+            opts = {}
+            while rest and rest[0] in ("dev", "id", "port"):
+                opts[rest[0]] = rest[1]
+                rest = rest[2:]
+            flags = ",".join(rest)
+            out.append(fact(host, "endpoint", address=words[4], flags=flags, **opts))
+        elif words[:3] == ["tc", "qdisc", "add"]:
+            kind = words[8]
+            opts = dict(zip(words[9::2], words[10::2], strict=False))
+            if kind == "tbf":
+                rate = opts["rate"].removesuffix("bit")
+                out.append(
+                    fact(host, "tbf", dev=words[4], rate=rate, burst=opts["burst"], limit=opts["limit"])
+                )
+            else:
+                out.append(_netem_fact(host, words[4], words[9:]))
+    return sorted(out)
+
+
+def _netem_fact(host: str, dev: str, words: list[str]) -> Fact:
+    fields: dict[str, object] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "delay":
+            fields["delay_us"] = words[i + 1].removesuffix("us")
+            if i + 2 < len(words) and words[i + 2].endswith("us"):
+                fields["jitter_us"] = words[i + 2].removesuffix("us")
+                i += 1
+        elif word in ("loss", "reorder"):
+            fields[word] = f"{float(words[i + 1].removesuffix('%')) / 100:.6f}"
+        elif word == "rate":
+            fields["rate"] = words[i + 1].removesuffix("bit")
+        elif word == "limit":
+            fields["limit"] = words[i + 1]
+        i += 2
+    return fact(host, "netem", dev=dev, **fields)

@@ -104,6 +104,20 @@ def netem_limit(shape: LinkShape, mtu: int = 1500) -> int:
     return shape.queue_packets + math.ceil(in_flight) + 1
 
 
+def netem_args(shape: LinkShape, limit: int) -> list[str]:
+    """The options after `tc qdisc ... netem`: one rendering for the wire (tc.py) and for SSH/VM hosts."""
+    args = ["limit", str(limit), "delay", f"{round(shape.delay_s * 1e6)}us"]
+    if shape.jitter_s:
+        args.append(f"{round(shape.jitter_s * 1e6)}us")
+    if shape.loss:
+        args += ["loss", f"{shape.loss * 100:.6f}%"]
+    if shape.reorder:
+        args += ["reorder", f"{shape.reorder * 100:.6f}%"]
+    if shape.rate_bps is not None:
+        args += ["rate", f"{shape.rate_bps}bit"]
+    return args
+
+
 def choose_mode(a_to_b: LinkShape, b_to_a: LinkShape, requested: Mode, has_netem: bool | None) -> WireMode:
     """The emulation a wire uses. ``has_netem`` may be None when it was not needed to decide.
 

@@ -10,7 +10,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from mptcpkit.errors import EnvironmentProblem, LabError
-from mptcpkit.lab.emulation.shape import LinkShape, TbfParams, netem_limit
+from mptcpkit.lab.emulation.shape import LinkShape, TbfParams, netem_args, netem_limit
 
 ETH_P_ALL = 0x0003
 TC_H_ROOT = 0xFFFFFFFF
@@ -81,16 +81,7 @@ def add_netem(netns: str, ifname: str, shape: LinkShape, mtu: int) -> None:
     (a float, a too-short attribute; the kernel answers ERANGE), and the rate is what matters here.
     """
     argv = ["tc", "-n", netns, "qdisc", "replace", "dev", ifname, "root", "handle", "1:", "netem"]
-    argv += ["limit", str(netem_limit(shape, mtu))]
-    argv += ["delay", f"{round(shape.delay_s * 1e6)}us"]
-    if shape.jitter_s:
-        argv.append(f"{round(shape.jitter_s * 1e6)}us")
-    if shape.loss:
-        argv += ["loss", f"{shape.loss * 100:.6f}%"]
-    if shape.reorder:
-        argv += ["reorder", f"{shape.reorder * 100:.6f}%"]
-    if shape.rate_bps is not None:
-        argv += ["rate", f"{shape.rate_bps}bit"]
+    argv += netem_args(shape, netem_limit(shape, mtu))
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     except FileNotFoundError as e:

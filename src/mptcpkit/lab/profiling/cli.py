@@ -1,5 +1,5 @@
 """Command-line pieces of profiling: options of `lab run --profile`, the `lab compare --profile` tables, and
-`lab profile` (show / export a run's folded stacks). lab/cli.py only registers them.
+`lab profile` (show / export a run's folded stacks). lab/cli/__init__.py only registers them.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mptcpkit.errors import UsageError
 from mptcpkit.lab.report.data import collect_compare, collect_run
@@ -162,3 +163,68 @@ def serve_cmd(db: str | None = None, host: str = "127.0.0.1", port: int = 8080) 
         port,
         ready=lambda url: _stderr(f"mptcpkit lab dashboard on {url} (database {where}); Ctrl-C stops it"),
     )
+
+
+def confirmed_verdicts(
+    store: Store,
+    base_id: str,
+    new_run: Any,
+    rows: Sequence[Any],
+    effect: float | None,
+    say: Callable[[str], None],
+) -> list[str]:
+    """`lab compare --confirm`: re-run the regressed scenarios here; a regression that does not show again against
+    the base becomes inconclusive. One verdict per row of `rows`."""
+    regressed = sorted({r.scenario for r in rows if r.comparison.verdict == "regression"})
+    confirmed = _confirm(store, base_id, new_run, regressed, effect, say) if regressed else None
+    verdicts = []
+    for r in rows:
+        verdict = r.comparison.verdict
+        if confirmed is not None and verdict == "regression" and r.scenario not in confirmed:
+            verdict = "inconclusive"
+        verdicts.append(verdict)
+    return verdicts
+
+
+def _confirm(
+    store: Store,
+    base_id: str,
+    new_run: Any,
+    scenarios: list[str],
+    effect: float | None,
+    say: Callable[[str], None],
+) -> set[str]:
+    """Run the regressed scenarios again now and keep those that regress again against the base."""
+    from mptcpkit.lab.analysis import compare_runs
+    from mptcpkit.lab.runview import run_with_progress
+    from mptcpkit.lab.scenarios import build, resolve
+
+    origins = getattr(new_run, "config", {}).get("origins", {})
+    chosen = []
+    for name in scenarios:
+        origin = str(origins.get(name, ""))
+        ref = origin if origin.endswith(".toml") and Path(origin).is_file() else name
+        try:
+            chosen += [build(spec) for spec in resolve([ref]) if spec.name == name]
+        except UsageError:
+            continue  # no longer runnable here: left unconfirmed
+    if not chosen:
+        return set(scenarios)
+    reps = int(getattr(new_run, "config", {}).get("reps", 3))
+    label = f"{getattr(new_run, 'label', None) or 'new'} (confirm)"
+    say(f"confirming {len(chosen)} regressed scenario(s) with {reps} fresh repetitions each")
+    report = run_with_progress(
+        chosen,
+        reps=reps,
+        label=label,
+        db=getattr(store, "url", None),
+        json_path=None,
+        emulation="auto",
+        until_ci=None,
+        max_reps=10,
+        seed=None,
+        self_check=False,
+        store=store,
+    )
+    again = compare_runs(store, base_id, report.run_id, min_effect=effect)
+    return {r.scenario for r in again if r.comparison.verdict == "regression"}

@@ -48,6 +48,7 @@ NAV = (
     ("/compare", "Compare", "compare"),
     ("/history", "History", "history"),
     ("/regressions", "Regressions", "regressions"),
+    ("/fleet", "Fleet", "fleet"),
 )
 RUNS_PAGE = 50
 
@@ -439,6 +440,9 @@ def make_app(db_url: str | None = None, *, store: Store | None = None) -> Starle
         Route("/api/regressions/latest", api_latest_verdict),
         Route(PLOTLY_PATH, plotly_asset),
     ]
+    from mptcpkit.lab.fleet import web as fleet_web
+
+    routes += fleet_web.routes(db_url, dash, handle)  # the queue and per-machine history (PostgreSQL)
     return Starlette(
         routes=routes,
         lifespan=lifespan,

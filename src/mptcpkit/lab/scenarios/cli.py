@@ -68,15 +68,10 @@ def build_all(specs: list[ScenarioSpec], scale: float, engine: str | None) -> li
     return [build(spec, scale, engine=None if engine in (None, "mptcpkit") else engine) for spec in specs]
 
 
-def guest_refs(refs: list[str] | None, suite: str | None) -> list[str]:
-    """`lab run` arguments for a guest: file paths made absolute (the guest sees the host's file system)."""
-    args: list[str] = []
-    for ref in refs or []:
-        path = Path(ref)
-        args += ["-s", str(path.resolve()) if (ref.endswith(".toml") or "/" in ref) else ref]
-    if suite:
-        args += ["--suite", str(Path(suite).resolve())]
-    return args
+def guest_refs(refs: list[str] | None, suite: str | None) -> tuple[list[str] | None, str | None]:
+    """`lab run`'s scenario and suite values for a guest: file paths made absolute (it sees this file system)."""
+    absolute = [str(Path(r).resolve()) if (r.endswith(".toml") or "/" in r) else r for r in refs or []]
+    return absolute or None, str(Path(suite).resolve()) if suite else None
 
 
 def print_list(specs: list[ScenarioSpec]) -> None:

@@ -6,10 +6,12 @@ autocommit mode unless inside `transaction()`, so a killed writer never leaves h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -42,6 +44,14 @@ def default_sqlite_path() -> Path:
     """$XDG_DATA_HOME/mptcpkit/results.db, i.e. ~/.local/share/mptcpkit/results.db by default."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "mptcpkit" / "results.db"
+
+
+def reconnect_budget() -> float:
+    """Seconds a PostgreSQL writer keeps reconnecting before giving up ($MPTCPKIT_DB_RECONNECT_S, default 120)."""
+    try:
+        return max(0.0, float(os.environ.get("MPTCPKIT_DB_RECONNECT_S", "120")))
+    except ValueError:
+        return 120.0
 
 
 def redact_url(url: str) -> str:
@@ -152,21 +162,62 @@ class PostgresDatabase:
             ) from exc
         except psycopg.ProgrammingError as exc:
             raise UsageError(f"bad PostgreSQL URL {self.where}: {exc}") from exc
+        self._url = url
         self._lock = threading.RLock()
+        self._in_transaction = 0
+        self.reconnects = 0
+        """How often a lost connection was re-established (tests and the fleet worker read it)."""
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one statement; a lost connection is re-established and the statement retried (bounded).
+
+        Outside a transaction every statement is one committed unit, so retrying it is safe; a retried INSERT
+        whose first attempt did get in before the connection dropped meets a unique violation, which means
+        "already written" and is not an error.
+        """
+        psycopg = self._psycopg
         with self._lock:
-            try:
-                cur = self._conn.execute(sql.replace("?", "%s"), tuple(params))  # type: ignore[call-overload]
-                return list(cur.fetchall()) if cur.description is not None else []
-            except self._psycopg.OperationalError as exc:
-                detail = " ".join(str(exc).split())
-                raise EnvironmentProblem(f"PostgreSQL results database {self.where}: {detail}") from exc
+            deadline: float | None = None
+            delay = 0.1
+            while True:
+                try:
+                    cur = self._conn.execute(sql.replace("?", "%s"), tuple(params))  # type: ignore[call-overload]
+                    return list(cur.fetchall()) if cur.description is not None else []
+                except psycopg.errors.UniqueViolation:
+                    if deadline is None:
+                        raise
+                    return []  # the attempt before the reconnect was committed
+                except psycopg.OperationalError as exc:
+                    detail = " ".join(str(exc).split())
+                    now = time.monotonic()
+                    deadline = deadline if deadline is not None else now + reconnect_budget()
+                    if self._in_transaction or now >= deadline:
+                        raise EnvironmentProblem(
+                            f"PostgreSQL results database {self.where}: {detail}"
+                        ) from exc
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    self._reconnect()
+
+    def _reconnect(self) -> None:
+        """A fresh connection in place of a broken one (a failed attempt leaves the broken one for the next)."""
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        with contextlib.suppress(self._psycopg.OperationalError):
+            self._conn = self._psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+            self.reconnects += 1
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._lock, self._conn.transaction():
-            yield
+        with self._lock:
+            if self._conn.closed or self._conn.broken:
+                self._reconnect()
+            self._in_transaction += 1
+            try:
+                with self._conn.transaction():
+                    yield
+            finally:
+                self._in_transaction -= 1
 
     def close(self) -> None:
         with self._lock:

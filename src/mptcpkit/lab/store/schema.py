@@ -139,7 +139,12 @@ LATEST_VERSION = MIGRATIONS[-1].version
 def current_version(db: Database) -> int:
     if db.dialect == "sqlite":
         return int(db.execute("PRAGMA user_version")[0][0])
-    exists = db.execute("SELECT to_regclass('schema_version') IS NOT NULL")[0][0]
+    # An MVCC read of the catalog, not to_regclass (whose cache missed a table another migrator had just
+    # committed while this one waited for the lock: concurrent first users then both created "runs").
+    exists = db.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables "
+        "WHERE schemaname = current_schema() AND tablename = 'schema_version')"
+    )[0][0]
     if not exists:
         return 0
     rows = db.execute("SELECT version FROM schema_version")

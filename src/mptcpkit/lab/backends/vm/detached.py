@@ -1,10 +1,11 @@
 """VM labs that outlive one command: `lab up --kernel`, `lab status`, `lab console`, `lab down` for VM labs.
 
-`vm_lab_up` starts a detached supervisor (`backends.vm_supervisor`) that owns the guests and records the lab
-in `<vm.STATE_DIR>/labs/<id>.json`; it returns once the lab is up (or raises the supervisor's error).
+`vm_lab_up` records the lab in the one lab registry (`lab/registry.py`, the same record type and id generator
+as namespace labs), then starts a detached supervisor (`supervisor.py`) that owns the guests and keeps that
+record current; it returns once the lab is up (or raises the supervisor's error, decoded by `error_codec`).
 `vm_lab_down` sends the supervisor SIGTERM and waits until it closed the lab; guests never outlive it (after a
-SIGKILL, `vm.cleanup_vms()` kills guests whose owner is gone). `vm_lab_console` opens a shell on a lab host
-(see `backends.vm_console`).
+SIGKILL, `state.cleanup_vms()` kills guests whose owner is gone). `vm_lab_console` opens a shell on a lab host
+(see `console.py`).
 """
 
 from __future__ import annotations
@@ -14,46 +15,26 @@ import contextlib
 import json
 import os
 import pickle
-import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from mptcpkit.errors import EnvironmentProblem, LabError, MptcpkitError, UsageError
+from mptcpkit.errors import EnvironmentProblem, LabError, UsageError
 from mptcpkit.lab import registry
-from mptcpkit.lab.backends import vm, vm_console
-from mptcpkit.lab.backends.vm_supervisor import (
-    labs_dir,
-    process_alive,
-    read_record,
-    record_path,
-    write_record,
-)
+from mptcpkit.lab.backends.vm import console as vm_console
+from mptcpkit.lab.backends.vm.kernel import default_kernel, find_qemu, find_virtme_run
+from mptcpkit.lab.backends.vm.state import cleanup_vms
+from mptcpkit.lab.error_codec import error_from_json
 from mptcpkit.lab.model import Topology
 
 UP_TIMEOUT_S = 1500.0  # boot (up to 600 s for several guests under TCG) + building the lab inside
 DOWN_TIMEOUT_S = 240.0
-_ERRORS: dict[str, type[MptcpkitError]] = {
-    "UsageError": UsageError,
-    "TopologyError": UsageError,
-    "EnvironmentProblem": EnvironmentProblem,
-}
-
-
-def _new_lab_id() -> str:
-    while True:
-        lab_id = secrets.token_hex(3)
-        if not record_path(lab_id).exists() and registry.load(lab_id) is None:
-            return lab_id
-
-
-def _alive(record: dict[str, Any]) -> bool:
-    pid = record.get("pid")
-    return isinstance(pid, int) and pid > 0 and process_alive(pid, record.get("pid_start"))
+VM_BACKENDS = ("vm", "multi-vm")
+STARTING_GRACE_S = 60.0  # a record whose supervisor never recorded itself is stale after this
 
 
 def _reap(pid: int) -> None:
@@ -62,18 +43,26 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def _log_path(lab_id: str) -> Path:
+    return registry.state_dir(lab_id) / "supervisor.log"
+
+
 def _log_tail(lab_id: str, lines: int = 15) -> str:
     try:
-        text = (labs_dir() / f"{lab_id}.log").read_text(errors="replace")
+        text = _log_path(lab_id).read_text(errors="replace")
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
 
 
 def _forget(lab_id: str) -> None:
-    record_path(lab_id).unlink(missing_ok=True)
-    (labs_dir() / f"{lab_id}.log").unlink(missing_ok=True)
-    (labs_dir() / f"{lab_id}.spec").unlink(missing_ok=True)
+    registry.remove(lab_id)
+    shutil.rmtree(registry.state_dir(lab_id), ignore_errors=True)
+
+
+def _supervised(record: registry.LabRecord) -> bool:
+    """True when the record's supervisor has started (it records itself with its start time)."""
+    return record.owner_start is not None
 
 
 def vm_lab_up(
@@ -102,32 +91,29 @@ def vm_lab_up(
         if not image.is_file():
             raise UsageError(f"kernel image {kernel} does not exist", hint="give a bzImage or 'default'")
     else:
-        image = vm.default_kernel()
+        image = default_kernel()
     if modules is not None and not Path(modules).is_dir():
         raise UsageError(f"modules directory {modules} does not exist")
-    vm.find_qemu()
-    vm.find_virtme_run()
+    find_qemu()
+    find_virtme_run()
     if os.geteuid() != 0:
         raise EnvironmentProblem("VM labs need root (TAPs, namespaces in the guest)", hint="run with sudo")
-    lab_id = _new_lab_id()
-    path = record_path(lab_id)
-    write_record(
-        path,
-        {
-            "lab_id": lab_id,
-            "backend": "multi-vm" if multi else "vm",
-            "topology": topo.name,
-            "hosts": [h.name for h in topo.hosts],
+    lab_id = registry.new_lab_id()
+    record = registry.LabRecord(
+        lab_id=lab_id,
+        backend="multi-vm" if multi else "vm",
+        topology=topo.name,
+        hosts=[h.name for h in topo.hosts],
+        topology_file=topo.source,
+        details={
             "kernel": str(image),
             "modules": str(modules) if modules else None,
             "emulation_mode": emulation,
-            "created_at": time.time(),
-            "state": "starting",
         },
     )
+    registry.save(record)
     spec = {
         "lab_id": lab_id,
-        "record": str(path),
         "topology": base64.b64encode(pickle.dumps(topo)).decode(),
         "kernel": str(image),
         "modules": str(modules) if modules else None,
@@ -136,12 +122,14 @@ def vm_lab_up(
         "label": label,
         "accel": accel,
     }
-    spec_path = labs_dir() / f"{lab_id}.spec"
+    directory = registry.state_dir(lab_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec_path = directory / "supervisor.spec"
     spec_path.write_text(json.dumps(spec))
     spec_path.chmod(0o600)
-    with (labs_dir() / f"{lab_id}.log").open("ab") as log:
+    with _log_path(lab_id).open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mptcpkit.lab.backends.vm_supervisor", str(spec_path)],
+            [sys.executable, "-m", "mptcpkit.lab.backends.vm.supervisor", str(spec_path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -154,20 +142,18 @@ def vm_lab_up(
     try:
         deadline = time.monotonic() + timeout
         while True:
-            record = read_record(path) or {}
-            if record.get("state") == "up":
+            current = registry.load(lab_id)
+            state = current.state if current is not None else "gone"
+            if state == "up":
                 return lab_id
-            if record.get("state") == "failed":
-                error = record.get("error") or {}
+            if state == "failed" and current is not None:
                 _wait_exit(proc, 60)
                 _forget(lab_id)
-                raise _ERRORS.get(str(error.get("type")), LabError)(
-                    str(error.get("message", "the VM lab failed")), hint=error.get("hint")
-                )
+                raise error_from_json(current.details.get("error") or {}, default="the VM lab failed")
             if proc.poll() is not None:
                 tail = _log_tail(lab_id)
                 _forget(lab_id)
-                vm.cleanup_vms()
+                cleanup_vms()
                 raise LabError(f"the VM lab supervisor exited with {proc.returncode}\n{tail}")
             if time.monotonic() > deadline:
                 raise LabError(f"the VM lab did not come up within {timeout:.0f} s\n{_log_tail(lab_id)}")
@@ -186,74 +172,70 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        vm.cleanup_vms()
+        cleanup_vms()
 
 
-def is_vm_lab(lab_id: str) -> bool:
-    return record_path(lab_id).exists()
+def vm_lab(lab_id: str) -> registry.LabRecord | None:
+    """The registry record of VM lab `lab_id`, or None (no such lab, or a namespace lab)."""
+    record = registry.load(lab_id)
+    return record if record is not None and record.backend in VM_BACKENDS else None
 
 
 def vm_lab_down(lab_id: str, timeout: float = DOWN_TIMEOUT_S) -> bool:
     """Stop a VM lab: its supervisor closes the lab (guests, TAPs, bridges). False when no such VM lab."""
-    record = read_record(record_path(lab_id))
+    record = vm_lab(lab_id)
     if record is None:
         return False
-    pid = int(record.get("pid") or 0)
-    if pid and _alive(record):
+    pid = record.owner_pid
+    if _supervised(record) and record.owner_alive:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(record) and time.monotonic() < deadline:
+        while record.owner_alive and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.3)
-        if _alive(record):
+        if record.owner_alive:
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.5)
         _reap(pid)
-    vm.cleanup_vms()  # guests whose owner (the supervisor) is gone, if it had to be killed
+    cleanup_vms()  # guests whose owner (the supervisor) is gone, if it had to be killed
     _forget(lab_id)
     return True
 
 
-def vm_lab_list() -> list[dict[str, Any]]:
+def vm_lab_list() -> list[registry.LabRecord]:
     """Every VM lab recorded on this machine (for `lab status`); records of dead supervisors are dropped."""
     labs = []
-    directory = labs_dir()
-    if not directory.is_dir():
-        return []
-    for path in sorted(directory.glob("*.json")):
-        record = read_record(path)
-        if record is None:
+    for record in registry.all_records():
+        if record.backend not in VM_BACKENDS:
             continue
-        if record.get("pid") and not _alive(record):
-            _forget(str(record.get("lab_id", path.stem)))
-            vm.cleanup_vms()
+        if _supervised(record) and not record.owner_alive:
+            _forget(record.lab_id)
+            cleanup_vms()
             continue
-        if not record.get("pid") and time.time() - float(record.get("created_at", 0)) > 60:
-            _forget(str(record.get("lab_id", path.stem)))  # its supervisor never started
+        if not _supervised(record) and time.time() - record.created_at > STARTING_GRACE_S:
+            _forget(record.lab_id)  # its supervisor never started
             continue
         labs.append(record)
-    return sorted(labs, key=lambda r: float(r.get("created_at", 0)))
+    return labs
 
 
 def vm_lab_console(lab_id: str, host: str) -> int:
     """An interactive shell on `host` of a running VM lab; returns the shell's exit code."""
-    record = read_record(record_path(lab_id))
+    record = vm_lab(lab_id)
     if record is None:
         if registry.load(lab_id) is not None:
             raise UsageError(
                 f"lab {lab_id} is a namespace lab, not a VM lab: use `mptcpkit lab exec {lab_id} HOST -- bash`"
             )
         raise UsageError(f"no lab '{lab_id}' on this machine (see `mptcpkit lab status`)")
-    hosts = [str(h) for h in record.get("hosts", [])]
+    hosts = record.hosts
     if host not in hosts:
         raise UsageError(f"no host '{host}' in lab {lab_id} (hosts: {', '.join(hosts)})")
-    if not _alive(record):
+    if not (_supervised(record) and record.owner_alive):
         raise LabError(f"lab {lab_id} is gone (its supervisor stopped)", hint=f"mptcpkit lab down {lab_id}")
-    if record.get("state") != "up":
-        raise LabError(
-            f"lab {lab_id} is still {record.get('state', 'starting')}: try again once `lab up` returned"
-        )
-    endpoint = record.get("consoles", {}).get(host)
+    if record.state != "up":
+        raise LabError(f"lab {lab_id} is still {record.state}: try again once `lab up` returned")
+    endpoint = record.details.get("consoles", {}).get(host)
     if not endpoint:
         raise LabError(f"lab {lab_id} recorded no console for '{host}'")
     return vm_console.run_console(endpoint, host)

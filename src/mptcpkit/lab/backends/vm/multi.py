@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit.errors import LabError
-from mptcpkit.lab.backends import vm, vm_console
-from mptcpkit.lab.backends.base import Backend, Host, Lab, LabInfo
-from mptcpkit.lab.backends.vm import _start_time
-from mptcpkit.lab.backends.vm_lab import AgentGuest, GuestSettings, VmHost, agent_argv
+from mptcpkit.lab.backends.base import Backend, Lab, LabHost, LabInfo
+from mptcpkit.lab.backends.vm import console as vm_console
+from mptcpkit.lab.backends.vm import state
+from mptcpkit.lab.backends.vm.single import AgentGuest, GuestSettings, VmHost, agent_argv
+from mptcpkit.lab.backends.vm.state import start_time
 from mptcpkit.lab.model import Topology
 
 
@@ -72,7 +73,7 @@ class MultiVmLab(Lab):
         self._state_file = state_file
         self._closed = False
 
-    def host(self, name: str) -> Host:
+    def host(self, name: str) -> LabHost:
         node = self._nodes[name]
         assert node.channel is not None
         return VmHost(name, node.channel)
@@ -113,18 +114,18 @@ class MultiVmBackend(Backend):
 
     def up(self, topology: Topology, *, emulation: str = "auto") -> MultiVmLab:
         tag = uuid.uuid4().hex[:6]
-        state_file = vm.STATE_DIR / f"mkt-vm-net-{tag}.json"
+        state_file = state.STATE_DIR / f"mkt-vm-net-{tag}.json"
         created: list[str] = []
         nodes: dict[str, AgentGuest] = {}
         try:
-            vm.STATE_DIR.mkdir(parents=True, exist_ok=True)
+            state.STATE_DIR.mkdir(parents=True, exist_ok=True)
             planned = [dev for i in range(len(topology.links)) for dev in link_devices(tag, i)]
             state_file.write_text(
                 json.dumps(
                     {
                         "name": f"mkt-vm-net-{tag}",
                         "owner": os.getpid(),
-                        "owner_start": _start_time(os.getpid()),
+                        "owner_start": start_time(os.getpid()),
                         "links": planned,
                     }
                 )

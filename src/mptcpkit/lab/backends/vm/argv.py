@@ -1,7 +1,7 @@
 """Pure builders for the VM backend: virtme-run and QEMU argv, the guest script, kernel-image facts.
 
 Nothing here starts a process or touches the file system (except `read_bzimage_release`, which only reads
-bytes it is given): the I/O lives in `vm.py`. virtme-ng's own `vng` joins its options into one shell string;
+bytes it is given): the I/O lives in `kernel.py` and `guest.py`. virtme-ng's own `vng` joins its options into one shell string;
 we call its `virtme-run` with an argv list instead, so paths and commands are never re-parsed by a shell on
 the host.
 """
@@ -54,7 +54,7 @@ class VmConfig:
     """Everything that decides how one guest is started."""
 
     kernel: Path
-    """Kernel image as virtme-run should see it (possibly a staged symlink, see `vm.stage_kernel`)."""
+    """Kernel image as virtme-run should see it (possibly a staged symlink, see `kernel.stage_kernel`)."""
     share_dir: Path
     """Host directory shared read-write with the guest at the same path (results, stdout, stderr, rc)."""
     script: str

@@ -91,7 +91,7 @@ def vsock_available() -> bool:
 def plan_endpoint(workdir: Path, *, vsock: bool) -> tuple[Endpoint, list[str]]:
     """The console endpoint of one guest and the QEMU options that create it.
 
-    The serial variant adds a port to the agent's virtio-serial bus (`mkagentbus`, see vm_lab.AgentGuest).
+    The serial variant adds a port to the agent's virtio-serial bus (`mkagentbus`, see single.AgentGuest).
     """
     if vsock:
         cid = random.randint(1000, 2**31 - 1)  # collisions make QEMU fail loudly; 2^31 makes them unlikely

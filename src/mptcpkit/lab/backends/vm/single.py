@@ -1,7 +1,7 @@
-"""VM backend as a `Backend`: the lab's Host calls forwarded to an agent inside the guest.
+"""VM backend as a `Backend`: the lab's LabHost calls forwarded to an agent inside the guest.
 
-`VmBackend.up(topology)` boots one guest (see `vm.Guest`) running `vm_agent`, which builds the lab there with
-the namespace backend against the kernel under test. Each Host call becomes one JSON line over a virtio-serial
+`VmBackend.up(topology)` boots one guest (see `guest.Guest`) running `agent.py`, which builds the lab there with
+the namespace backend against the kernel under test. Each LabHost call becomes one JSON line over a virtio-serial
 port whose host end is a unix socket QEMU connects to, so the runner drives a VM lab exactly as a namespace one.
 """
 
@@ -19,19 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mptcpkit.errors import EnvironmentProblem, LabError, MptcpkitError, UsageError
-from mptcpkit.lab.backends import vm_console
-from mptcpkit.lab.backends.base import Backend, CommandResult, Host, HostProcess, Lab, LabInfo
-from mptcpkit.lab.backends.vm import AccelChoice, Guest, guest_python_argv
+from mptcpkit.errors import LabError
+from mptcpkit.lab.backends.base import Backend, CommandResult, HostProcess, Lab, LabHost, LabInfo
+from mptcpkit.lab.backends.vm import console as vm_console
+from mptcpkit.lab.backends.vm.guest import Guest, guest_python_argv
+from mptcpkit.lab.backends.vm.kernel import AccelChoice
+from mptcpkit.lab.error_codec import error_from_json
 from mptcpkit.lab.model import Topology
 
 AGENT_PORT = "mptcpkit.agent"
-_ERRORS: dict[str, type[MptcpkitError]] = {
-    "LabError": LabError,
-    "UsageError": UsageError,
-    "TopologyError": UsageError,
-    "EnvironmentProblem": EnvironmentProblem,
-}
 
 
 class _Channel:
@@ -72,8 +68,7 @@ class _Channel:
                 raise LabError(f"the guest agent is gone ({exc})") from None
             reply = self.read_line(timeout, f"'{request['op']}'")
         if "error" in reply:
-            error = reply["error"]
-            raise _ERRORS.get(error["type"], LabError)(error["message"], hint=error.get("hint"))
+            raise error_from_json(reply["error"])
         return reply.get("ok")
 
 
@@ -104,7 +99,7 @@ class VmProcess(HostProcess):
         return bool(self._channel.call({"op": "running", "id": self._id}, 30))
 
 
-class VmHost(Host):
+class VmHost(LabHost):
     """A lab host (a namespace) inside the guest."""
 
     def __init__(self, name: str, channel: _Channel) -> None:
@@ -149,7 +144,7 @@ class VmLab(Lab):
         self._closed = False
         self._console: vm_console.Endpoint = {}
 
-    def host(self, name: str) -> Host:
+    def host(self, name: str) -> LabHost:
         self.topology.host(name)  # KeyError for an unknown host, as elsewhere
         return VmHost(name, self._channel)
 
@@ -236,8 +231,8 @@ class VmBackend(Backend):
 
 
 def agent_argv() -> list[str]:
-    """The guest command that serves the Lab interface (see vm_agent)."""
-    return [*guest_python_argv(), "-m", "mptcpkit.lab.backends.vm_agent", AGENT_PORT]
+    """The guest command that serves the Lab interface (see agent.py)."""
+    return [*guest_python_argv(), "-m", "mptcpkit.lab.backends.vm.agent", AGENT_PORT]
 
 
 class AgentGuest:

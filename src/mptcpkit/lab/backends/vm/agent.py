@@ -1,8 +1,8 @@
 """Guest side of the VM backend: serve one namespace lab over a virtio-serial port, one JSON request per line.
 
-Run inside the guest as `python -m mptcpkit.lab.backends.vm_agent PORTNAME`. It builds the lab with the
-namespace backend (against the guest's kernel, the kernel under test) and executes the Host calls the host side
-(`vm.VmLab`) forwards. Requests and replies are JSON lines: `{"op": ..., ...}` -> `{"ok": value}` or
+Run inside the guest as `python -m mptcpkit.lab.backends.vm.agent PORTNAME`. It builds the lab with the
+namespace backend (against the guest's kernel, the kernel under test) and executes the LabHost calls the host side
+(`single.VmLab`) forwards. Requests and replies are JSON lines: `{"op": ..., ...}` -> `{"ok": value}` or
 `{"error": {"type", "message", "hint"}}`. The topology travels pickled: both ends are the same mptcpkit
 (the guest shares the host's root file system), over a channel only QEMU and this process can open.
 """
@@ -19,8 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mptcpkit.errors import LabError, MptcpkitError
-from mptcpkit.lab.backends.base import CommandResult, Host, HostProcess, Lab, LabInfo
+from mptcpkit.errors import LabError
+from mptcpkit.lab.backends.base import CommandResult, HostProcess, Lab, LabHost, LabInfo
+from mptcpkit.lab.error_codec import error_to_json
 from mptcpkit.lab.model import Topology
 
 PORTS = Path("/sys/class/virtio-ports")
@@ -137,7 +138,7 @@ class GuestHostLab(Lab):
     The guest's NICs (one per link, found by MAC) are renamed to the link's interface names, then the same
     plan as the SSH backend's (addresses, policy routing, MPTCP limits/endpoints, sysctls, tc/netem shaping on
     egress) is applied. Nothing is undone: the guest is thrown away with the lab. Commands run through a named
-    alias of the guest's root namespace, so the namespace backend's Host serves them.
+    alias of the guest's root namespace, so the namespace backend's LabHost serves them.
     """
 
     def __init__(self, topology: Topology, name: str, info: LabInfo) -> None:
@@ -191,19 +192,13 @@ class GuestHostLab(Lab):
         )
         return cls(topology, name, info)
 
-    def host(self, name: str) -> Host:
+    def host(self, name: str) -> LabHost:
         if name != self._name:
             raise LabError(f"this guest is host '{self._name}', not '{name}'")
         return self._host
 
     def close(self) -> None:
         self._host.stop_children()
-
-
-def error_dict(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, MptcpkitError):
-        return {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
-    return {"type": "LabError", "message": f"guest agent: {type(exc).__name__}: {exc}", "hint": None}
 
 
 def serve(port: Path, agent: Agent | None = None) -> None:
@@ -225,14 +220,14 @@ def serve(port: Path, agent: Agent | None = None) -> None:
                 try:
                     reply: dict[str, Any] = {"ok": agent.handle(request)}
                 except BaseException as exc:  # every failure goes back to the host, the agent keeps serving
-                    reply = {"error": error_dict(exc)}
+                    reply = {"error": error_to_json(exc, where="guest agent")}
                 channel.write(json.dumps(reply).encode() + b"\n")
                 if request.get("op") == "close":
                     return
 
 
 def shell_argv(agent: Agent) -> Callable[[str], list[str]]:
-    """`lab console`: the shell of a lab host, in that host's namespace (see vm_console)."""
+    """`lab console`: the shell of a lab host, in that host's namespace (see console.py)."""
 
     def argv(host: str) -> list[str]:
         if agent.lab is None:
@@ -249,7 +244,7 @@ def shell_argv(agent: Agent) -> Callable[[str], list[str]]:
 
 def start_console(agent: Agent) -> None:
     """Serve `lab console` over vsock if the guest has it, and over the console port if QEMU gave one."""
-    from mptcpkit.lab.backends import vm_console
+    from mptcpkit.lab.backends.vm import console as vm_console
 
     vm_console.serve_vsock(shell_argv(agent))
     try:
