@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent
 PY = (sys.executable,)
 SERVER = "10.78.0.100"
 CLIENT_ADDRS = [f"10.78.0.{i}" for i in range(1, 9)]
+CONGESTION = "cubic"  # as the lab topologies (lab/model.py DEFAULT_SYSCTLS)
 
 
 def sh(*argv: str) -> None:
@@ -64,6 +65,9 @@ def setup() -> tuple[str, str]:
         sh("ip", "netns", "add", ns)
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", ns, "mptcp", "limits", "set", "subflows", "8", "add_addr_accepted", "8")
+        # A new namespace inherits the host's congestion control (BBR here). BBR without an fq qdisc paces
+        # inside TCP, and MPTCP then stalls (0.2 Gbit/s, docs/benchmarks.md): use the lab's default, cubic.
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={CONGESTION}")
     dev_a, dev_b = f"mkc{tag}a", f"mkc{tag}b"
     sh("ip", "link", "add", dev_a, "netns", a, "type", "veth", "peer", dev_b, "netns", b)
     for addr in CLIENT_ADDRS:
@@ -133,7 +137,7 @@ def run_pair(
     cpus = set(pinner.series.cpus)
     sampler = Sampler(cpus)
     if kind == "engine":
-        srv = subprocess.Popen(
+        srv: subprocess.Popen[Any] = subprocess.Popen(
             ns_argv(
                 b, engine.server_argv(ServerOptions(SERVER, port, proto=proto, once=True, timeout=60), PY)
             ),
@@ -202,6 +206,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def measure(a: str, b: str, args: argparse.Namespace) -> dict[str, Any]:
     configs = [("tcp", 1)] + [("mptcp", n) for n in args.subflows]
     runs: dict[str, list[dict[str, Any]]] = {}
+    failures: list[str] = []  # kept in the JSON: a failed transfer is reported, not dropped silently
     port = 46000
     with pinned(a, b) as pinner:
         for rep in range(args.reps):
@@ -216,7 +221,12 @@ def measure(a: str, b: str, args: argparse.Namespace) -> dict[str, Any]:
                 set_subflows(a, n if proto == "mptcp" else 1)
                 port += 1
                 key = f"{proto}{n if proto == 'mptcp' else ''}/{kind}/{mode}"
-                r = run_pair(a, b, kind, proto, mode, args.duration, port, pinner)
+                try:
+                    r = run_pair(a, b, kind, proto, mode, args.duration, port, pinner)
+                except RuntimeError as exc:  # e.g. iperf3's "control socket has closed unexpectedly"
+                    failures.append(f"rep {rep} {key}: {exc}")
+                    print(f"rep {rep} {key:28s} FAILED {exc}", flush=True)
+                    continue
                 runs.setdefault(key, []).append(r)
                 print(
                     f"rep {rep} {key:28s} {r['goodput_mbps']:9.0f} Mbit/s "
@@ -239,7 +249,7 @@ def measure(a: str, b: str, args: argparse.Namespace) -> dict[str, Any]:
             table[key]["ratio_vs_tcp"] = mine / tcp
         if kind == "engine" and iperf and mine:
             table[key]["engine_vs_iperf3"] = mine / iperf
-    return {"runs": runs, "table": table}
+    return {"runs": runs, "table": table, "failures": failures}
 
 
 def sensitivity(a: str, b: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -248,32 +258,29 @@ def sensitivity(a: str, b: str, args: argparse.Namespace) -> dict[str, Any]:
     set_subflows(a, 2)
     port = 47000
 
-    metric_of = {"checksum": args.sensitivity_metric, "cpu-hog": "busy_s_per_gb"}
+    fields = ("process_s_per_gb", "busy_s_per_gb", "softirq_s_per_gb", "goodput_mbps")
 
-    def cpu_reps(change: str) -> dict[str, list[float]]:
+    def cpu_reps(change: str) -> dict[str, dict[str, list[float]]]:
         nonlocal port
-        base: list[float] = []
-        new: list[float] = []
+        samples: dict[str, dict[str, list[float]]] = {f: {"base": [], "new": []} for f in fields}
         with pinned(a, b) as pinner:
             for _rep in range(5):
                 for changed in random.sample([False, True], 2):
                     port += 1
                     with applied(change, changed, a, b):
                         r = run_pair(a, b, "engine", "mptcp", "bulk-upload", args.duration, port, pinner)
-                    (new if changed else base).append(r[metric_of[change]])
-        return {"base": base, "new": new}
+                    for f in fields:
+                        samples[f]["new" if changed else "base"].append(r[f])
+        return samples
 
     for change in ("checksum", "cpu-hog"):
-        samples = cpu_reps(change)
-        c = compare(samples["base"], samples["new"], "lower", 0.05)
-        out[change] = {
-            **samples,
-            "metric": metric_of[change],
-            "verdict": c.verdict,
-            "change_pct": c.change_pct,
-            "reason": c.reason,
-        }
-        print(f"sensitivity {change}: {c.verdict} ({c.change_pct}%): {c.reason}", flush=True)
+        load = [round(v, 2) for v in os.getloadavg()]
+        per_metric: dict[str, Any] = {}
+        for f, samples in cpu_reps(change).items():
+            c = compare(samples["base"], samples["new"], "higher" if f == "goodput_mbps" else "lower", 0.05)
+            per_metric[f] = {**samples, "verdict": c.verdict, "change_pct": c.change_pct, "reason": c.reason}
+            print(f"sensitivity {change} {f}: {c.verdict} ({c.change_pct}%): {c.reason}", flush=True)
+        out[change] = {"load_avg": load, "metrics": per_metric}
     return out
 
 
@@ -291,14 +298,15 @@ def applied(change: str, on: bool, a: str, b: str) -> Iterator[None]:
             for ns in (a, b):
                 sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.mptcp.checksum_enabled=0")
         return
-    # a CPU hog in the client namespace: pinned with the client, it steals its CPU
-    hog = subprocess.Popen(ns_argv(a, [sys.executable, "-c", "while True: pass"]))
+    # one CPU hog in each namespace: the pinner puts each on its host's CPU, where it competes with the transfer
+    hogs = [subprocess.Popen(ns_argv(ns, [sys.executable, "-c", "while True: pass"])) for ns in (a, b)]
     try:
         time.sleep(0.1)
         yield
     finally:
-        hog.kill()
-        hog.wait()
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 def main() -> int:
@@ -308,7 +316,6 @@ def main() -> int:
     p.add_argument("--subflows", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8])
     p.add_argument("--modes", type=lambda s: s.split(","), default=["bulk-upload", "bulk-download"])
     p.add_argument("--sensitivity", action="store_true", help="also show the metrics catching changes")
-    p.add_argument("--sensitivity-metric", default="process_s_per_gb")
     p.add_argument("--skip-matrix", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "cost.json")
     args = p.parse_args()
@@ -326,6 +333,7 @@ def main() -> int:
             "load_avg_start": [round(v, 2) for v in load],
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "method": "see the module docstring; client ns pinned to the first CPU, server ns to the last",
+            "congestion_control": CONGESTION,
         }
         if not args.skip_matrix:
             doc.update(measure(a, b, args))
