@@ -19,6 +19,7 @@ interfaces or its taps disappear, and then writes its counters to ``stats_path``
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -147,15 +148,7 @@ def open_tap(name: str, gso: bool, txqueuelen: int) -> int:
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
     fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-    if gso:
-        base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
-        try:
-            fcntl.ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
-        except OSError:  # kernels before 6.2 have no UDP segmentation offload on tun
-            fcntl.ioctl(fd, TUNSETOFFLOAD, base)
-    else:
-        # Checksum offload only: the kernel segments GSO frames before they reach us, so loss is per packet.
-        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
+    set_offload(fd, gso)
     try:
         with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
             f.write("1")
@@ -172,6 +165,21 @@ def open_tap(name: str, gso: bool, txqueuelen: int) -> int:
     finally:
         sock.close()
     return fd
+
+
+def set_offload(fd: int, gso: bool) -> None:
+    """Take whole GSO frames, or checksum offload only (the kernel segments first: per-packet timing).
+
+    Also used at run time when a control command moves the rate across the GSO threshold.
+    """
+    if gso:
+        base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
+        except OSError:  # kernels before 6.2 have no UDP segmentation offload on tun
+            fcntl.ioctl(fd, TUNSETOFFLOAD, base)
+    else:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
 
 
 VNET_GSO_NONE = 0
@@ -305,6 +313,28 @@ class LinkModel:
         self.log_keep = math.log1p(-loss) if 0 < loss < 1 else 0.0
         self.until_loss = self._gap()
 
+    def reconfigure(
+        self, rate_bps: float | None, queue_packets: int, delay_s: float, jitter_s: float, loss: float
+    ) -> None:
+        """New settings from now on; frames already scheduled keep their times (as `tc qdisc change`)."""
+        self.rate_bps = rate_bps
+        self.queue_packets = queue_packets
+        self.delay = delay_s
+        self.jitter = jitter_s
+        if loss != self.loss:
+            self.loss = loss
+            self.log_keep = math.log1p(-loss) if 0 < loss < 1 else 0.0
+            self.until_loss = self._gap()
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "rate_bps": self.rate_bps,
+            "queue_packets": self.queue_packets,
+            "delay_s": self.delay,
+            "jitter_s": self.jitter,
+            "loss": self.loss,
+        }
+
     def _gap(self) -> int:
         """Packets that pass before the next lost one (geometric: a Bernoulli trial per packet)."""
         if not self.loss:
@@ -370,6 +400,8 @@ class ShapedDirection:
     def __init__(self, spec: dict[str, Any], fd: int) -> None:
         self.tap: str = spec["tap"]
         self.fd = fd
+        self.gso = bool(spec.get("gso", False))
+        self.changes = 0
         rate = spec.get("rate_bps")
         self.model = LinkModel(
             float(rate) if rate else None,
@@ -389,9 +421,23 @@ class ShapedDirection:
         self.queued_bytes = 0
         self.frames_overflow = 0
 
+    def settings(self) -> dict[str, Any]:
+        return {"tap": self.tap, "gso": self.gso, "changes": self.changes, **self.model.settings()}
+
+    def reconfigure(self, change: dict[str, Any]) -> None:
+        """Apply one parsed ``set`` command (see ``parse_command``)."""
+        if change["gso"] != self.gso:
+            set_offload(self.fd, change["gso"])
+            self.gso = change["gso"]
+        self.model.reconfigure(
+            change["rate_bps"], change["queue_packets"], change["delay_s"], change["jitter_s"], change["loss"]
+        )
+        self.changes += 1
+
     def stats(self) -> dict[str, Any]:
         return {
             "tap": self.tap,
+            "changes": self.changes,
             "frames_in": self.frames_in,
             "packets_in": self.packets_in,
             "frames_out": self.frames_out,
@@ -403,6 +449,90 @@ class ShapedDirection:
             "frames_overflow": self.frames_overflow,
             "queued": len(self.line),
         }
+
+
+CONTROL_MAX = 4096
+_SET_FIELDS = ("rate_bps", "queue_packets", "delay_s", "jitter_s", "loss", "gso")
+
+
+def parse_command(data: bytes, taps: list[str]) -> dict[str, Any]:
+    """Check one control datagram: ``{"op": "get"}`` or ``{"op": "set", "tap": T, <all of _SET_FIELDS>}``.
+
+    Raises ValueError with the reason; the answer then carries it and nothing changes.
+    """
+    try:
+        cmd = json.loads(data.decode())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(cmd, dict) or cmd.get("op") not in ("get", "set"):
+        raise ValueError('a command is a JSON object with "op": "get" or "set"')
+    if cmd["op"] == "get":
+        return {"op": "get"}
+    if cmd.get("tap") not in taps:
+        raise ValueError(f"unknown tap {cmd.get('tap')!r} (taps: {', '.join(taps)})")
+    missing = [k for k in _SET_FIELDS if k not in cmd]
+    extra = sorted(set(cmd) - {"op", "tap", *_SET_FIELDS})
+    if missing or extra:
+        raise ValueError(f"set needs exactly {', '.join(_SET_FIELDS)} (missing {missing}, unknown {extra})")
+    rate = cmd["rate_bps"]
+    if rate is not None and (not _number(rate) or rate <= 0):
+        raise ValueError(f"rate_bps must be a positive number or null, got {rate!r}")
+    queue = cmd["queue_packets"]
+    if not isinstance(queue, int) or isinstance(queue, bool) or queue < 1:
+        raise ValueError(f"queue_packets must be a positive integer, got {queue!r}")
+    for key in ("delay_s", "jitter_s"):
+        if not _number(cmd[key]) or not 0 <= cmd[key] <= 60:
+            raise ValueError(f"{key} must be between 0 and 60, got {cmd[key]!r}")
+    if cmd["jitter_s"] > cmd["delay_s"]:
+        raise ValueError("jitter_s cannot exceed delay_s")
+    if not _number(cmd["loss"]) or not 0 <= cmd["loss"] <= 1:
+        raise ValueError(f"loss must be between 0 and 1, got {cmd['loss']!r}")
+    if not isinstance(cmd["gso"], bool):
+        raise ValueError(f"gso must be true or false, got {cmd['gso']!r}")
+    return {
+        "op": "set",
+        "tap": cmd["tap"],
+        "rate_bps": float(rate) if rate is not None else None,
+        "queue_packets": queue,
+        "delay_s": float(cmd["delay_s"]),
+        "jitter_s": float(cmd["jitter_s"]),
+        "loss": float(cmd["loss"]),
+        "gso": cmd["gso"],
+    }
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def handle_control(sock: socket.socket, dirs: list[ShapedDirection]) -> None:
+    """Answer the pending control datagrams: the settings of every direction after the command, or the error."""
+    while True:
+        try:
+            data, peer = sock.recvfrom(CONTROL_MAX)
+        except (BlockingIOError, InterruptedError):
+            return
+        try:
+            cmd = parse_command(data, [d.tap for d in dirs])
+            if cmd["op"] == "set":
+                next(d for d in dirs if d.tap == cmd["tap"]).reconfigure(cmd)
+            answer: dict[str, Any] = {"ok": True, "directions": [d.settings() for d in dirs]}
+        except (ValueError, OSError) as e:
+            answer = {"ok": False, "error": str(e)}
+        if peer:
+            with contextlib.suppress(OSError):
+                sock.sendto(json.dumps(answer).encode(), peer)
+
+
+def open_control(path: str) -> socket.socket:
+    """A unix datagram socket at ``path`` (a file path, so it is reachable from outside the wire netns)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.setblocking(False)
+    return sock
 
 
 class Stop(Exception):
@@ -467,6 +597,9 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     dirs: list[ShapedDirection] = config["_dirs"]
     by_fd = {d.fd: d for d in dirs}
     fds = list(by_fd)
+    control: socket.socket | None = config.get("_control")
+    if control is not None:
+        fds.append(control.fileno())
     buf = bytearray(READ_BUF)
     readv, monotonic, sel, heappop = os.readv, time.monotonic, select.select, heapq.heappop
     max_queue = int(config.get("max_queue_bytes", MAX_QUEUE_BYTES))
@@ -494,6 +627,10 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
             priority.tick(now)
         readable = sel(fds, [], [], timeout)[0]
         for fd in readable:
+            if fd not in by_fd:
+                assert control is not None
+                handle_control(control, dirs)
+                continue
             d = by_fd[fd]
             for _ in range(MAX_BATCH):
                 try:
@@ -523,6 +660,8 @@ def main(argv: list[str]) -> int:
             fd = open_tap(spec["tap"], bool(spec["gso"]), int(config.get("txqueuelen", 10000)))
             dirs.append(ShapedDirection(spec, fd))
         config["_dirs"] = dirs
+        if config.get("control_path"):
+            config["_control"] = open_control(str(config["control_path"]))
     except (OSError, KeyError, ValueError) as e:
         os.write(ready_fd, f"error: {e}\n".encode())
         os.close(ready_fd)
@@ -534,6 +673,10 @@ def main(argv: list[str]) -> int:
     except Stop:
         result = {"exit": "signal", "directions": [d.stats() for d in config["_dirs"]]}
     result["priority"] = {"policy": config["_priority"].policy, "switches": config["_priority"].switches}
+    if config.get("_control") is not None:
+        config["_control"].close()
+        with contextlib.suppress(OSError):
+            os.unlink(str(config["control_path"]))
     stats_path = config.get("stats_path")
     if stats_path:
         try:
