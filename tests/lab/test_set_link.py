@@ -8,7 +8,9 @@ import statistics
 
 import pytest
 
+from mptcpkit.errors import LabError
 from mptcpkit.lab.backends.netns import NetnsBackend
+from mptcpkit.lab.emulation import control
 from mptcpkit.lab.model import Direction
 from mptcpkit.lab.scenarios import build, parse_scenarios
 
@@ -60,7 +62,7 @@ def test_set_link_drops_the_rate_mid_transfer_and_restore_puts_it_back() -> None
         assert [d["rate_bps"] for d in configured] == [20e6, 20e6]
         outcome = scenario.run_once(lab)
         assert outcome.failure is None, outcome.failure
-        assert list(outcome.details["actions"].values())[0] == pytest.approx(1.0, abs=0.5)
+        assert next(iter(outcome.details["actions"].values())) == pytest.approx(1.0, abs=0.5)
         step, path2 = _rates(outcome.series, "subflow:10.0.2.1:")
         before, after = _mean(step, path2, 0.3, 0.9), _mean(step, path2, 1.6, 2.9)
         assert before > 10, path2
@@ -72,6 +74,11 @@ def test_set_link_drops_the_rate_mid_transfer_and_restore_puts_it_back() -> None
             (20e6, 0.002, 2),
         ]
         assert lab.info.emulation["links"]["path2"]["a_to_b"]["shape"]["rate_bps"] == 20_000_000
+        # a bad command through the real socket is refused with its reason, and changes nothing
+        wire = next(w for w in lab.wires if w.a_if == "l1a")
+        with pytest.raises(LabError, match="unknown tap"):
+            control.request(wire.control_path, {"op": "set", "tap": "eth0"})
+        assert lab.link_settings("path2") == restored
 
 
 def test_set_link_on_an_unshaped_direction_rebuilds_the_wire_and_restore_removes_it() -> None:
