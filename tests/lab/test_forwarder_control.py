@@ -138,3 +138,21 @@ def test_netem_change_command_uses_the_plan_numbers() -> None:
 
 def test_control_limit_fits_a_command() -> None:
     assert len(json.dumps(set_command(TAPS[0], LinkShape(1)))) < forwarder.CONTROL_MAX
+
+
+def test_ssh_reshape_commands_use_the_plan_numbers() -> None:
+    from mptcpkit.lab.backends.ssh_plan import reshape_argv, reshaped
+    from mptcpkit.lab.plan import plan_lab
+    from mptcpkit.lab.topology_file import load_topology
+
+    planned = plan_lab(load_topology("two-paths")).shaping[0]
+    rate_only = reshaped(planned, LinkShape(rate_bps=5_000_000))
+    argv = reshape_argv(rate_only, has_netem=False)
+    assert argv[:9] == ["tc", "qdisc", "replace", "dev", planned.dev, "root", "handle", "1:", "tbf"]
+    assert argv[argv.index("rate") + 1] == "5000000bit" and rate_only.tbf is not None
+    assert argv[argv.index("burst") + 1] == str(rate_only.tbf.burst_bytes)
+    delayed = reshape_argv(reshaped(planned, LinkShape(rate_bps=5_000_000, delay_s=0.02)), has_netem=True)
+    assert delayed[2] == "replace" and "netem" in delayed and "20000us" in delayed
+    assert reshape_argv(reshaped(planned, LinkShape(rate_bps=None)), has_netem=False) == [
+        "tc", "qdisc", "del", "dev", planned.dev, "root",
+    ]  # fmt: skip
