@@ -36,6 +36,26 @@ import sys
 import time
 from typing import Any
 
+if __package__:
+    from mptcpkit.lab.emulation.forwarder_control import (
+        CONTROL_MAX,
+        handle_control,
+        open_control,
+        parse_command,
+    )
+    from mptcpkit.lab.emulation.forwarder_priority import Priority
+else:  # run as a script (python -I forwarder.py): the sibling files, without importing the package
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from forwarder_control import (  # type: ignore[import-not-found,no-redef]
+        CONTROL_MAX,
+        handle_control,
+        open_control,
+        parse_command,
+    )
+    from forwarder_priority import Priority  # type: ignore[import-not-found,no-redef]
+
+__all__ = ["CONTROL_MAX", "Priority", "parse_command"]
+
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
@@ -47,8 +67,6 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCSIFTXQLEN = 0x8913, 0x8914, 0x8943
 IFF_UP = 0x1
 CLONE_NEWNET = 0x40000000
 PR_SET_TIMERSLACK = 29
-SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}.get(os.uname().machine)
-FAIR_SLICE_NS = 100_000
 VNET_HDR_LEN = 10
 READ_BUF = 256 * 1024
 WATCH_INTERVAL_S = 0.25
@@ -73,74 +91,6 @@ def precise_timers() -> None:
     """1 ns timer slack: select() timeouts fire within a few us instead of the default 50 us."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
-
-
-def set_priority(priority: str) -> None:
-    """Scheduling class, so frames leave on time on a busy machine.
-
-    "rr" = SCHED_RR 1: wake-ups preempt ordinary tasks at once (tightest timing), but a saturated
-    emulator would then starve every ordinary task on its CPU (up to the kernel's RT throttling).
-    "fair" = nice -20 with a 0.1 ms EEVDF slice: quick wake-ups, still sharing the CPU fairly.
-    "normal" = nice 0. ("adaptive" switches between rr and fair, see Priority.)
-    """
-    if priority == "rr":
-        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
-        return
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    if priority == "fair":
-        os.setpriority(os.PRIO_PROCESS, 0, -20)
-        if SYS_SCHED_SETATTR is not None:
-            # struct sched_attr VER0 (48 bytes): size, policy, flags, nice, priority, runtime, deadline, period
-            attr = struct.pack("IIQiIQQQ", 48, os.SCHED_OTHER, 0, -20, 0, FAIR_SLICE_NS, 0, 0)
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.syscall(SYS_SCHED_SETATTR, 0, attr, 0)  # before 6.12 slices are ignored: nice still helps
-    else:
-        os.setpriority(os.PRIO_PROCESS, 0, 0)
-
-
-class Priority:
-    """The "adaptive" policy: SCHED_RR while the emulator is lightly loaded (probes, Mbit/s links), where
-    timing matters; fair nice -20 once it uses more than half a CPU (Gbit/s bulk), so it never
-    monopolises a core. Re-evaluated every watch interval from the process's own CPU time.
-    """
-
-    BUSY, IDLE = 0.5, 0.25
-
-    def __init__(self, policy: str) -> None:
-        self.policy = policy
-        self.current = ""
-        self.switches = 0
-        self.last_cpu = self._cpu()
-        self.last_wall = time.monotonic()
-        self.apply("rr" if policy == "adaptive" else policy)
-
-    @staticmethod
-    def _cpu() -> float:
-        t = os.times()
-        return t.user + t.system
-
-    def apply(self, priority: str) -> None:
-        if priority == self.current:
-            return
-        try:
-            set_priority(priority)
-        except OSError as e:  # no CAP_SYS_NICE: keep running at normal priority
-            print(f"forwarder: cannot set priority {priority}: {e}", file=sys.stderr)
-            self.policy = "normal"
-            return
-        self.current = priority
-        self.switches += 1
-
-    def tick(self, now: float) -> None:
-        if self.policy != "adaptive":
-            return
-        cpu = self._cpu()
-        busy = (cpu - self.last_cpu) / max(now - self.last_wall, 1e-3)
-        self.last_cpu, self.last_wall = cpu, now
-        if self.current == "rr" and busy > self.BUSY:
-            self.apply("fair")
-        elif self.current == "fair" and busy < self.IDLE:
-            self.apply("rr")
 
 
 def open_tap(name: str, gso: bool, txqueuelen: int) -> int:
@@ -449,90 +399,6 @@ class ShapedDirection:
             "frames_overflow": self.frames_overflow,
             "queued": len(self.line),
         }
-
-
-CONTROL_MAX = 4096
-_SET_FIELDS = ("rate_bps", "queue_packets", "delay_s", "jitter_s", "loss", "gso")
-
-
-def parse_command(data: bytes, taps: list[str]) -> dict[str, Any]:
-    """Check one control datagram: ``{"op": "get"}`` or ``{"op": "set", "tap": T, <all of _SET_FIELDS>}``.
-
-    Raises ValueError with the reason; the answer then carries it and nothing changes.
-    """
-    try:
-        cmd = json.loads(data.decode())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"not JSON: {e}") from None
-    if not isinstance(cmd, dict) or cmd.get("op") not in ("get", "set"):
-        raise ValueError('a command is a JSON object with "op": "get" or "set"')
-    if cmd["op"] == "get":
-        return {"op": "get"}
-    if cmd.get("tap") not in taps:
-        raise ValueError(f"unknown tap {cmd.get('tap')!r} (taps: {', '.join(taps)})")
-    missing = [k for k in _SET_FIELDS if k not in cmd]
-    extra = sorted(set(cmd) - {"op", "tap", *_SET_FIELDS})
-    if missing or extra:
-        raise ValueError(f"set needs exactly {', '.join(_SET_FIELDS)} (missing {missing}, unknown {extra})")
-    rate = cmd["rate_bps"]
-    if rate is not None and (not _number(rate) or rate <= 0):
-        raise ValueError(f"rate_bps must be a positive number or null, got {rate!r}")
-    queue = cmd["queue_packets"]
-    if not isinstance(queue, int) or isinstance(queue, bool) or queue < 1:
-        raise ValueError(f"queue_packets must be a positive integer, got {queue!r}")
-    for key in ("delay_s", "jitter_s"):
-        if not _number(cmd[key]) or not 0 <= cmd[key] <= 60:
-            raise ValueError(f"{key} must be between 0 and 60, got {cmd[key]!r}")
-    if cmd["jitter_s"] > cmd["delay_s"]:
-        raise ValueError("jitter_s cannot exceed delay_s")
-    if not _number(cmd["loss"]) or not 0 <= cmd["loss"] <= 1:
-        raise ValueError(f"loss must be between 0 and 1, got {cmd['loss']!r}")
-    if not isinstance(cmd["gso"], bool):
-        raise ValueError(f"gso must be true or false, got {cmd['gso']!r}")
-    return {
-        "op": "set",
-        "tap": cmd["tap"],
-        "rate_bps": float(rate) if rate is not None else None,
-        "queue_packets": queue,
-        "delay_s": float(cmd["delay_s"]),
-        "jitter_s": float(cmd["jitter_s"]),
-        "loss": float(cmd["loss"]),
-        "gso": cmd["gso"],
-    }
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def handle_control(sock: socket.socket, dirs: list[ShapedDirection]) -> None:
-    """Answer the pending control datagrams: the settings of every direction after the command, or the error."""
-    while True:
-        try:
-            data, peer = sock.recvfrom(CONTROL_MAX)
-        except (BlockingIOError, InterruptedError):
-            return
-        try:
-            cmd = parse_command(data, [d.tap for d in dirs])
-            if cmd["op"] == "set":
-                next(d for d in dirs if d.tap == cmd["tap"]).reconfigure(cmd)
-            answer: dict[str, Any] = {"ok": True, "directions": [d.settings() for d in dirs]}
-        except (ValueError, OSError) as e:
-            answer = {"ok": False, "error": str(e)}
-        if peer:
-            with contextlib.suppress(OSError):
-                sock.sendto(json.dumps(answer).encode(), peer)
-
-
-def open_control(path: str) -> socket.socket:
-    """A unix datagram socket at ``path`` (a file path, so it is reachable from outside the wire netns)."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    os.chmod(path, 0o600)
-    sock.setblocking(False)
-    return sock
 
 
 class Stop(Exception):
