@@ -5,6 +5,7 @@ link back as the topology has it (the forwarder's own report of its settings).""
 from __future__ import annotations
 
 import statistics
+import subprocess
 
 import pytest
 
@@ -98,3 +99,31 @@ def test_set_link_on_an_unshaped_direction_rebuilds_the_wire_and_restore_removes
         assert lab.link_settings("path1") == []
         ping = lab.host("client").run(["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.2"], check=False)
         assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def test_set_link_on_a_tbf_wire_replaces_the_rate_in_place() -> None:
+    """mode "tc" (bare tbf, no process): the rate changes in place on the wire end, with the plan's bucket."""
+    (spec,) = parse_scenarios(SET_LINK.replace('delay = "2ms"', 'delay = "0ms"'), source="set-link.toml")
+    with NetnsBackend().up(build(spec).topology(), emulation="tc") as lab:
+        wire_ns = lab.record.wire_netns
+        assert wire_ns is not None and lab.info.emulation["links"]["path2"]["mode"] == "tc"
+        assert (
+            "rate 20Mbit"
+            in subprocess.run(
+                ["tc", "-n", wire_ns, "qdisc", "show", "dev", "l1b"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        slow = Direction(rate_bps=3_000_000)
+        lab.set_link_shape("path2", slow, slow)
+        for end in ("l1a", "l1b"):
+            shown = subprocess.run(
+                ["tc", "-n", wire_ns, "qdisc", "show", "dev", end], capture_output=True, text=True, check=True
+            ).stdout
+            assert "tbf" in shown and "rate 3Mbit" in shown, shown
+        assert lab.info.emulation["links"]["path2"]["mode"] == "tc"  # changed in place, not rebuilt
+        assert lab.link_settings("path2") == []  # no forwarder on this link
+        with pytest.raises(LabError, match="rate only"):  # a tbf wire has no delay line: a clear error
+            lab.set_link_shape("path2", Direction(rate_bps=3_000_000, delay_s=0.01), slow)

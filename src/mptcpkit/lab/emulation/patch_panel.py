@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pyroute2 import IPRoute
 
-from mptcpkit.errors import LabError
+from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab.emulation import control, forwarder, tc
 from mptcpkit.lab.emulation.netem import netem_available
 from mptcpkit.lab.emulation.shape import (
@@ -189,7 +189,10 @@ def reshape_wire(wire: Wire, a_to_b: LinkShape, b_to_a: LinkShape, *, state_dir:
         requested == "netem" or (requested == "auto" and (a_to_b.shaped or b_to_a.shaped))
     ):
         has_netem = netem_available()
-    new_mode = choose_mode(a_to_b, b_to_a, requested, has_netem)
+    try:
+        new_mode = choose_mode(a_to_b, b_to_a, requested, has_netem)
+    except UsageError as e:  # e.g. a delay on a tbf-only wire: this repetition fails, the run goes on
+        raise LabError(f"link {wire.a_if} <-> {wire.b_if}: {e.message}") from e
     shapes = {"a_to_b": a_to_b, "b_to_a": b_to_a}
     stages = {key: direction_stage(shape, new_mode) for key, shape in shapes.items()}
     same = new_mode == wire.mode and all(
@@ -209,7 +212,10 @@ def reshape_wire(wire: Wire, a_to_b: LinkShape, b_to_a: LinkShape, *, state_dir:
             emulator_priority=wire.description.get("emulator_priority") or "adaptive",
         )
     try:
-        with tc.open_netns(wire.netns) as ipr:
+        kernel = any(
+            stage in ("netem", "tc") for stage in stages.values()
+        )  # userspace alone needs no netlink
+        with tc.open_netns(wire.netns) if kernel else contextlib.nullcontext() as ipr:
             for key, shape in shapes.items():
                 info = wire.description[key]
                 out_if = wire.b_if if key == "a_to_b" else wire.a_if
@@ -219,8 +225,10 @@ def reshape_wire(wire: Wire, a_to_b: LinkShape, b_to_a: LinkShape, *, state_dir:
                     info["emulator"] = next(d for d in answer["directions"] if d["tap"] == info["tap"])
                     info["gso"] = tap_gso(shape)
                 elif stages[key] == "netem":
+                    assert ipr is not None
                     tc.add_netem(wire.netns, out_if, shape, _mtu(ipr, tc.ifindex(ipr, out_if)), verb="change")
                 elif stages[key] == "tc":
+                    assert ipr is not None
                     index = tc.ifindex(ipr, out_if)
                     tbf = tbf_params(shape, _mtu(ipr, index))
                     if tbf is not None:
