@@ -26,6 +26,7 @@ from mptcp_transfer import sending_client, sink_server
 from mptcpkit.errors import LabError, UsageError
 from mptcpkit.lab.backends import ssh_plan
 from mptcpkit.lab.backends.ssh import SshBackend, SshLab, SshOptions
+from mptcpkit.lab.emulation.netem import netem_available
 from mptcpkit.lab.model import Direction, Endpoint, Host, Link, LinkEnd, MptcpSettings, Topology, validate
 
 SSHD = "/usr/sbin/sshd"
@@ -510,3 +511,30 @@ def test_lab_run_cli_over_ssh_and_unreachable_machine(machines: Machines, tmp_pa
         latest = store.get_run("latest")
         assert latest.status == "failed" and "setup_error" in latest.environment
     assert raw_state(machines.a.ns) == before[machines.a.ns]
+
+
+def test_set_link_replaces_the_qdisc_and_restore_leaves_no_trace(machines: Machines) -> None:
+    """set-link on SSH machines: `tc qdisc replace` on both senders, a plain cable deletes the qdisc, a delay
+    without netem is refused, and after setting the topology's shape back, teardown finds nothing changed."""
+    lab = SshBackend(machines.options).up(topology(machines))
+    try:
+        setter = lab.set_link_shape  # type: ignore[attr-defined]
+        slow = Direction(rate_bps=5_000_000)
+        setter("path1", slow, slow)
+        for ns in (machines.a.ns, machines.b.ns):
+            assert "rate 5Mbit" in sh("tc", "-n", ns, "qdisc", "show", "dev", "eth0")
+        assert "rate 20Mbit" in sh("tc", "-n", machines.a.ns, "qdisc", "show", "dev", "eth1")
+        if not netem_available():  # the machines share this kernel
+            with pytest.raises(LabError, match="netem"):
+                setter("path1", Direction(rate_bps=5_000_000, delay_s=0.01), slow)
+        setter("path1", Direction(), Direction())
+        assert "tbf" not in sh("tc", "-n", machines.a.ns, "qdisc", "show", "dev", "eth0")
+        setter("path1", Direction(), Direction())  # deleting twice is fine
+        with pytest.raises(LabError, match="no link"):
+            setter("path9", slow, slow)
+        original = lab.topology.link("path1")
+        setter("path1", original.a_to_b, original.b_to_a)
+        assert "rate 20Mbit" in sh("tc", "-n", machines.a.ns, "qdisc", "show", "dev", "eth0")
+    finally:
+        lab.close()
+    assert lab.teardown_report == {"a": [], "b": []}

@@ -31,8 +31,8 @@ from mptcpkit.lab import kernel_checks, registry
 from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.backends.base import Backend, CommandResult, HostProcess, Lab, LabHost, LabInfo
 from mptcpkit.lab.backends.netns_calls import NetlinkCall, netlink_calls, wire_calls
-from mptcpkit.lab.model import Topology
-from mptcpkit.lab.plan import HostPlan, plan_lab
+from mptcpkit.lab.model import Direction, Topology
+from mptcpkit.lab.plan import HostPlan, plan_lab, to_shape
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,49 @@ class NetnsLab(Lab):
     def detach(self) -> None:
         """Leave the lab running after this process exits (for `lab up`)."""
         self._closed = True
+
+    def set_link_shape(self, name: str, a_to_b: Direction, b_to_a: Direction) -> None:
+        """Shape link `name` anew while the lab runs (set-link actions, and their restore)."""
+        from mptcpkit.lab import emulation
+
+        wire, at = self._wire(name)
+        new = emulation.reshape_wire(
+            wire, to_shape(a_to_b), to_shape(b_to_a), state_dir=registry.STATE_DIR / self.lab_id
+        )
+        if at is None:
+            self.wires.append(new)
+        else:
+            self.wires[at] = new
+        self.record.pids = [p for p in self.record.pids if p not in wire.pids or p in new.pids]
+        self.record.pids += [p for p in new.pids if p not in self.record.pids]
+        links = dict(self.record.emulation.get("links", {}))
+        links[name] = new.description
+        self.record.emulation = {**self.record.emulation, "links": links}
+        self.info.emulation = self.record.emulation
+        registry.save(self.record)
+
+    def link_settings(self, name: str) -> list[dict[str, Any]]:
+        """What the link's running emulator applies now, per direction ([] when no forwarder shapes it)."""
+        from mptcpkit.lab import emulation
+
+        return emulation.emulator_settings(self._wire(name)[0])
+
+    def _wire(self, name: str) -> tuple[Any, int | None]:
+        """The built wire of link `name` and its place in self.wires (None: read from its state file)."""
+        from mptcpkit.lab.emulation import Wire
+
+        index = next((s.index for s in self.plan.shaping if s.link == name), None)
+        if index is None or self.record.wire_netns is None:
+            raise LabError(f"lab {self.lab_id} has no link '{name}'")
+        a_if = f"l{index}a"
+        for at, wire in enumerate(self.wires):
+            if wire.a_if == a_if:
+                return wire, at
+        path = registry.STATE_DIR / self.lab_id / f"wire-{a_if}-l{index}b.json"
+        try:
+            return Wire.from_state(path), None
+        except (OSError, ValueError, KeyError) as e:
+            raise LabError(f"lab {self.lab_id}: cannot read the state of link '{name}' ({path}): {e}") from e
 
 
 def attach(lab_id: str) -> NetnsLab:

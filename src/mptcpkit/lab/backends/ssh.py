@@ -34,6 +34,7 @@ from mptcpkit.lab.backends.ssh_plan import (
     SshTarget,
     diff_snapshots,
     implicit_leftovers,
+    netem_probe_script,
     parse_snapshot,
     parse_steps_output,
     parse_target,
@@ -42,6 +43,7 @@ from mptcpkit.lab.backends.ssh_plan import (
     steps_script,
     sysctl_keys,
 )
+from mptcpkit.lab.backends.tc_reshape import TcReshaper
 from mptcpkit.lab.model import Topology
 
 T = TypeVar("T")
@@ -266,6 +268,7 @@ class SshLab(Lab):
         self._states = states
         self._closed = False
         self.teardown_report: dict[str, list[str]] = {}
+        self.set_link_shape = TcReshaper(self)  # set-link actions: `tc qdisc replace` on the senders
 
     def host(self, name: str) -> LabHost:
         return self._states[name].host
@@ -334,11 +337,7 @@ async def _teardown_all(states: list[_HostState]) -> dict[str, list[str]]:
 
 async def _has_netem(host: SshHost) -> bool:
     """Detect netem by trying: add it on a throwaway veth pair (deleted again at once)."""
-    probe = f"mkt{uuid.uuid4().hex[:8]}"
-    script = (
-        f"ip link add {probe}a type veth peer name {probe}b 2>/dev/null || exit 2; "
-        f"tc qdisc add dev {probe}a root netem delay 1ms 2>/dev/null; rc=$?; ip link del {probe}a; exit $rc"
-    )
+    script = netem_probe_script(f"mkt{uuid.uuid4().hex[:8]}")
     result = await host.arun(["sh", "-c", script], timeout=20)
     return result.returncode == 0
 

@@ -13,11 +13,11 @@ import ipaddress
 import json
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mptcpkit.errors import LabError, UsageError
-from mptcpkit.lab.emulation.shape import netem_args
+from mptcpkit.lab.emulation.shape import LinkShape, netem_args, netem_limit, tbf_params
 from mptcpkit.lab.model import Topology
 from mptcpkit.lab.plan import (
     TABLE_BASE,
@@ -304,6 +304,30 @@ def qdisc_argv(shaping: PlannedShaping, has_netem: bool) -> list[str]:
     assert tbf is not None
     argv = ["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", f"{tbf.rate_bps}bit"]
     return [*argv, "burst", str(tbf.burst_bytes), "limit", str(tbf.limit_bytes)]
+
+
+def netem_probe_script(probe: str) -> str:
+    """Shell that exits 0 when netem works: add it on a throwaway veth pair `<probe>a/b` (deleted at once)."""
+    return (
+        f"ip link add {probe}a type veth peer name {probe}b 2>/dev/null || exit 2; "
+        f"tc qdisc add dev {probe}a root netem delay 1ms 2>/dev/null; rc=$?; ip link del {probe}a; exit $rc"
+    )
+
+
+def reshape_argv(shaping: PlannedShaping, has_netem: bool) -> list[str]:
+    """tc command giving a running lab's direction a new shape (set-link): replace the root qdisc, or delete it
+    when the direction becomes a plain cable. `replace` also switches kind (tbf <-> netem) in place."""
+    if not shaping.shaped:
+        return ["tc", "qdisc", "del", "dev", shaping.dev, "root"]
+    argv = qdisc_argv(shaping, has_netem)
+    return [*argv[:2], "replace", *argv[3:]]
+
+
+def reshaped(shaping: PlannedShaping, shape: LinkShape) -> PlannedShaping:
+    """`shaping` with a new shape and the plan's numbers (tbf bucket, netem limit) for it."""
+    return replace(
+        shaping, shape=shape, tbf=tbf_params(shape, shaping.mtu), netem_limit=netem_limit(shape, shaping.mtu)
+    )
 
 
 def route_argv(route: PlannedRoute, table: int) -> list[str]:

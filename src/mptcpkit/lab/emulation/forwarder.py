@@ -19,6 +19,7 @@ interfaces or its taps disappear, and then writes its counters to ``stats_path``
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -35,6 +36,26 @@ import sys
 import time
 from typing import Any
 
+if __package__:
+    from mptcpkit.lab.emulation.forwarder_control import (
+        CONTROL_MAX,
+        handle_control,
+        open_control,
+        parse_command,
+    )
+    from mptcpkit.lab.emulation.forwarder_priority import Priority
+else:  # run as a script (python -I forwarder.py): the sibling files, without importing the package
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from forwarder_control import (  # type: ignore[import-not-found,no-redef]
+        CONTROL_MAX,
+        handle_control,
+        open_control,
+        parse_command,
+    )
+    from forwarder_priority import Priority  # type: ignore[import-not-found,no-redef]
+
+__all__ = ["CONTROL_MAX", "Priority", "parse_command"]
+
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
@@ -46,8 +67,6 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCSIFTXQLEN = 0x8913, 0x8914, 0x8943
 IFF_UP = 0x1
 CLONE_NEWNET = 0x40000000
 PR_SET_TIMERSLACK = 29
-SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}.get(os.uname().machine)
-FAIR_SLICE_NS = 100_000
 VNET_HDR_LEN = 10
 READ_BUF = 256 * 1024
 WATCH_INTERVAL_S = 0.25
@@ -74,88 +93,12 @@ def precise_timers() -> None:
     libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
 
 
-def set_priority(priority: str) -> None:
-    """Scheduling class, so frames leave on time on a busy machine.
-
-    "rr" = SCHED_RR 1: wake-ups preempt ordinary tasks at once (tightest timing), but a saturated
-    emulator would then starve every ordinary task on its CPU (up to the kernel's RT throttling).
-    "fair" = nice -20 with a 0.1 ms EEVDF slice: quick wake-ups, still sharing the CPU fairly.
-    "normal" = nice 0. ("adaptive" switches between rr and fair, see Priority.)
-    """
-    if priority == "rr":
-        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
-        return
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    if priority == "fair":
-        os.setpriority(os.PRIO_PROCESS, 0, -20)
-        if SYS_SCHED_SETATTR is not None:
-            # struct sched_attr VER0 (48 bytes): size, policy, flags, nice, priority, runtime, deadline, period
-            attr = struct.pack("IIQiIQQQ", 48, os.SCHED_OTHER, 0, -20, 0, FAIR_SLICE_NS, 0, 0)
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.syscall(SYS_SCHED_SETATTR, 0, attr, 0)  # before 6.12 slices are ignored: nice still helps
-    else:
-        os.setpriority(os.PRIO_PROCESS, 0, 0)
-
-
-class Priority:
-    """The "adaptive" policy: SCHED_RR while the emulator is lightly loaded (probes, Mbit/s links), where
-    timing matters; fair nice -20 once it uses more than half a CPU (Gbit/s bulk), so it never
-    monopolises a core. Re-evaluated every watch interval from the process's own CPU time.
-    """
-
-    BUSY, IDLE = 0.5, 0.25
-
-    def __init__(self, policy: str) -> None:
-        self.policy = policy
-        self.current = ""
-        self.switches = 0
-        self.last_cpu = self._cpu()
-        self.last_wall = time.monotonic()
-        self.apply("rr" if policy == "adaptive" else policy)
-
-    @staticmethod
-    def _cpu() -> float:
-        t = os.times()
-        return t.user + t.system
-
-    def apply(self, priority: str) -> None:
-        if priority == self.current:
-            return
-        try:
-            set_priority(priority)
-        except OSError as e:  # no CAP_SYS_NICE: keep running at normal priority
-            print(f"forwarder: cannot set priority {priority}: {e}", file=sys.stderr)
-            self.policy = "normal"
-            return
-        self.current = priority
-        self.switches += 1
-
-    def tick(self, now: float) -> None:
-        if self.policy != "adaptive":
-            return
-        cpu = self._cpu()
-        busy = (cpu - self.last_cpu) / max(now - self.last_wall, 1e-3)
-        self.last_cpu, self.last_wall = cpu, now
-        if self.current == "rr" and busy > self.BUSY:
-            self.apply("fair")
-        elif self.current == "fair" and busy < self.IDLE:
-            self.apply("rr")
-
-
 def open_tap(name: str, gso: bool, txqueuelen: int) -> int:
     """Create a non-persistent TAP (it vanishes with this process), UP, without IPv6 chatter."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
     fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-    if gso:
-        base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
-        try:
-            fcntl.ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
-        except OSError:  # kernels before 6.2 have no UDP segmentation offload on tun
-            fcntl.ioctl(fd, TUNSETOFFLOAD, base)
-    else:
-        # Checksum offload only: the kernel segments GSO frames before they reach us, so loss is per packet.
-        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
+    set_offload(fd, gso)
     try:
         with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
             f.write("1")
@@ -172,6 +115,21 @@ def open_tap(name: str, gso: bool, txqueuelen: int) -> int:
     finally:
         sock.close()
     return fd
+
+
+def set_offload(fd: int, gso: bool) -> None:
+    """Take whole GSO frames, or checksum offload only (the kernel segments first: per-packet timing).
+
+    Also used at run time when a control command moves the rate across the GSO threshold.
+    """
+    if gso:
+        base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
+        except OSError:  # kernels before 6.2 have no UDP segmentation offload on tun
+            fcntl.ioctl(fd, TUNSETOFFLOAD, base)
+    else:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
 
 
 VNET_GSO_NONE = 0
@@ -305,6 +263,28 @@ class LinkModel:
         self.log_keep = math.log1p(-loss) if 0 < loss < 1 else 0.0
         self.until_loss = self._gap()
 
+    def reconfigure(
+        self, rate_bps: float | None, queue_packets: int, delay_s: float, jitter_s: float, loss: float
+    ) -> None:
+        """New settings from now on; frames already scheduled keep their times (as `tc qdisc change`)."""
+        self.rate_bps = rate_bps
+        self.queue_packets = queue_packets
+        self.delay = delay_s
+        self.jitter = jitter_s
+        if loss != self.loss:
+            self.loss = loss
+            self.log_keep = math.log1p(-loss) if 0 < loss < 1 else 0.0
+            self.until_loss = self._gap()
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "rate_bps": self.rate_bps,
+            "queue_packets": self.queue_packets,
+            "delay_s": self.delay,
+            "jitter_s": self.jitter,
+            "loss": self.loss,
+        }
+
     def _gap(self) -> int:
         """Packets that pass before the next lost one (geometric: a Bernoulli trial per packet)."""
         if not self.loss:
@@ -370,6 +350,8 @@ class ShapedDirection:
     def __init__(self, spec: dict[str, Any], fd: int) -> None:
         self.tap: str = spec["tap"]
         self.fd = fd
+        self.gso = bool(spec.get("gso", False))
+        self.changes = 0
         rate = spec.get("rate_bps")
         self.model = LinkModel(
             float(rate) if rate else None,
@@ -389,9 +371,23 @@ class ShapedDirection:
         self.queued_bytes = 0
         self.frames_overflow = 0
 
+    def settings(self) -> dict[str, Any]:
+        return {"tap": self.tap, "gso": self.gso, "changes": self.changes, **self.model.settings()}
+
+    def reconfigure(self, change: dict[str, Any]) -> None:
+        """Apply one parsed ``set`` command (see ``parse_command``)."""
+        if change["gso"] != self.gso:
+            set_offload(self.fd, change["gso"])
+            self.gso = change["gso"]
+        self.model.reconfigure(
+            change["rate_bps"], change["queue_packets"], change["delay_s"], change["jitter_s"], change["loss"]
+        )
+        self.changes += 1
+
     def stats(self) -> dict[str, Any]:
         return {
             "tap": self.tap,
+            "changes": self.changes,
             "frames_in": self.frames_in,
             "packets_in": self.packets_in,
             "frames_out": self.frames_out,
@@ -467,6 +463,9 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     dirs: list[ShapedDirection] = config["_dirs"]
     by_fd = {d.fd: d for d in dirs}
     fds = list(by_fd)
+    control: socket.socket | None = config.get("_control")
+    if control is not None:
+        fds.append(control.fileno())
     buf = bytearray(READ_BUF)
     readv, monotonic, sel, heappop = os.readv, time.monotonic, select.select, heapq.heappop
     max_queue = int(config.get("max_queue_bytes", MAX_QUEUE_BYTES))
@@ -494,6 +493,10 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
             priority.tick(now)
         readable = sel(fds, [], [], timeout)[0]
         for fd in readable:
+            if fd not in by_fd:
+                assert control is not None
+                handle_control(control, dirs)
+                continue
             d = by_fd[fd]
             for _ in range(MAX_BATCH):
                 try:
@@ -523,6 +526,8 @@ def main(argv: list[str]) -> int:
             fd = open_tap(spec["tap"], bool(spec["gso"]), int(config.get("txqueuelen", 10000)))
             dirs.append(ShapedDirection(spec, fd))
         config["_dirs"] = dirs
+        if config.get("control_path"):
+            config["_control"] = open_control(str(config["control_path"]))
     except (OSError, KeyError, ValueError) as e:
         os.write(ready_fd, f"error: {e}\n".encode())
         os.close(ready_fd)
@@ -534,6 +539,10 @@ def main(argv: list[str]) -> int:
     except Stop:
         result = {"exit": "signal", "directions": [d.stats() for d in config["_dirs"]]}
     result["priority"] = {"policy": config["_priority"].policy, "switches": config["_priority"].switches}
+    if config.get("_control") is not None:
+        config["_control"].close()
+        with contextlib.suppress(OSError):
+            os.unlink(str(config["control_path"]))
     stats_path = config.get("stats_path")
     if stats_path:
         try:

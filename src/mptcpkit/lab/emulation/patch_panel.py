@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 from pyroute2 import IPRoute
 
-from mptcpkit.errors import LabError
-from mptcpkit.lab.emulation import forwarder, tc
+from mptcpkit.errors import LabError, UsageError
+from mptcpkit.lab.emulation import control, forwarder, tc
 from mptcpkit.lab.emulation.netem import netem_available
 from mptcpkit.lab.emulation.shape import (
     LinkShape,
@@ -65,6 +65,7 @@ class Wire:
     description: dict[str, Any]
     state_path: Path | None = None
     stats_paths: list[Path] = field(default_factory=list)
+    control_path: Path | None = None
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
     _qdisc_ifs: list[str] = field(default_factory=list, repr=False)
     _closed: bool = field(default=False, repr=False)
@@ -102,6 +103,7 @@ class Wire:
             description=data["description"],
             state_path=path,
             stats_paths=[Path(p) for p in data.get("stats_paths", [])],
+            control_path=Path(data["control_path"]) if data.get("control_path") else None,
             _qdisc_ifs=list(data.get("qdisc_ifs", [])),
         )
 
@@ -162,6 +164,7 @@ def build_wire(
         "emulator": "mptcpkit forwarder: TAP + link model (rate queue, delay, jitter, loss)"
         if wire.pids
         else None,
+        "requested": mode,
         "seed": seed,
         "emulator_priority": emulator_priority if wire.pids else None,
         "pids": list(wire.pids),
@@ -169,6 +172,80 @@ def build_wire(
     }
     _write_state(wire)
     return wire
+
+
+def reshape_wire(wire: Wire, a_to_b: LinkShape, b_to_a: LinkShape, *, state_dir: Path) -> Wire:
+    """Give a built wire new shapes: in place when each direction keeps its stage, else rebuilt.
+
+    In place: the forwarder gets a control command, netem a `tc qdisc change`, tbf a replace; packets
+    already queued or in the delay line keep their times. A stage change (an unshaped direction gets a
+    shape, or a shaped one becomes a plain cable again, as a restore does) rebuilds the wire: the link
+    is cut for the few milliseconds the forwarder takes to start, and what was in flight is lost.
+    Returns the wire now in place (``wire`` itself, or the rebuilt one).
+    """
+    requested: Mode = wire.description.get("requested", "auto")
+    has_netem = wire.description.get("netem_available")
+    if has_netem is None and (
+        requested == "netem" or (requested == "auto" and (a_to_b.shaped or b_to_a.shaped))
+    ):
+        has_netem = netem_available()
+    try:
+        new_mode = choose_mode(a_to_b, b_to_a, requested, has_netem)
+    except UsageError as e:  # e.g. a delay on a tbf-only wire: this repetition fails, the run goes on
+        raise LabError(f"link {wire.a_if} <-> {wire.b_if}: {e.message}") from e
+    shapes = {"a_to_b": a_to_b, "b_to_a": b_to_a}
+    stages = {key: direction_stage(shape, new_mode) for key, shape in shapes.items()}
+    same = new_mode == wire.mode and all(
+        wire.description.get(k, {}).get("stage") == v for k, v in stages.items()
+    )
+    if not same or ("userspace" in stages.values() and wire.control_path is None):
+        wire.close()
+        return build_wire(
+            wire.netns,
+            wire.a_if,
+            wire.b_if,
+            a_to_b,
+            b_to_a,
+            mode=requested,
+            state_dir=state_dir,
+            seed=int(wire.description.get("seed") or 0),
+            emulator_priority=wire.description.get("emulator_priority") or "adaptive",
+        )
+    try:
+        kernel = any(
+            stage in ("netem", "tc") for stage in stages.values()
+        )  # userspace alone needs no netlink
+        with tc.open_netns(wire.netns) if kernel else contextlib.nullcontext() as ipr:
+            for key, shape in shapes.items():
+                info = wire.description[key]
+                out_if = wire.b_if if key == "a_to_b" else wire.a_if
+                if stages[key] == "userspace":
+                    assert wire.control_path is not None
+                    answer = control.request(wire.control_path, control.set_command(info["tap"], shape))
+                    info["emulator"] = next(d for d in answer["directions"] if d["tap"] == info["tap"])
+                    info["gso"] = tap_gso(shape)
+                elif stages[key] == "netem":
+                    assert ipr is not None
+                    tc.add_netem(wire.netns, out_if, shape, _mtu(ipr, tc.ifindex(ipr, out_if)), verb="change")
+                elif stages[key] == "tc":
+                    assert ipr is not None
+                    index = tc.ifindex(ipr, out_if)
+                    tbf = tbf_params(shape, _mtu(ipr, index))
+                    if tbf is not None:
+                        tc.add_tbf(ipr, index, tbf)
+                        info["tbf"] = vars(tbf)
+                info["shape"] = shape.as_dict()
+    except (OSError, KeyError, StopIteration) as e:
+        raise LabError(f"changing the emulated link {wire.a_if} <-> {wire.b_if} failed: {e}") from e
+    _write_state(wire)
+    return wire
+
+
+def emulator_settings(wire: Wire) -> list[dict[str, Any]]:
+    """What the running forwarder applies now, per direction (rate, delay, jitter, loss, queue); [] if none."""
+    if wire.control_path is None or not wire.pids:
+        return []
+    return list(control.request(wire.control_path, {"op": "get"})["directions"])
 
 
 def _plumb(
@@ -214,7 +291,9 @@ def _start_emulator(
     base = f"{wire.a_if}-{wire.b_if}"
     stats_path = state_dir / f"emulator-{base}.stats.json"
     stats_path.unlink(missing_ok=True)
+    wire.control_path = state_dir / f"ctl-{base}.sock"
     config = {
+        "control_path": str(wire.control_path),
         "netns": wire.netns,
         "watch": [wire.a_if, wire.b_if],
         "stats_path": str(stats_path),
@@ -331,6 +410,7 @@ def _write_state(wire: Wire) -> None:
         "mode": wire.mode,
         "pids": wire.pids,
         "stats_paths": [str(p) for p in wire.stats_paths],
+        "control_path": str(wire.control_path) if wire.control_path else None,
         "qdisc_ifs": wire._qdisc_ifs,
         "description": wire.description,
     }

@@ -74,14 +74,14 @@ def add_tbf(
     ipr.tc("replace", "tbf", **kwargs)
 
 
-def add_netem(netns: str, ifname: str, shape: LinkShape, mtu: int) -> None:
+def add_netem(netns: str, ifname: str, shape: LinkShape, mtu: int, verb: str = "replace") -> None:
     """netem for rate/delay/jitter/loss/reorder; its limit is the queue (packets). It orphans the skb.
 
     Done with iproute2's ``tc`` (present wherever netem is): pyroute2 0.9.7 encodes TCA_NETEM_RATE wrongly
     (a float, a too-short attribute; the kernel answers ERANGE), and the rate is what matters here.
+    ``verb`` "change" alters a running netem in place (set-link actions) and keeps the packets it holds.
     """
-    argv = ["tc", "-n", netns, "qdisc", "replace", "dev", ifname, "root", "handle", "1:", "netem"]
-    argv += netem_args(shape, netem_limit(shape, mtu))
+    argv = netem_argv(netns, ifname, shape, mtu, verb)
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     except FileNotFoundError as e:
@@ -90,6 +90,12 @@ def add_netem(netns: str, ifname: str, shape: LinkShape, mtu: int) -> None:
         ) from e
     if res.returncode != 0:
         raise LabError(f"{' '.join(argv)}: {res.stderr.strip()}")
+
+
+def netem_argv(netns: str, ifname: str, shape: LinkShape, mtu: int, verb: str = "replace") -> list[str]:
+    """`tc -n NETNS qdisc VERB dev IFNAME root handle 1: netem ...` with the plan's numbers."""
+    argv = ["tc", "-n", netns, "qdisc", verb, "dev", ifname, "root", "handle", "1:", "netem"]
+    return argv + netem_args(shape, netem_limit(shape, mtu))
 
 
 def delete_clsact(ipr: IPRoute, index: int) -> None:

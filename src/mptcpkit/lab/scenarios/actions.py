@@ -1,8 +1,9 @@
 """Timed actions on a running lab, and putting the lab back after each repetition.
 
 Actions use only the backend-neutral Lab/Host interface (link state, sysctls, commands on hosts: `ip mptcp`,
-`ss -K`), so they work on every backend. Changing a link's shape mid-run needs `Lab.set_link_shape(name,
-a_to_b, b_to_a)`, which a backend provides when its emulation can be changed live.
+`ss -K`), so they work on every backend. Changing a link's shape mid-run uses `Lab.set_link_shape(name,
+a_to_b, b_to_a)`: the namespace backend reshapes its wire (forwarder control socket, `tc qdisc change`),
+SSH and multi-VM labs run `tc qdisc replace` on the senders, the single VM asks its guest.
 """
 
 from __future__ import annotations

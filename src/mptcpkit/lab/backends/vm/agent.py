@@ -107,6 +107,16 @@ class Agent:
     def op_running(self, request: dict[str, Any]) -> Any:
         return self.processes[request["id"]].running
 
+    def op_set_link_shape(self, request: dict[str, Any]) -> Any:
+        """set-link: the guest's namespace lab (or, multi-VM, this host's qdiscs) shapes the link anew."""
+        from mptcpkit.lab.model import Direction
+
+        setter = getattr(self._lab(), "set_link_shape", None)
+        if setter is None:
+            raise LabError("the lab in the guest cannot change a link's shape")
+        setter(request["link"], Direction(**request["a_to_b"]), Direction(**request["b_to_a"]))
+        return None
+
     def op_set_link_up(self, request: dict[str, Any]) -> Any:
         self._lab().host(request["host"]).set_link_up(request["ifname"], request["up"])
         return None

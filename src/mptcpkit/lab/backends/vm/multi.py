@@ -23,6 +23,7 @@ from typing import Any
 
 from mptcpkit.errors import LabError
 from mptcpkit.lab.backends.base import Backend, Lab, LabHost, LabInfo
+from mptcpkit.lab.backends.tc_reshape import TcReshaper
 from mptcpkit.lab.backends.vm import console as vm_console
 from mptcpkit.lab.backends.vm import state
 from mptcpkit.lab.backends.vm.single import AgentGuest, GuestSettings, VmHost, agent_argv
@@ -72,6 +73,7 @@ class MultiVmLab(Lab):
         self._links = links
         self._state_file = state_file
         self._closed = False
+        self.set_link_shape = TcReshaper(self)  # set-link actions: `tc qdisc replace` in the guests
 
     def host(self, name: str) -> LabHost:
         node = self._nodes[name]

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from mptcpkit.lab.backends.vm import console as vm_console
 from mptcpkit.lab.backends.vm.guest import Guest, guest_python_argv
 from mptcpkit.lab.backends.vm.kernel import AccelChoice
 from mptcpkit.lab.error_codec import error_from_json
-from mptcpkit.lab.model import Topology
+from mptcpkit.lab.model import Direction, Topology
 
 AGENT_PORT = "mptcpkit.agent"
 
@@ -147,6 +147,11 @@ class VmLab(Lab):
     def host(self, name: str) -> LabHost:
         self.topology.host(name)  # KeyError for an unknown host, as elsewhere
         return VmHost(name, self._channel)
+
+    def set_link_shape(self, name: str, a_to_b: Direction, b_to_a: Direction) -> None:
+        """set-link: the namespace lab inside the guest reshapes its wire (see NetnsLab.set_link_shape)."""
+        request = {"op": "set_link_shape", "link": name, "a_to_b": asdict(a_to_b), "b_to_a": asdict(b_to_a)}
+        self._channel.call(request, 60)
 
     def console_endpoint(self, host: str) -> vm_console.Endpoint:
         """Where `lab console` reaches `host`'s shell (one guest for every host: the hello names the host)."""
