@@ -17,7 +17,7 @@ import pytest
 
 from mptcpkit.lab.backends.base import Lab
 from mptcpkit.lab.model import Direction, Endpoint, Host, Link, LinkEnd, MptcpSettings, Topology, validate
-from mptcpkit.lab.selfcheck import Check, rtt_check
+from mptcpkit.lab.selfcheck import Check, _ping_argv, rtt_check
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow, pytest.mark.vm]
 TCG_RTT_OVERHEAD_MS = 30.0
@@ -79,14 +79,16 @@ def _routing(lab: Lab, host: str) -> dict[str, Any]:
 
 
 def _rtt_checks(lab: Lab) -> dict[str, Check]:
-    """The self-check's RTT verdict of every link: 20 pings from its a end to its b end's first IPv4 address."""
+    """The self-check's RTT verdict of every link: 20 echoes of the lab's probe from its a end to its b end."""
     checks = {}
     for link in lab.topology.links:
-        src, dst = (str(end.addresses[0].ip) for end in (link.a, link.b))
+        argv = _ping_argv(link, 20, 0.05)
+        assert argv is not None, f"{link.name} has no IPv4 address at both ends"
         host = lab.host(link.a.host)
-        host.run(["ping", "-n", "-c", "1", "-W", "3", "-I", src, dst], check=False, timeout=30)  # ARP warm-up
-        argv = ["ping", "-n", "-c", "20", "-i", "0.05", "-W", "3", "-I", src, dst]
-        checks[link.name] = rtt_check(link, host.run(argv, check=False, timeout=120).stdout)
+        warm = [*host.python_argv(), *argv[:4], "--count", "1", "--wait", "3", *argv[-2:]]  # ARP warm-up
+        host.run(warm, check=False, timeout=120)
+        out = host.run([*host.python_argv(), *argv], check=False, timeout=180).stdout
+        checks[link.name] = rtt_check(link, out)
     return checks
 
 
