@@ -77,48 +77,55 @@ def load_topology(ref: str | Path) -> Topology:
     return parse_topology(candidate.read_text(), source=f"{name}.toml")
 
 
-def read_topology_text(path: Path) -> str:
-    """The text of a topology (or scenario) file, or one TopologyError saying why it cannot be read.
+def read_lab_file(
+    path: Path,
+    what: str = "topology file",
+    error: type[TopologyError] = TopologyError,
+    missing_hint: str = "",
+) -> str:
+    """The text of a topology, scenario or suite file, or one `error` saying why it cannot be read.
 
     Refuses what is not a regular file (directories, FIFOs, devices: opened non-blocking, so a FIFO cannot hang
     us), symlink loops, files over MAX_FILE_BYTES and bytes that are not UTF-8 (with the line of the first one).
     """
     shown = str(path)
-    builtin = f" (built-in topologies: {', '.join(builtin_names())})"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         reasons = {
-            errno.ENOENT: "no such topology file" + builtin,
+            errno.ENOENT: f"no such {what}{missing_hint}",
             errno.ELOOP: "symbolic link loop (too many levels of symbolic links)",
             errno.EACCES: "permission denied",
-            errno.ENOTDIR: "no such topology file (a part of the path is not a directory)",
+            errno.ENOTDIR: f"no such {what} (a part of the path is not a directory)",
             errno.ENAMETOOLONG: "file name too long",
         }
-        raise TopologyError(reasons.get(exc.errno or 0, f"cannot open: {exc.strerror}"), file=shown) from None
+        raise error(reasons.get(exc.errno or 0, f"cannot open: {exc.strerror}"), file=shown) from None
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise TopologyError("is a directory, not a topology file", file=shown)
+            raise error(f"is a directory, not a {what}", file=shown)
         if not stat.S_ISREG(mode):
-            raise TopologyError("is not a regular file", file=shown)
+            raise error("is not a regular file", file=shown)
         with os.fdopen(fd, "rb", closefd=False) as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise TopologyError(f"cannot read: {exc.strerror}", file=shown) from None
+        raise error(f"cannot read: {exc.strerror}", file=shown) from None
     finally:
         os.close(fd)
     if len(data) > MAX_FILE_BYTES:
-        raise TopologyError(
-            f"file is larger than {MAX_FILE_BYTES} bytes (the limit for topology files)", file=shown
-        )
+        raise error(f"file is larger than {MAX_FILE_BYTES} bytes (the limit for a {what})", file=shown)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise TopologyError(
+        raise error(
             f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})", file=shown, line=line
         ) from None
+
+
+def read_topology_text(path: Path) -> str:
+    """The text of a topology file, or one TopologyError saying why it cannot be read (see read_lab_file)."""
+    return read_lab_file(path, missing_hint=f" (built-in topologies: {', '.join(builtin_names())})")
 
 
 def parse_topology(text: str, source: str = "<topology>") -> Topology:

@@ -48,8 +48,8 @@ from mptcpkit.lab.scenarios.values import (
     parse_time,
     read_text,
     shape_parsers,
-    sysctl_key_problem,
 )
+from mptcpkit.lab.sysctl_rules import sysctl_key_problem
 from mptcpkit.lab.toml_lines import index_lines, line_of
 from mptcpkit.lab.units import parse_rate
 

@@ -23,7 +23,8 @@ from mptcpkit.lab.scenarios.spec import (
     ScenarioSpec,
     ShapeOverride,
 )
-from mptcpkit.lab.scenarios.values import did_you_mean, sysctl_key_problem
+from mptcpkit.lab.scenarios.values import did_you_mean
+from mptcpkit.lab.sysctl_rules import sysctl_key_problem
 
 MAX_PARALLEL = 128
 MAX_SECONDS = 86400.0

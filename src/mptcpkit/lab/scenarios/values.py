@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
-import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from mptcpkit.errors import TopologyError
 from mptcpkit.lab.model import ModelError
+from mptcpkit.lab.topology_file import read_lab_file
 from mptcpkit.lab.units import parse_duration, parse_fraction, parse_rate
 
 FieldPath = tuple[str | int, ...]
-MAX_FILE_BYTES = 1 << 20
 
 _SIZE_UNITS = {
     "b": 1,
@@ -204,43 +202,5 @@ def shape_parsers() -> dict[str, Callable[[Any], Any]]:
 
 
 def read_text(path: Path, what: str = "scenario file") -> str:
-    """A file's text or one ScenarioError: not a regular file, too large, not UTF-8."""
-    shown = str(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ScenarioError(f"no such {what}", file=shown) from None
-    except OSError as exc:
-        raise ScenarioError(f"cannot open: {exc.strerror}", file=shown) from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise ScenarioError(f"is a directory, not a {what}", file=shown)
-        if not stat.S_ISREG(mode):
-            raise ScenarioError("is not a regular file", file=shown)
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ScenarioError(f"cannot read: {exc.strerror}", file=shown) from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise ScenarioError(f"larger than {MAX_FILE_BYTES} bytes", file=shown)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ScenarioError(f"not UTF-8 text (offset {exc.start})", file=shown, line=line) from None
-
-
-def sysctl_key_problem(key: str) -> str | None:
-    """The lab's sysctl rule (helper `safety`'s `lab.sysctl_rules`), with a minimal stand-in until it lands."""
-    try:
-        from mptcpkit.lab import sysctl_rules  # type: ignore[attr-defined, unused-ignore]
-
-        problem: str | None = sysctl_rules.sysctl_key_problem(key)
-        return problem
-    except ImportError:  # TODO(safety): drop once lab/sysctl_rules.py is on main
-        if not re.fullmatch(r"net(\.[A-Za-z0-9_-]+)+", key):
-            return f"sysctl key '{key}' must be dotted words under 'net.', e.g. 'net.mptcp.scheduler'"
-        return None
+    """A scenario or suite file's text, or one ScenarioError (the topology files' reader and rules)."""
+    return read_lab_file(path, what, ScenarioError)
