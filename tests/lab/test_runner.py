@@ -72,12 +72,19 @@ def test_every_scenario_small_scale(tmp_path: Path) -> None:
         stored = store.results(report.run_id)
         assert store.get_run(report.run_id).status == "complete"
     assert {r.scenario for r in stored} == {s.name for s in scenarios}
+    # cpu-bound-2's mptcp_vs_tcp exists to catch this kernel's MPTCP throughput collapse on an unshaped veth
+    # (docs/benchmarks.md, "MPTCP collapse"), which strikes now and then: one repetition may rightly fail it.
+    # Here it must be measured; that it flags a collapse is shown by benchmarks/cost_collapse.py.
+    kernel_dependent = {("cpu-bound-2", "mptcp_vs_tcp")}
     failed = [
         (r.scenario, r.metric, r.samples, r.expected, r.rule, r.details.get("failures"))
         for r in stored
-        if not r.passed
+        if not r.passed and (r.scenario, r.metric) not in kernel_dependent
     ]
     assert not failed, failed
+    for key in kernel_dependent:
+        (ratio,) = next(r.samples for r in stored if (r.scenario, r.metric) == key)
+        assert 0 < ratio < 10, (key, ratio)
     by_key = {(r.scenario, r.metric): r for r in stored}
     assert by_key[("failover", "integrity")].samples == [1.0]
     assert by_key[("add-addr", "joined_announced")].samples == [1.0]
