@@ -43,6 +43,7 @@ from typing import Any
 
 from mptcpkit.lab import cpu_cost
 from mptcpkit.lab.analysis.compare import compare
+from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.traffic import engine, iperf3
 from mptcpkit.lab.traffic.model import TrafficResult
 from mptcpkit.lab.traffic.options import ClientOptions, ServerOptions
@@ -79,12 +80,10 @@ def setup() -> tuple[str, str]:
 
 
 def teardown(namespaces: tuple[str, ...]) -> None:
+    """Kill what lives in the benchmark's namespaces and delete them (the lab's own teardown helpers)."""
+    nsutil.kill_processes_in(list(namespaces))
     for ns in namespaces:
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+        nsutil.delete_netns(ns)
 
 
 def set_subflows(ns: str, subflows: int) -> None:

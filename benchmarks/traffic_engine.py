@@ -13,7 +13,6 @@ Writes benchmarks/results/traffic_engine.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -26,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.traffic import engine, iperf3, stream
 from mptcpkit.lab.traffic.options import ClientOptions, ServerOptions
 
@@ -51,12 +51,10 @@ def setup() -> tuple[str, str]:
 
 
 def teardown(namespaces: tuple[str, ...]) -> None:
+    """Kill what lives in the benchmark's namespaces and delete them (the lab's own teardown helpers)."""
+    nsutil.kill_processes_in(list(namespaces))
     for ns in namespaces:
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+        nsutil.delete_netns(ns)
 
 
 def ns_argv(ns: str, argv: list[str]) -> list[str]:
