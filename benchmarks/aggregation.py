@@ -17,6 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from mptcpkit.interrupts import sigterm_as_interrupt
 from mptcpkit.lab.backends.netns import NetnsBackend
 from mptcpkit.lab.runner import RunOptions, run
 from mptcpkit.lab.scenarios import default_suite, with_engine
@@ -65,4 +66,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        main()

@@ -29,6 +29,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mptcpkit.interrupts import sigterm_as_interrupt
+
 ROOT = Path(__file__).resolve().parent
 MPTCPKIT = str(Path(sys.executable).with_name("mptcpkit"))
 
@@ -228,4 +230,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        main()

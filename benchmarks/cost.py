@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mptcpkit.interrupts import sigterm_as_interrupt
 from mptcpkit.lab import cpu_cost
 from mptcpkit.lab.analysis.compare import compare
 from mptcpkit.lab.backends import nsutil
@@ -359,4 +360,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        sys.exit(main())

@@ -21,6 +21,8 @@ import sys
 import time
 import uuid
 
+from mptcpkit.interrupts import sigterm_as_interrupt
+
 SERVER = "10.79.0.2"
 
 
@@ -98,4 +100,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        sys.exit(main())

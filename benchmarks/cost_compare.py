@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mptcpkit.interrupts import sigterm_as_interrupt
+
 ROOT = Path(__file__).resolve().parent
 BUILTIN = ROOT.parent / "src" / "mptcpkit" / "lab" / "scenarios" / "builtin"
 MPTCPKIT = str(Path(sys.executable).parent / "mptcpkit")
@@ -125,4 +127,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        sys.exit(main())

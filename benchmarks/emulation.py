@@ -43,6 +43,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from mptcpkit.interrupts import sigterm_as_interrupt
 from mptcpkit.lab.emulation import LinkShape, build_wire, netem_available
 from mptcpkit.lab.emulation.shape import Mode
 from mptcpkit.lab.emulation.testbed import Testbed, testbed
@@ -437,4 +438,5 @@ def run_benchmark(args: argparse.Namespace, state: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        sys.exit(main())

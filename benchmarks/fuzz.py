@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from fuzz_targets import load_all, run_target  # noqa: E402
+from mptcpkit.interrupts import sigterm_as_interrupt  # noqa: E402
 
 RESULTS = HERE / "results"
 
@@ -115,4 +116,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        main()

@@ -14,6 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
+from mptcpkit.interrupts import sigterm_as_interrupt
 from mptcpkit.lab.backends.netns import NetnsBackend
 from mptcpkit.lab.topology_file import load_topology
 
@@ -66,4 +67,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        main()

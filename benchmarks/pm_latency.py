@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mptcpkit.interrupts import sigterm_as_interrupt
 from mptcpkit.netlink import MptcpPmClient, nlmsg
 from mptcpkit.netlink.socket import NETLINK_ROUTE, ifindex, open_netlink
 
@@ -351,4 +352,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        main()

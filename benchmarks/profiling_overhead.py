@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from mptcpkit.interrupts import sigterm_as_interrupt
 from mptcpkit.lab.analysis.compare import compare
 from mptcpkit.lab.backends.netns import NetnsBackend
 from mptcpkit.lab.profiling import perf
@@ -205,4 +206,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        main()

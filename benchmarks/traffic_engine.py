@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from mptcpkit.interrupts import sigterm_as_interrupt
 from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.traffic import engine, iperf3, stream
 from mptcpkit.lab.traffic.options import ClientOptions, ServerOptions
@@ -295,4 +296,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with sigterm_as_interrupt():  # `kill` tears the namespaces down as Ctrl-C does
+        sys.exit(main())

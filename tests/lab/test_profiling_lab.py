@@ -32,7 +32,6 @@ __all__ = ["browser"]
 pytestmark = pytest.mark.needs_root
 MPTCPKIT = [sys.executable, "-m", "mptcpkit"]
 CHECKSUM = ("csum_partial", "skb_checksum", "mptcp_update_data_checksum", "__mptcp_make_csum", "do_csum")
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
 class Notes(Reporter):
@@ -126,7 +125,10 @@ def test_compare_cli_profile_terminal_and_json(pair: Pair) -> None:
     assert "function (self)" in text.stdout and "csum" in text.stdout
 
 
-def test_report_page_in_chromium(pair: Pair, browser: BrowserContext, tmp_path: Path) -> None:
+def test_report_page_in_chromium(
+    pair: Pair, browser: BrowserContext, tmp_path: Path, artifacts_dir: Path
+) -> None:
+    """The screenshot goes to artifacts/; copy it to docs/img/profile-diff.png to refresh the docs' picture."""
     with open_store(pair.db) as store:
         html = build_html(store, compare=(pair.base, pair.new))
     page_file = tmp_path / "compare.html"
@@ -146,8 +148,7 @@ def test_report_page_in_chromium(pair: Pair, browser: BrowserContext, tmp_path: 
         )
         first_row = page.evaluate("document.querySelector('#profiles table.prof tbody tr td.fn').textContent")
         page.locator("#profiles").scroll_into_view_if_needed()
-        DOCS_IMG.mkdir(exist_ok=True)
-        page.locator("#profiles").screenshot(path=str(DOCS_IMG / "profile-diff.png"))
+        page.locator("#profiles").screenshot(path=str(artifacts_dir / "profile-diff.png"))
     finally:
         page.close()
     assert not errors, errors

@@ -102,6 +102,22 @@ def test_sink_catches_a_swapped_block() -> None:
     assert sink.first_bad == b
 
 
+@pytest.mark.parametrize("offset", [0, 7, stream.BLOCK + 2, stream.BUFFER + 5 * stream.BLOCK + 4])
+def test_none_mode_counter_check_is_exact_at_any_chunking(offset: int) -> None:
+    """`none` on a duration run checks all counters of a piece at once; misplaced data is still located."""
+    data, _ = _source_bytes(4, None, blocks=3)
+    b = stream.BLOCK
+    swapped = data[:b] + data[2 * b : 3 * b] + data[b : 2 * b] + data[3 * b :]
+    flipped = bytearray(data)
+    flipped[offset] ^= 0x10
+    for payload, first_bad in ((swapped, b), (bytes(flipped), offset), (data, None)):
+        for trial in range(6):
+            sink = stream.StreamSink(4, integrity="none", size=None)
+            _feed(sink, payload + stream.end_record(b"{}"), random.Random(trial))
+            assert sink.ended and sink.data_bytes == len(data)
+            assert sink.first_bad == first_bad
+
+
 def test_parse_trailer_incomplete_then_complete() -> None:
     rec = stream.end_record(b'{"a":1}')
     assert stream.parse_trailer(rec[:5]) is None
@@ -281,6 +297,10 @@ def test_iperf3_argv() -> None:
         "-R",
     ]
     assert iperf3.client_argv(c, wrapper="native")[:2] == ["iperf3", "-c"]
+    # whole seconds, never 0 (iperf3's "forever"): a fractional scenario duration must still end
+    assert [iperf3.whole_seconds(d) for d in (0.2, 0.5, 1.0, 2.0000000001, 2.5, 3)] == [1, 1, 1, 2, 3, 3]
+    short = iperf3.Iperf3Client(connect="10.0.1.2", port=5201, duration=0.5)
+    assert iperf3.client_argv(short)[-2:] == ["-t", "1"]
     assert "--mptcp" in iperf3.client_argv(c, wrapper="native")
     assert iperf3.server_argv("0.0.0.0", 5201, wrapper="mptcpkit")[:4] == ["mptcpkit", "run", "--", "iperf3"]
     assert iperf3.server_argv("0.0.0.0", 5201, proto="tcp")[0] == "iperf3"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from mptcpkit.errors import UsageError
+from mptcpkit.interrupts import sigterm_as_interrupt
 from mptcpkit.lab.runner import Reporter, RunOptions, RunReport, run
 from mptcpkit.lab.scenarios.base import RepOutcome, Scenario
 from mptcpkit.lab.store import Result, open_store, run_to_json
@@ -125,38 +125,34 @@ def run_with_progress(
         profile=profile,
     )
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt("terminated")
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        with contextlib.nullcontext(store) if store is not None else open_store(db) as store:
-            console.print(f"results database: {store.where}", highlight=False)
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as progress:
-                reporter = ProgressReporter(progress, console)
-                report = run(
-                    options,
-                    backend or NetnsBackend(progress=lambda m: None),
-                    store,
-                    reporter,
-                    on_run_created=lambda rid: console.print(f"run [bold]{rid}[/] started", highlight=False),
-                )
-            print_results(report.results, console)
-            if json_path:
-                write_run_json(store, report.run_id, json_path)
-            verdict = "[green]all scenarios passed[/]" if report.passed else "[red]some scenarios failed[/]"
-            console.print(f"run {report.run_id}: {verdict}; see `mptcpkit lab show {report.run_id}`")
-            return report
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with (
+        sigterm_as_interrupt(),
+        contextlib.nullcontext(store) if store is not None else open_store(db) as store,
+    ):
+        console.print(f"results database: {store.where}", highlight=False)
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            reporter = ProgressReporter(progress, console)
+            report = run(
+                options,
+                backend or NetnsBackend(progress=lambda m: None),
+                store,
+                reporter,
+                on_run_created=lambda rid: console.print(f"run [bold]{rid}[/] started", highlight=False),
+            )
+        print_results(report.results, console)
+        if json_path:
+            write_run_json(store, report.run_id, json_path)
+        verdict = "[green]all scenarios passed[/]" if report.passed else "[red]some scenarios failed[/]"
+        console.print(f"run {report.run_id}: {verdict}; see `mptcpkit lab show {report.run_id}`")
+        return report
 
 
 def write_run_json(store: Any, run_id: str, json_path: str) -> None:

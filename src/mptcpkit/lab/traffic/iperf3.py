@@ -10,6 +10,7 @@ empty (`integrity: none`, `fallback: false`); check fallback with `ss -M` if you
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -109,6 +110,14 @@ def server_argv(
     return argv
 
 
+def whole_seconds(duration: float) -> int:
+    """iperf3's `-t`: it reads whole seconds (atoi), and 0 means "run forever", so 0.5 s would never end.
+
+    Rounds up, so a run lasts at least as long as asked.
+    """
+    return max(1, math.ceil(duration - 1e-9))
+
+
 def client_argv(opts: Iperf3Client, *, wrapper: str = "mptcpize", binary: str = "iperf3") -> list[str]:
     """argv of an iperf3 client run equivalent to our engine's bulk modes."""
     argv = [*wrapper_prefix(wrapper, opts.proto), binary, "-c", opts.connect, "-p", str(opts.port), "-J"]
@@ -117,7 +126,7 @@ def client_argv(opts: Iperf3Client, *, wrapper: str = "mptcpize", binary: str = 
     if opts.bytes is not None:
         argv += ["-n", str(opts.bytes)]
     elif opts.duration is not None:
-        argv += ["-t", str(opts.duration)]
+        argv += ["-t", str(whole_seconds(opts.duration))]
     if opts.parallel != 1:
         argv += ["-P", str(opts.parallel)]
     if opts.mode == "bulk-download":

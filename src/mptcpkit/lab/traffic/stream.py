@@ -17,6 +17,8 @@ import ctypes
 import hashlib
 import random
 import struct
+import sys
+from array import array
 
 BLOCK = 64 * 1024
 BLOCKS_PER_BUFFER = 16
@@ -25,6 +27,10 @@ END = 0xFFFF_FFFF_FFFF_FFFF
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 COUNTER = _U64.size
+_STRIDE = BLOCK // COUNTER
+"""distance between two block counters in a u64 view of a buffer"""
+_NATIVE_LE = sys.byteorder == "little"
+"""counters are little-endian: a native u64 view reads them directly only on little-endian machines"""
 
 _memcmp = ctypes.PyDLL(None).memcmp  # holds the GIL: calls are short (<= 64 KiB)
 _memcmp.restype = ctypes.c_int
@@ -62,14 +68,18 @@ class StreamSource:
         tpl = template(seed)
         self.buffer = bytearray(tpl * BLOCKS_PER_BUFFER)
         self.view = memoryview(self.buffer)
+        self._counters = self.view.cast("Q")
         self.offset = 0
         self._hash = hashlib.sha256() if sha256 else None
 
     def next_chunk(self, limit: int | None = None) -> memoryview:
         """The next piece of the stream (BUFFER bytes, or fewer when `limit` bytes remain)."""
         first = self.offset // BLOCK
-        for i in range(BLOCKS_PER_BUFFER):
-            _U64.pack_into(self.buffer, i * BLOCK, first + i)
+        if _NATIVE_LE:  # one strided store of the 16 counters instead of 16 calls (the sender's hot loop)
+            self._counters[::_STRIDE] = array("Q", range(first, first + BLOCKS_PER_BUFFER))
+        else:
+            for i in range(BLOCKS_PER_BUFFER):
+                _U64.pack_into(self.buffer, i * BLOCK, first + i)
         size = BUFFER if limit is None else min(BUFFER, limit)
         chunk = self.view[:size]
         if self._hash is not None:
@@ -107,6 +117,8 @@ class StreamSink:
         self._ref_addr = (
             ctypes.addressof((ctypes.c_char * BLOCK).from_buffer(self._ref)) if integrity == "verify" else 0
         )
+        # `none` on a duration run checks only counters: all those in a received piece at once (see _consume_fast)
+        self._counters = self.view.cast("Q") if integrity == "none" and size is None and _NATIVE_LE else None
 
     @property
     def ended(self) -> bool:
@@ -115,6 +127,8 @@ class StreamSink:
     def consume(self, n: int) -> None:
         """Account for n bytes received at `fill`; check them; detect the end record."""
         self.fill += n
+        if self._counters is not None and self._consume_fast():
+            return
         buf = self.buffer
         pos = self.checked
         while pos < self.fill and self.trailer is None:
@@ -160,6 +174,33 @@ class StreamSink:
         if self.fill == BUFFER and self.trailer is None:
             self.offset += BUFFER
             self.fill = self.checked = 0
+
+    def _consume_fast(self) -> bool:
+        """Check every whole counter in [checked, fill) with one strided read; False leaves it to `consume`.
+
+        The per-block loop of `consume` costs about 1 us per 64 KiB, several % of a core at tens of Gbit/s,
+        which made the engine slower than iperf3 on CPU-bound runs. When every counter is the expected one
+        (no end record, nothing misplaced) this accounts for the piece in one step; any surprise falls back to
+        the exact loop, which finds the end record or the first bad offset.
+        """
+        assert self._counters is not None
+        first = -(-self.checked // BLOCK)  # first block boundary at or after `checked`
+        last = (
+            (self.fill - COUNTER) // BLOCK + 1 if self.fill >= COUNTER else 0
+        )  # boundaries with whole counters
+        if last > first:
+            base = self.offset // BLOCK
+            got = self._counters[first * _STRIDE : last * _STRIDE : _STRIDE].tolist()
+            if got != list(range(base + first, base + last)):
+                return False
+        boundary = self.fill - self.fill % BLOCK
+        # a counter cut by the end of what was received waits for its remaining bytes
+        self.checked = boundary if self.fill - boundary < COUNTER and boundary >= self.checked else self.fill
+        self.data_bytes = self.offset + self.checked
+        if self.fill == BUFFER:
+            self.offset += BUFFER
+            self.fill = self.checked = 0
+        return True
 
     def _start_trailer(self, pos: int) -> None:
         self.data_bytes = self.offset + pos
