@@ -249,6 +249,19 @@ def measure(a: str, b: str, args: argparse.Namespace) -> dict[str, Any]:
             table[key]["ratio_vs_tcp"] = mine / tcp
         if kind == "engine" and iperf and mine:
             table[key]["engine_vs_iperf3"] = mine / iperf
+            # the test `lab compare` uses, iperf3 as the base: is the engine significantly below iperf3?
+            c = compare(
+                [r["goodput_mbps"] for r in runs[f"{proto_n}/iperf3/{mode}"]],
+                [r["goodput_mbps"] for r in runs[key]],
+                "higher",
+                0.05,
+            )
+            table[key]["engine_vs_iperf3_test"] = {
+                "verdict": c.verdict,
+                "change_pct": c.change_pct,
+                "ci_pct": [c.ci_low, c.ci_high],
+                "p_value": c.p_value,
+            }
     return {"runs": runs, "table": table, "failures": failures}
 
 
@@ -351,9 +364,11 @@ def main() -> int:
         proc = row["process_s_per_gb"].get("median", float("nan"))
         ratio = row.get("ratio_vs_tcp", float("nan"))
         vs = row.get("engine_vs_iperf3", float("nan"))
+        test = row.get("engine_vs_iperf3_test", {})
+        verdict = f" ({test['verdict']}, p={test['p_value']:.2f})" if test.get("p_value") is not None else ""
         print(
             f"{key:28s} {g:8.0f} Mbit/s  x{ratio:.2f} vs TCP  busy {busy:.3f} s/GB  process {proc:.3f} s/GB  "
-            f"engine/iperf3 {vs:.2f}"
+            f"engine/iperf3 {vs:.2f}{verdict}"
         )
     print(f"wrote {args.out} ({doc['duration_s']} s, load {doc['load_avg_start']} -> {doc['load_avg_end']})")
     return 0

@@ -332,6 +332,24 @@ def test_cli_check_show_list(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no such scenario file" in proc.stderr
 
 
+def test_builtin_suites_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--suite full` is the shipped full suite (README), unless a file or directory of that name is here."""
+    proc = run_cli("run", "--list", "--suite", "full")
+    assert proc.returncode == 0, proc.stderr
+    assert "cpu-bound[" in proc.stdout and "latency-rr" in proc.stdout
+    assert "best-path-lossy" in proc.stdout and "built-in suites (--suite NAME): default, full" in proc.stdout
+    proc = run_cli("run", "--list", "--suite", "ful")
+    assert proc.returncode == 2 and "did you mean 'full'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("run", "--list", "--suite", "./full")  # path-like: a file, never the built-in name
+    assert proc.returncode == 2 and "no such suite file" in proc.stderr
+    mine = tmp_path / "full"
+    mine.mkdir()
+    (mine / "a.toml").write_text('name = "mine"\n[[flows]]\nduration = "1s"\n')
+    monkeypatch.chdir(tmp_path)
+    proc = run_cli("run", "--list", "--suite", "full")
+    assert proc.returncode == 0 and "mine" in proc.stdout and "best-path" not in proc.stdout
+
+
 def _sweep_run(store: Any) -> str:
     from mptcpkit.lab.store import Result
 

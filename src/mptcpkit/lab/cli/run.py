@@ -21,7 +21,10 @@ def run_cmd(
         "(repeatable); default: the default suite.",
     ),
     suite: str = typer.Option(
-        None, "--suite", metavar="FILE|DIR", help="Run a suite file, or every scenario file in DIR."
+        None,
+        "--suite",
+        metavar="FILE|DIR|NAME",
+        help="Run a suite file, every scenario file in DIR, or a built-in suite (default, full).",
     ),
     reps: int = typer.Option(None, "--reps", "-n", min=1, help="Repetitions per scenario (default: 3)."),
     label: str = typer.Option(None, "--label", "-l", help="Tag for this run, e.g. a kernel commit."),

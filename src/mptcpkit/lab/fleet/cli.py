@@ -39,7 +39,7 @@ def _fleet(db: str | None):  # type: ignore[no-untyped-def]
 
 def submit(
     scenario: list[str] = typer.Option(None, "--scenario", "-s", help="As for `lab run` (repeatable)."),
-    suite: str = typer.Option(None, "--suite", metavar="FILE|DIR", help="As for `lab run`."),
+    suite: str = typer.Option(None, "--suite", metavar="FILE|DIR|NAME", help="As for `lab run`."),
     reps: int = typer.Option(None, "--reps", "-n", min=1, help="Repetitions per scenario (default: 3)."),
     label: str = typer.Option(None, "--label", "-l", help="Label of the runs, e.g. a kernel commit."),
     machines: list[str] = typer.Option(

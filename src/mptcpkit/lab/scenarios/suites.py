@@ -45,10 +45,19 @@ def builtin_specs() -> dict[str, ScenarioSpec]:
     return specs
 
 
+def builtin_suite_names() -> list[str]:
+    """The suites shipped with mptcpkit (`suites/*.toml`): `default`, `full`."""
+    return sorted(e.name.removesuffix(".toml") for e in _package_dir("suites").iterdir() if e.name.endswith(".toml"))
+
+
 @functools.cache
+def builtin_suite_spec(name: str) -> SuiteSpec:
+    entry = _package_dir("suites") / f"{name}.toml"
+    return parse_suite(entry.read_text(), source=f"suites/{name}.toml", base_dir=None)
+
+
 def default_suite_spec() -> SuiteSpec:
-    entry = _package_dir("suites") / f"{DEFAULT_SUITE}.toml"
-    return parse_suite(entry.read_text(), source=f"suites/{DEFAULT_SUITE}.toml", base_dir=None)
+    return builtin_suite_spec(DEFAULT_SUITE)
 
 
 def _is_path(ref: str) -> bool:
@@ -106,8 +115,16 @@ def _resolve_one(ref: str, base_dir: Path | None) -> list[ScenarioSpec]:
 
 
 def load_suite(path: str | Path) -> SuiteSpec:
-    """A suite file, or a directory (its suite.toml, else every *.toml in it as a scenario)."""
+    """A suite file, a directory (its suite.toml, else every *.toml in it as a scenario), or a built-in suite's
+    name (`full`) when no such file or directory exists."""
     target = Path(path)
+    if not target.exists() and not _is_path(str(path)):
+        if str(path) in builtin_suite_names():
+            return builtin_suite_spec(str(path))
+        raise UsageError(
+            f"no suite file or built-in suite called '{path}'{did_you_mean(str(path), builtin_suite_names())}",
+            hint=f"built-in suites: {', '.join(builtin_suite_names())}; or give a suite file or a directory",
+        )
     if target.is_dir():
         suite_file = target / "suite.toml"
         if suite_file.is_file():
