@@ -47,7 +47,9 @@ def builtin_specs() -> dict[str, ScenarioSpec]:
 
 def builtin_suite_names() -> list[str]:
     """The suites shipped with mptcpkit (`suites/*.toml`): `default`, `full`."""
-    return sorted(e.name.removesuffix(".toml") for e in _package_dir("suites").iterdir() if e.name.endswith(".toml"))
+    return sorted(
+        e.name.removesuffix(".toml") for e in _package_dir("suites").iterdir() if e.name.endswith(".toml")
+    )
 
 
 @functools.cache
