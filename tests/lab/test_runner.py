@@ -130,8 +130,11 @@ def test_cli_run_json_and_exit_codes(tmp_path: Path) -> None:
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr
+    # 0 when every rule passed, 1 when one failed: at --scale 0.4 the 0.97 goodput rule sits near this machine's
+    # noise, so either is a correct run; the exit status must agree with the stored verdicts.
+    assert proc.returncode in (0, 1), proc.stderr
     document = json.loads(proc.stdout)
+    assert proc.returncode == (0 if all(r["passed"] for r in document["results"]) else 1), proc.stderr
     assert document["run_id"] and document["environment"]["kernel_release"]
     assert document["environment"]["label"] == "test-label"
     assert document["environment"]["emulation"]
