@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mptcpkit.errors import EnvironmentProblem, LabError
+from mptcpkit.interrupts import sigterm_as_interrupt
 from mptcpkit.lab import kernel_checks, registry
 from mptcpkit.lab.backends import nsutil
 from mptcpkit.lab.backends.base import Backend, CommandResult, HostProcess, Lab, LabHost, LabInfo
@@ -359,7 +360,7 @@ class NetnsBackend(Backend):
         (state_dir / "topology.pickle").write_bytes(pickle.dumps(topology))
         lab = NetnsLab(topology, record)
         try:
-            with _interrupts_as_exceptions():
+            with sigterm_as_interrupt():
                 self._build(lab, emulation)
             record.state = "up"
             registry.save(record)
@@ -552,29 +553,6 @@ def _netlink_step(step: Callable[[], object], what: str) -> None:
         step()
     except Exception as exc:  # pyroute2 and our client raise various error types carrying the errno text
         raise LabError(f"{what}: {exc}") from None
-
-
-@contextlib.contextmanager
-def _interrupts_as_exceptions() -> Any:
-    """While building, SIGTERM raises KeyboardInterrupt in the main thread so cleanup runs."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    owner = os.getpid()
-
-    def handler(signum: int, frame: object) -> None:
-        if os.getpid() != owner:  # a forked helper (pyroute2 forks some) must just die
-            os._exit(128 + signum)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 __all__ = ["NetnsBackend", "NetnsHost", "NetnsLab", "teardown_all", "teardown_record"]
