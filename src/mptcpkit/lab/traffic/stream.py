@@ -178,8 +178,8 @@ class StreamSink:
     def _consume_fast(self) -> bool:
         """Check every whole counter in [checked, fill) with one strided read; False leaves it to `consume`.
 
-        The per-block loop of `consume` costs about 1 us per 64 KiB, several % of a core at tens of Gbit/s,
-        which made the engine slower than iperf3 on CPU-bound runs. When every counter is the expected one
+        The per-block loop of `consume` costs about 1 us per 64 KiB: several % of the receiver's core at tens
+        of Gbit/s, on the CPU-bound runs that compare MPTCP with TCP. When every counter is the expected one
         (no end record, nothing misplaced) this accounts for the piece in one step; any surprise falls back to
         the exact loop, which finds the end record or the first bad offset.
         """
