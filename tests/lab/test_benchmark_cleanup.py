@@ -16,8 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def netns_list() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
+    return set(nsutil.list_netns())
 
 
 def test_sigterm_mid_benchmark_leaves_no_namespace(tmp_path: Path) -> None:

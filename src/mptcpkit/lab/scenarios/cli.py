@@ -19,7 +19,13 @@ from mptcpkit.lab.model import Direction, Topology
 from mptcpkit.lab.scenarios.base import Scenario
 from mptcpkit.lab.scenarios.build import build, resolve_topology
 from mptcpkit.lab.scenarios.spec import ScenarioSpec
-from mptcpkit.lab.scenarios.suites import builtin_suite_names, default_suite_spec, load_suite, resolve
+from mptcpkit.lab.scenarios.suites import (
+    builtin_suite_names,
+    default_suite_spec,
+    load_suite,
+    names_builtin_suite,
+    resolve,
+)
 from mptcpkit.lab.units import format_duration, format_rate
 
 app = typer.Typer(
@@ -71,7 +77,7 @@ def build_all(specs: list[ScenarioSpec], scale: float, engine: str | None) -> li
 def guest_refs(refs: list[str] | None, suite: str | None) -> tuple[list[str] | None, str | None]:
     """`lab run`'s scenario and suite values for a guest: file paths made absolute (it sees this file system)."""
     absolute = [str(Path(r).resolve()) if (r.endswith(".toml") or "/" in r) else r for r in refs or []]
-    if suite and (Path(suite).exists() or suite not in builtin_suite_names()):
+    if suite and not names_builtin_suite(suite):
         suite = str(Path(suite).resolve())  # a file or directory; a built-in suite's name stays a name
     return absolute or None, suite or None
 

@@ -45,11 +45,19 @@ def builtin_specs() -> dict[str, ScenarioSpec]:
     return specs
 
 
-def builtin_suite_names() -> list[str]:
+@functools.cache
+def builtin_suite_names() -> tuple[str, ...]:
     """The suites shipped with mptcpkit (`suites/*.toml`): `default`, `full`."""
-    return sorted(
-        e.name.removesuffix(".toml") for e in _package_dir("suites").iterdir() if e.name.endswith(".toml")
+    return tuple(
+        sorted(
+            e.name.removesuffix(".toml") for e in _package_dir("suites").iterdir() if e.name.endswith(".toml")
+        )
     )
+
+
+def names_builtin_suite(ref: str) -> bool:
+    """Whether `--suite ref` means a built-in suite: its name, and no file or directory of that name here."""
+    return ref in builtin_suite_names() and not Path(ref).exists()
 
 
 @functools.cache
@@ -120,9 +128,9 @@ def load_suite(path: str | Path) -> SuiteSpec:
     """A suite file, a directory (its suite.toml, else every *.toml in it as a scenario), or a built-in suite's
     name (`full`) when no such file or directory exists."""
     target = Path(path)
+    if names_builtin_suite(str(path)):
+        return builtin_suite_spec(str(path))
     if not target.exists() and not _is_path(str(path)):
-        if str(path) in builtin_suite_names():
-            return builtin_suite_spec(str(path))
         raise UsageError(
             f"no suite file or built-in suite called '{path}'{did_you_mean(str(path), builtin_suite_names())}",
             hint=f"built-in suites: {', '.join(builtin_suite_names())}; or give a suite file or a directory",
