@@ -118,7 +118,7 @@ def run_cmd(
         from mptcpkit.lab.backends.vm.kernel_run import command_options, run_on_kernel
 
         options = command_options(run_cmd, locals())  # the guest calls run_cmd with these values (as JSON)
-        options["scenario"], options["suite"] = scenario_cli.guest_refs(scenario, suite)
+        options["scenario"], options["suite"] = scenario_cli.portable_refs(scenario, suite)
         raise typer.Exit(run_on_kernel(kernel, modules, options, label=label, db=db, json_path=json_path))
     elif modules:
         raise UsageError("--modules goes with --kernel")

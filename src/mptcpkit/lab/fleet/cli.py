@@ -67,9 +67,10 @@ def submit(
     check_emulation_mode(emulation)
     check_engine(engine)
     selection = scenario_cli.select(scenario, suite)  # bad names fail here, not on a lab machine
+    scenarios, suite_ref = scenario_cli.portable_refs(scenario, suite)
     spec = JobSpec(
-        scenarios=[_absolute(ref) for ref in scenario or []],
-        suite=_absolute(suite) if suite else None,
+        scenarios=scenarios or [],
+        suite=suite_ref,
         reps=reps,
         scale=scale,
         emulation=emulation,
@@ -94,12 +95,6 @@ def submit(
     for cls, job_id in zip(machines, ids, strict=True):
         err.print(f"job [bold]{job_id}[/] queued for class {escape(cls)}")
     print(" ".join(map(str, ids)))
-
-
-def _absolute(ref: str) -> str:
-    """Scenario files travel as absolute paths (shared by the team's checkout); names stay names."""
-    path = Path(ref)
-    return str(path.resolve()) if path.suffix == ".toml" or path.is_dir() else ref
 
 
 def worker(

@@ -74,8 +74,9 @@ def build_all(specs: list[ScenarioSpec], scale: float, engine: str | None) -> li
     return [build(spec, scale, engine=None if engine in (None, "mptcpkit") else engine) for spec in specs]
 
 
-def guest_refs(refs: list[str] | None, suite: str | None) -> tuple[list[str] | None, str | None]:
-    """`lab run`'s scenario and suite values for a guest: file paths made absolute (it sees this file system)."""
+def portable_refs(refs: list[str] | None, suite: str | None) -> tuple[list[str] | None, str | None]:
+    """`lab run`'s scenario and suite values for a VM guest or a fleet worker: file paths made absolute (they
+    see this file system, or the team's shared checkout at the same path); names and globs of names stay."""
     absolute = [str(Path(r).resolve()) if (r.endswith(".toml") or "/" in r) else r for r in refs or []]
     if suite and not names_builtin_suite(suite):
         suite = str(Path(suite).resolve())  # a file or directory; a built-in suite's name stays a name
